@@ -1,0 +1,87 @@
+"""The error taxonomy, and its one mapping to gRPC status codes and HTTP statuses.
+
+Every public entry point raises one of these with a message a person can act on. Transports
+(CLI, HTTP, gRPC) never invent codes of their own: they read ``grpc_code`` / ``http_status``.
+"""
+
+from __future__ import annotations
+
+
+class FaceGalleryError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    grpc_code: str = "INTERNAL"
+    http_status: int = 500
+    reason: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(FaceGalleryError):
+    """The request itself is wrong: fix the input and retry."""
+
+    grpc_code = "INVALID_ARGUMENT"
+    http_status = 400
+    reason = "invalid_input"
+
+
+class InvalidImage(InvalidInput):
+    """Image bytes that cannot or must not be decoded (type, size, corruption)."""
+
+    reason = "invalid_image"
+
+
+class ImageTooLarge(InvalidImage):
+    """Image over the configured byte or pixel limit."""
+
+    reason = "image_too_large"
+
+
+class Unauthenticated(FaceGalleryError):
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
+    reason = "unauthenticated"
+
+
+class PermissionDenied(FaceGalleryError):
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+    reason = "permission_denied"
+
+
+class NotFound(FaceGalleryError):
+    grpc_code = "NOT_FOUND"
+    http_status = 404
+    reason = "not_found"
+
+
+class AlreadyExists(FaceGalleryError):
+    grpc_code = "ALREADY_EXISTS"
+    http_status = 409
+    reason = "already_exists"
+
+
+class FailedPrecondition(FaceGalleryError):
+    """The system is not in a state to do this yet (e.g. models not prepared)."""
+
+    grpc_code = "FAILED_PRECONDITION"
+    http_status = 412
+    reason = "failed_precondition"
+
+
+class Overloaded(FaceGalleryError):
+    """Too much work queued: retry later."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 429
+    reason = "overloaded"
+
+
+class Unavailable(FaceGalleryError):
+    """A dependency (Milvus, Redis, a deployment) is not reachable right now."""
+
+    grpc_code = "UNAVAILABLE"
+    http_status = 503
+    reason = "unavailable"

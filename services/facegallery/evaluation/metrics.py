@@ -1,0 +1,104 @@
+"""Verification metrics over pair scores.
+
+Conventions: a pair is accepted as "same person" when ``score >= threshold``. A pair whose
+score is NaN could not be scored (no face found in one of its images): it counts as wrong in
+accuracy whatever the threshold, and as never accepted in ROC, AUC and TAR@FAR (a genuine pair
+missed, an impostor pair rightly rejected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FAR_TARGETS = (0.1, 0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class KFoldResult:
+    """Per-fold test accuracy, each with the threshold chosen on the other folds."""
+
+    accuracies: np.ndarray
+    thresholds: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.accuracies.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.accuracies.std())
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold that maximises accuracy on these (valid) pairs, found in O(n log n) by
+    sweeping every cut between distinct sorted scores; the threshold is the cut's midpoint."""
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], same[order].astype(bool)
+    # Cutting before index k accepts s[k:]: correct = genuines at >= k + impostors at < k.
+    genuine_at_or_after = np.concatenate([np.cumsum(y[::-1])[::-1], [0]])
+    impostor_before = np.concatenate([[0], np.cumsum(~y)])
+    correct = genuine_at_or_after + impostor_before
+    cuts = np.concatenate([[True], s[1:] > s[:-1], [True]])  # never split tied scores
+    correct = np.where(cuts, correct, -1)
+    k = int(np.argmax(correct))
+    if k == 0:
+        return float(s[0]) - 1e-6
+    if k == len(s):
+        return float(s[-1]) + 1e-6
+    return float((s[k - 1] + s[k]) / 2.0)
+
+
+def accuracy(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs decided correctly; NaN scores are always wrong."""
+    valid = ~np.isnan(scores)
+    accepted = np.zeros(len(scores), dtype=bool)
+    accepted[valid] = scores[valid] >= threshold
+    correct = valid & (accepted == same.astype(bool))
+    return float(correct.mean()) if len(scores) else 0.0
+
+
+def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> KFoldResult:
+    """Leave-one-fold-out accuracy: the threshold is chosen on every other fold's valid pairs
+    and tested on the held-out fold (the LFW protocol, Huang et al. 2007). Pairs of fold -1
+    belong to no fold and take no part."""
+    accuracies, thresholds = [], []
+    for fold in np.unique(folds[folds >= 0]):
+        train = (folds >= 0) & (folds != fold) & ~np.isnan(scores)
+        threshold = best_threshold(scores[train], same[train])
+        test = folds == fold
+        accuracies.append(accuracy(scores[test], same[test], threshold))
+        thresholds.append(threshold)
+    return KFoldResult(np.array(accuracies), np.array(thresholds))
+
+
+def roc_curve(scores: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FAR, TAR) at every distinct threshold, from accepting nothing to accepting all."""
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    y = same.astype(bool)
+    order = np.argsort(-filled, kind="stable")
+    s, y = filled[order], y[order]
+    last_of_tie = np.concatenate([s[1:] != s[:-1], [True]])
+    tar = np.cumsum(y)[last_of_tie] / max(1, int(y.sum()))
+    far = np.cumsum(~y)[last_of_tie] / max(1, int((~y).sum()))
+    return np.concatenate([[0.0], far]), np.concatenate([[0.0], tar])
+
+
+def auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids over every distinct threshold)."""
+    far, tar = roc_curve(scores, same)
+    return float(np.trapezoid(tar, far))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float] | None:
+    """(TAR, threshold) at the lowest threshold whose false accept rate is at most ``far``;
+    None when there are too few impostor pairs to measure that rate (fewer than 1 / far)."""
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    y = same.astype(bool)
+    impostors = np.sort(filled[~y])[::-1]
+    if len(impostors) * far < 1.0:
+        return None
+    allowed = int(np.floor(far * len(impostors)))
+    threshold = float(np.nextafter(impostors[allowed], np.inf))
+    return float((filled[y] >= threshold).mean()), threshold

@@ -1,0 +1,128 @@
+"""Run the pipeline over an evaluation set and report the protocol's numbers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from facegallery.errors import InvalidImage
+from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve, tar_at_far
+from facegallery.evaluation.pairs import Pair
+from facegallery.pipeline import FacePipeline
+
+IMAGE_BATCH = 8
+
+# image path -> its largest face's embedding (D,), or None when none can be had.
+Embed = Callable[[list[Path]], list[np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """Cosine similarity per pair (NaN where an image had no face), with labels and folds."""
+
+    scores: np.ndarray
+    same: np.ndarray
+    folds: np.ndarray
+    images: int
+
+
+def largest_face_embedder(pipeline: FacePipeline) -> Embed:
+    """Embed the largest face of each image file; unreadable images and faceless ones give
+    None (scored as failed pairs, not skipped)."""
+
+    def embed(paths: list[Path]) -> list[np.ndarray | None]:
+        decoded: list[np.ndarray | None] = []
+        for path in paths:
+            try:
+                decoded.append(pipeline.decode(path.read_bytes()))
+            except (OSError, InvalidImage):
+                decoded.append(None)
+        present = [image for image in decoded if image is not None]
+        faces = iter(pipeline.analyze_batch(present, largest_only=True))
+        out: list[np.ndarray | None] = []
+        for image in decoded:
+            found = next(faces) if image is not None else []
+            out.append(found[0].embedding if found else None)
+        return out
+
+    return embed
+
+
+def score_pairs(root: Path, pairs: list[Pair], embed: Embed, progress: bool) -> PairScores:
+    """Embed every distinct image once (in batches) and score every pair by cosine."""
+    images = sorted({p.img_a for p in pairs} | {p.img_b for p in pairs})
+    vectors: dict[str, np.ndarray | None] = {}
+    with tqdm(total=len(images), desc="images", unit="img", disable=not progress) as bar:
+        for start in range(0, len(images), IMAGE_BATCH):
+            chunk = images[start : start + IMAGE_BATCH]
+            vectors.update(zip(chunk, embed([root / name for name in chunk]), strict=True))
+            bar.update(len(chunk))
+    scores = np.array([_cosine(vectors[p.img_a], vectors[p.img_b]) for p in pairs])
+    same = np.array([p.same for p in pairs], dtype=bool)
+    folds = np.array([p.fold for p in pairs], dtype=int)
+    return PairScores(scores, same, folds, len(images))
+
+
+def pairs_report(result: PairScores, seconds: float, model_id: str) -> dict[str, object]:
+    """The JSON report of ``facegallery eval pairs``."""
+    kfold = kfold_accuracy(result.scores, result.same, result.folds)
+    tars = {}
+    for far in FAR_TARGETS:
+        measured = tar_at_far(result.scores, result.same, far)
+        if measured is not None:
+            tars[str(far)] = round(measured[0], 6)
+    return {
+        "accuracy_mean": round(kfold.mean, 6),
+        "accuracy_std": round(kfold.std, 6),
+        "auc": round(auc(result.scores, result.same), 6),
+        "tar_at_far": tars,
+        "threshold": round(float(np.mean(kfold.thresholds)), 6),
+        "pairs": len(result.scores),
+        "kfold_pairs": int((result.folds >= 0).sum()),
+        "failed_pairs": int(np.isnan(result.scores).sum()),
+        "images": result.images,
+        "seconds": round(seconds, 2),
+        "model_id": model_id,
+    }
+
+
+def evaluate_pairs(
+    pipeline: FacePipeline, root: Path, pairs: list[Pair], progress: bool = True
+) -> tuple[dict[str, object], PairScores]:
+    """``facegallery eval pairs``: the report and the raw scores (for a ROC plot)."""
+    start = time.perf_counter()
+    result = score_pairs(root, pairs, largest_face_embedder(pipeline), progress)
+    return pairs_report(result, time.perf_counter() - start, pipeline.model_id), result
+
+
+def plot_roc(result: PairScores, path: Path, label: str) -> None:
+    """Save the ROC curve (TAR against FAR, log FAR axis) as an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    far, tar = roc_curve(result.scores, result.same)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    ax.plot(np.maximum(far, 1e-5), tar, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_xlim(1e-4, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None:
+        return float("nan")
+    return float(np.dot(a, b))

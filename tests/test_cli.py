@@ -1,0 +1,180 @@
+"""The ``facegallery`` command: happy paths and clear errors, through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facegallery.cli import app
+from facegallery.samples import Samples
+from tests.helpers import read_bgr
+
+runner = CliRunner()
+
+
+def _tiny_pairs_set(samples: Samples, root: Path, people: int = 12) -> Path:
+    """ORL people as PNG folders, one faceless image, and a CSV of pairs without folds."""
+    for p in range(1, people + 1):
+        (root / f"s{p}").mkdir(parents=True)
+        for k in (1, 2, 3):
+            cv2.imwrite(
+                str(root / f"s{p}" / f"{k}.png"), read_bgr(samples.orl / f"s{p}" / f"{k}.pgm")
+            )
+    cv2.imwrite(str(root / "s1" / "blank.png"), np.full((112, 92, 3), 128, np.uint8))
+    rows = [("s1/1.png", "s1/blank.png", 1)]
+    for p in range(1, people + 1):
+        rows += [(f"s{p}/1.png", f"s{p}/2.png", 1), (f"s{p}/2.png", f"s{p}/3.png", 1)]
+        rows += [
+            (f"s{p}/1.png", f"s{p % people + 1}/3.png", 0),
+            (f"s{p}/3.png", f"s{(p + 2) % people + 1}/1.png", 0),
+        ]
+    pairs = root / "pairs.csv"
+    with pairs.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["img_a", "img_b", "same"])
+        writer.writerows(rows)
+    return pairs
+
+
+@pytest.mark.slow
+def test_eval_pairs_on_a_tiny_set(samples: Samples, tmp_path: Path) -> None:
+    root = tmp_path / "set"
+    pairs = _tiny_pairs_set(samples, root)
+    out, plot = tmp_path / "report.json", tmp_path / "roc.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facegallery.cli",
+            "eval",
+            "pairs",
+            "--root",
+            str(root),
+            "--pairs",
+            str(pairs),
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert set(report) == {
+        "accuracy_mean",
+        "accuracy_std",
+        "auc",
+        "tar_at_far",
+        "threshold",
+        "pairs",
+        "failed_pairs",
+        "images",
+        "seconds",
+        "model_id",
+        "kfold_pairs",
+    }
+    assert report["pairs"] == 49 and report["images"] == 37 and report["failed_pairs"] == 1
+    assert 25 <= report["kfold_pairs"] < 49  # all 25 genuine pairs; cross-fold impostors out
+    assert report["accuracy_mean"] >= 0.9  # only the faceless pair may be wrong, and it is
+    assert report["accuracy_mean"] < 1.0
+    assert report["auc"] > 0.95
+    assert "0.1" in report["tar_at_far"] and "0.001" not in report["tar_at_far"]
+    assert report["model_id"].startswith("sface-2021dec-")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_pairs_json_on_stdout(samples: Samples, tmp_path: Path) -> None:
+    pairs = _tiny_pairs_set(samples, tmp_path / "set")
+    result = runner.invoke(
+        app, ["eval", "pairs", "--root", str(tmp_path / "set"), "--pairs", str(pairs)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pairs"] == 49
+
+
+def test_eval_pairs_errors(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["eval", "pairs", "--root", str(tmp_path / "no"), "--pairs", "x.csv"]
+    )
+    assert result.exit_code == 2 and "is not a folder" in result.stderr
+    result = runner.invoke(
+        app, ["eval", "pairs", "--root", str(tmp_path), "--pairs", str(tmp_path / "x.csv")]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "pairs",
+            "--root",
+            str(tmp_path),
+            "--pairs",
+            "x.csv",
+            "--model-pack",
+            "insightface",
+        ],
+    )
+    assert result.exit_code == 2
+
+
+def test_detect_human_and_json(samples: Samples) -> None:
+    result = runner.invoke(app, ["detect", str(samples.photo("group.jpg"))])
+    assert result.exit_code == 0, result.output
+    assert "6 face(s)" in result.stdout and "rejected: extreme_pose" in result.stdout
+    result = runner.invoke(app, ["detect", str(samples.photo("astronaut.png")), "--json"])
+    faces = json.loads(result.stdout)["faces"]
+    assert len(faces) == 1 and faces[0]["quality"]["passed"] is True
+    assert len(faces[0]["landmarks"]) == 5 and len(faces[0]["box"]) == 4
+
+
+def test_detect_errors(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["detect", str(tmp_path / "missing.jpg")])
+    assert result.exit_code == 2 and "is not a file" in result.stderr
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("hello")
+    result = runner.invoke(app, ["detect", str(junk)])
+    assert result.exit_code == 2 and "not a supported image" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_noncommercial_pack_refused_without_acknowledgement(samples: Samples) -> None:
+    result = runner.invoke(
+        app, ["detect", str(samples.photo("astronaut.png")), "--model-pack", "insightface"]
+    )
+    assert result.exit_code == 1 and "non-commercial" in result.stderr
+
+
+def test_demo() -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "group.jpg: 6 faces" in result.stdout
+    lines = [ln for ln in result.stdout.splitlines() if "obama.jpg (Barack Obama) vs" in ln]
+    same = [float(ln.split()[2]) for ln in lines if ln.strip().startswith("same")]
+    different = [float(ln.split()[1]) for ln in lines if ln.strip().startswith("different")]
+    assert same and different and min(same) > max(different) + 0.2
+
+
+def test_models_list() -> None:
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    assert "yunet-2023mar-" in result.stdout and "insightface" in result.stdout
+
+
+def test_bad_config_file(tmp_path: Path, samples: Samples) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("detect:\n  score_threshold: 7\n")
+    result = runner.invoke(
+        app, ["detect", str(samples.photo("astronaut.png")), "--config", str(config)]
+    )
+    assert result.exit_code == 2 and "is invalid" in result.stderr

@@ -1,0 +1,46 @@
+"""Settings: defaults, YAML file, environment overrides, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facegallery.config import load_settings
+from facegallery.errors import InvalidInput
+
+
+def test_yaml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(
+        "detect:\n  score_threshold: 0.7\n  max_faces: 3\nembed:\n  flip_tta: false\n"
+    )
+    monkeypatch.setenv("FACEGALLERY_DETECT__MAX_FACES", "9")
+    settings = load_settings(config)
+    assert settings.detect.score_threshold == 0.7
+    assert settings.detect.max_faces == 9  # the environment wins over the file
+    assert settings.embed.flip_tta is False
+    assert settings.quality.min_face_px == 32.0  # untouched default
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text("models:\n  pack: insightface\n")
+    monkeypatch.setenv("FACEGALLERY_CONFIG", str(config))
+    assert load_settings().models.pack == "insightface"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("detect:\n  score_threshold: 2\n", "is invalid"), ("nonsense_section: 1\n", "is invalid")],
+)
+def test_invalid_files_are_explained(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(content)
+    with pytest.raises(InvalidInput, match=message):
+        load_settings(config)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
