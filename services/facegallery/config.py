@@ -61,8 +61,9 @@ class RuntimeSettings(BaseModel):
 
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     providers: list[str] = Field(
-        default_factory=lambda: ["CPUExecutionProvider"],
-        description="ONNX Runtime execution providers in priority order.",
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime execution providers in priority order; those not available "
+        "on this machine are skipped (CUDA needs onnxruntime-gpu and a GPU).",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime decide.")
     engine_dir: Path = Field(default_factory=lambda: _cache_home() / "engines")

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from facegallery.config import DetectSettings
+from facegallery.runtime import InferenceRuntime
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,10 @@ class Detection:
 class Detector(ABC):
     """Base of every face detector: ``detect(images) -> faces per image``."""
 
-    def __init__(self, settings: DetectSettings, max_batch: int, model_id: str) -> None:
+    def __init__(
+        self, runtime: InferenceRuntime, settings: DetectSettings, max_batch: int, model_id: str
+    ) -> None:
+        self.runtime = runtime
         self.settings = settings
         self.max_batch = max_batch
         self.model_id = model_id

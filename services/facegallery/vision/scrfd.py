@@ -24,8 +24,7 @@ class ScrfdDetector(Detector):
     def __init__(
         self, runtime: InferenceRuntime, settings: DetectSettings, max_batch: int, model_id: str
     ) -> None:
-        super().__init__(settings, max_batch, model_id)
-        self.runtime = runtime
+        super().__init__(runtime, settings, max_batch, model_id)
         self.size = settings.input_size
         self._centres = {s: _anchor_centres(self.size, s) for s in STRIDES}
 

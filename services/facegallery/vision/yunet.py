@@ -10,8 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facegallery.config import DetectSettings
-from facegallery.runtime import InferenceRuntime
 from facegallery.vision.detect import Detection, Detector
 
 STRIDES = (8, 16, 32)
@@ -19,12 +17,6 @@ DIVISOR = 32
 
 
 class YuNetDetector(Detector):
-    def __init__(
-        self, runtime: InferenceRuntime, settings: DetectSettings, max_batch: int, model_id: str
-    ) -> None:
-        super().__init__(settings, max_batch, model_id)
-        self.runtime = runtime
-
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
         scaled, scales = zip(*(self._fit(image) for image in images), strict=True)
         height = _round_up(max(s.shape[0] for s in scaled))
