@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from tqdm import tqdm
 
 from facegallery.config import Settings, load_settings
 from facegallery.errors import FaceGalleryError, InvalidInput
@@ -36,6 +38,9 @@ ConfigOption = Annotated[
 PackOption = Annotated[
     str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
 ]
+
+if TYPE_CHECKING:
+    from facegallery.service import EnrollOutcome, FaceService
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,6 +184,290 @@ def eval_pairs(
     if plot is not None:
         plot_roc(scores, plot, pipeline.model_id)
     _emit_json(report, json_out)
+
+
+GalleryOption = Annotated[str, typer.Option("--gallery", "-g", help="Gallery id.")]
+UserOption = Annotated[str, typer.Option("--user", "-u", help="User id.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
+]
+
+
+def _service(config: Path | None) -> FaceService:
+    from facegallery.service import FaceService
+
+    return FaceService.from_settings(load_settings(config))
+
+
+@app.command("enroll")
+@_reports_errors
+def enroll(
+    images: Annotated[list[Path], typer.Argument(help="Photos of the user, one face each.")],
+    gallery: GalleryOption,
+    user: UserOption,
+    face_index: Annotated[
+        int | None, typer.Option("--face-index", help="Which face (in `detect` order) to take.")
+    ] = None,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Enroll a user from photos: each gives one template, or a reason it was refused."""
+    from facegallery.service import ImageInput
+
+    inputs = [ImageInput(path.name, _read_image(path)) for path in images]
+    result = _service(config).enroll(gallery, user, inputs, face_index)
+    if as_json:
+        _emit_json(result.to_dict(), None)
+    else:
+        typer.echo(
+            f"enrolled {result.enrolled} of {len(images)} image(s) for {user} in {gallery} "
+            f"({result.templates} template(s) kept)"
+        )
+        for outcome in result.outcomes:
+            _echo_outcome(outcome)
+    if result.enrolled == 0:
+        raise typer.Exit(1)
+
+
+@app.command("enroll-folder")
+@_reports_errors
+def enroll_folder(
+    folder: Annotated[Path, typer.Argument(help="One sub-folder per person, named by user id.")],
+    gallery: GalleryOption,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Enroll everyone in a folder-per-identity tree, with a summary of refused photos."""
+    from facegallery.evaluation.identify import IMAGE_SUFFIXES
+    from facegallery.service import ImageInput
+
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder")
+    people = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not people:
+        raise InvalidInput(f"{folder} has no sub-folders (one per person)")
+    service = _service(config)
+    results, refused = [], []
+    for person in tqdm(people, desc="people", unit="person"):
+        photos = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not photos:
+            refused.append({"user_id": person.name, "reason": "no photos"})
+            continue
+        inputs = [ImageInput(f"{person.name}/{p.name}", p.read_bytes()) for p in photos]
+        try:
+            results.append(service.enroll(gallery, person.name, inputs))
+        except InvalidInput as exc:
+            refused.append({"user_id": person.name, "reason": exc.message})
+    summary = {
+        "gallery": gallery,
+        "users_enrolled": sum(r.enrolled > 0 for r in results),
+        "images_enrolled": sum(r.enrolled for r in results),
+        "images_rejected": sum(len(r.outcomes) - r.enrolled for r in results),
+        "users_refused": refused,
+        "rejected": [o.to_dict() for r in results for o in r.outcomes if not o.enrolled],
+    }
+    if as_json:
+        _emit_json(summary, None)
+        return
+    typer.echo(
+        f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
+        f"in {gallery}; {summary['images_rejected']} photo(s) rejected"
+    )
+    for entry in refused:
+        typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
+    for r in results:
+        for outcome in r.outcomes:
+            if not outcome.enrolled:
+                _echo_outcome(outcome)
+
+
+@app.command("identify")
+@_reports_errors
+def identify(
+    image: Annotated[Path, typer.Argument(help="Photo to search the gallery with.")],
+    gallery: GalleryOption,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Candidates per face.")] = None,
+    threshold: ThresholdOption = None,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Who is in this photo? Every face, its candidate users, and the decision."""
+    service = _service(config)
+    answers = service.identify(gallery, _read_image(image), top_k, threshold)
+    limit = service.thresholds.threshold(service.model_id, threshold)
+    if as_json:
+        _emit_json(
+            {
+                "gallery": gallery,
+                "threshold": limit,
+                "model_id": service.model_id,
+                "faces": [a.to_dict() for a in answers],
+            },
+            None,
+        )
+        return
+    typer.echo(f"{image}: {len(answers)} face(s), threshold {limit:.3f}")
+    for i, answer in enumerate(answers, start=1):
+        x1, y1, x2, y2 = (round(float(v)) for v in answer.detection.box)
+        where = f"  {i}. ({x1},{y1})-({x2},{y2})"
+        if not answer.searched:
+            typer.echo(f"{where} not searched: " + ", ".join(answer.quality.reasons))
+        elif answer.decision != "unknown":
+            typer.echo(f"{where} {answer.decision} (score {answer.candidates[0].score:.3f})")
+        elif answer.candidates:
+            best = answer.candidates[0]
+            typer.echo(f"{where} unknown (closest: {best.user_id} at {best.score:.3f})")
+        else:
+            typer.echo(f"{where} unknown (the gallery is empty)")
+
+
+@app.command("verify")
+@_reports_errors
+def verify(
+    image: Annotated[Path, typer.Argument(help="Photo of the person claiming to be the user.")],
+    gallery: GalleryOption,
+    user: UserOption,
+    threshold: ThresholdOption = None,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Is the largest face in this photo the claimed user? (1:1)"""
+    result = _service(config).verify(gallery, user, _read_image(image), threshold)
+    if as_json:
+        _emit_json(result.to_dict(), None)
+        return
+    verdict = "match" if result.match else "no match"
+    gate = "ok" if result.quality.passed else "rejected: " + ", ".join(result.quality.reasons)
+    typer.echo(
+        f"{verdict}: {user} score {result.score:.3f}, threshold {result.threshold:.3f}, "
+        f"probe quality {result.quality.score:.2f} ({gate})"
+    )
+
+
+@app.command("users")
+@_reports_errors
+def users(
+    gallery: GalleryOption,
+    after: Annotated[str | None, typer.Option("--after", help="Page cursor: last id seen.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Page size.")] = 100,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Enrolled users of a gallery, in id order, a page at a time."""
+    page = _service(config).users(gallery, after, limit)
+    if as_json:
+        _emit_json(
+            {
+                "gallery": gallery,
+                "users": page,
+                "next_after": page[-1] if len(page) == limit else None,
+            },
+            None,
+        )
+        return
+    for user_id in page:
+        typer.echo(user_id)
+
+
+@app.command("delete-user")
+@_reports_errors
+def delete_user(gallery: GalleryOption, user: UserOption, config: ConfigOption = None) -> None:
+    """Delete every template of a user (checked gone afterwards)."""
+    deleted = _service(config).delete_user(gallery, user)
+    typer.echo(f"deleted {user} from {gallery} ({deleted} template(s))")
+
+
+@app.command("stats")
+@_reports_errors
+def stats(gallery: GalleryOption, as_json: JsonFlag = False, config: ConfigOption = None) -> None:
+    """How many users and templates a gallery holds."""
+    service = _service(config)
+    result = service.stats(gallery)
+    if as_json:
+        _emit_json(
+            {
+                "gallery": gallery,
+                "users": result.users,
+                "templates": result.templates,
+                "model_id": service.model_id,
+            },
+            None,
+        )
+        return
+    typer.echo(
+        f"{gallery}: {result.users} user(s), {result.templates} template(s) ({service.model_id})"
+    )
+
+
+@app.command("calibrate")
+@_reports_errors
+def calibrate(
+    root: Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")],
+    pairs: Annotated[Path, typer.Option("--pairs", help="CSV or LFW pairs.txt.")],
+    far: Annotated[float, typer.Option("--far", help="Target false accept rate.")] = 0.001,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Choose the threshold for a target FAR on labelled pairs and store it for the model."""
+    from facegallery.evaluation.pairs import read_pairs
+    from facegallery.evaluation.runner import largest_face_embedder, score_pairs
+    from facegallery.matching import Thresholds
+    from facegallery.matching import calibrate as fit
+    from facegallery.pipeline import FacePipeline
+
+    if not root.is_dir():
+        raise InvalidInput(f"--root {root} is not a folder")
+    settings = _settings(config, model_pack)
+    pair_list = read_pairs(pairs)
+    pipeline = FacePipeline.from_settings(settings)
+    scores = score_pairs(root, pair_list, largest_face_embedder(pipeline), progress=True)
+    result = fit(scores.scores, scores.same, far, pipeline.model_id, f"{root.name}/{pairs.name}")
+    thresholds = Thresholds(settings.matching)
+    thresholds.save(result)
+    if as_json:
+        _emit_json(asdict(result), None)
+        return
+    typer.echo(
+        f"threshold {result.threshold:.4f} for {result.model_id}: FAR {result.far:.5f} "
+        f"(target {far}), TAR {result.tar:.4f} on {result.genuine_pairs} genuine / "
+        f"{result.impostor_pairs} impostor pairs; saved to {thresholds.path}"
+    )
+
+
+@eval_app.command("identify")
+@_reports_errors
+def eval_identify(
+    root: Annotated[Path, typer.Option("--root", help="Folder with one sub-folder per person.")],
+    enroll_per_identity: Annotated[
+        int, typer.Option("--enroll-per-identity", help="K: photos enrolled per person.")
+    ] = 1,
+    min_images: Annotated[
+        int | None,
+        typer.Option("--min-images", help="N: people with fewer are not enrolled (default K+1)."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Rank-1, rank-5 and FNIR@FPIR with the real gallery (a temporary one)."""
+    from facegallery.evaluation.identify import evaluate_identification
+    from facegallery.pipeline import FacePipeline
+
+    pipeline = FacePipeline.from_settings(_settings(config, model_pack))
+    minimum = min_images if min_images is not None else enroll_per_identity + 1
+    report = evaluate_identification(pipeline, root, enroll_per_identity, minimum)
+    _emit_json(report, json_out)
+
+
+def _echo_outcome(outcome: EnrollOutcome) -> None:
+    if outcome.enrolled:
+        for warning in outcome.warnings:
+            typer.echo(f"  {outcome.image}: enrolled, warning: {warning}")
+        return
+    typer.echo(f"  {outcome.image}: rejected ({outcome.reason}): {outcome.message}")
 
 
 def _read_image(path: Path) -> bytes:

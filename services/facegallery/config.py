@@ -31,6 +31,10 @@ def _cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facegallery"
 
 
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "facegallery"
+
+
 class ModelSettings(BaseModel):
     """Which models run, and where prepared model files are cached."""
 
@@ -129,6 +133,39 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1)
 
 
+class GallerySettings(BaseModel):
+    """Where templates live (Milvus) and how they are indexed and kept."""
+
+    uri: str = Field(
+        default_factory=lambda: str(_data_home() / "gallery.db"),
+        description="A Milvus Lite file (the embedded default) or a Milvus server URI such as "
+        "http://milvus:19530.",
+    )
+    token: str = Field(default="", description="Milvus server credentials (user:password).")
+    index_type: Literal["HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = "HNSW"
+    hnsw_m: int = Field(default=16, ge=4)
+    hnsw_ef_construction: int = Field(default=200, ge=8)
+    search_ef: int = Field(default=128, ge=1, description="HNSW search breadth.")
+    ivf_nlist: int = Field(default=1024, ge=1)
+    ivf_nprobe: int = Field(default=32, ge=1)
+    max_templates_per_user: int = Field(default=10, ge=1)
+    top_k: int = Field(default=5, ge=1, le=100, description="Candidate users per face.")
+
+
+class MatchingSettings(BaseModel):
+    """Decisions: thresholds per model id, and what a duplicate identity at enrollment does."""
+
+    thresholds_file: Path = Field(
+        default_factory=lambda: _data_home() / "thresholds.json",
+        description="Thresholds written by `facegallery calibrate`; they override the shipped "
+        "defaults for their model id.",
+    )
+    duplicate_identity: Literal["warn", "refuse"] = Field(
+        default="warn",
+        description="When an enrollment face already matches a different user of the gallery.",
+    )
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -142,6 +179,8 @@ class Settings(BaseSettings):
     detect: DetectSettings = Field(default_factory=DetectSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    gallery: GallerySettings = Field(default_factory=GallerySettings)
+    matching: MatchingSettings = Field(default_factory=MatchingSettings)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",

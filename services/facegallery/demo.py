@@ -1,52 +1,82 @@
-"""The demo of the main job on the embedded defaults, on photos that ship in registry packages.
-
-It runs the real pipeline: detection with the quality gate on a group photo, then how close
-the embeddings of the same and of different people are.
-"""
+"""The demo of the main job on the embedded defaults (Milvus Lite file, CPU models), on photos
+that ship in registry packages: enroll a few people, then identify and verify, including a
+match, a non-match, an unknown face and a refused enrollment."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 
 from facegallery.config import Settings
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import fetch_samples
+from facegallery.matching import Identification
+from facegallery.samples import Samples, fetch_samples
+from facegallery.service import FaceService, ImageInput
 
-PORTRAITS = {
-    "obama.jpg": "Barack Obama",
-    "obama2.jpg": "Barack Obama",
-    "biden.jpg": "Joe Biden",
-    "astronaut.png": "Eileen Collins",
-    "grace_hopper.jpg": "Grace Hopper",
-}
+GALLERY = "demo"
 
 
 def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
-    """Print what the pipeline makes of the sample photos."""
+    """Print each step and its answer."""
     samples = fetch_samples(settings.samples_dir.expanduser(), settings.models.wheelhouse)
-    pipeline = FacePipeline.from_settings(settings)
-    say(f"models: {pipeline.detector.model_id} + {pipeline.model_id}")
+    service = FaceService.from_settings(settings)
+    limit = service.thresholds.get(service.model_id)
+    say(f"models {service.pipeline.detector.model_id} + {service.model_id}")
+    say(f"gallery '{GALLERY}' in {settings.gallery.uri}")
+    say(f"threshold {limit.threshold:.3f} (FAR {limit.far_target} on {limit.source})")
+    for user in service.users(GALLERY, limit=1000):
+        service.delete_user(GALLERY, user)
 
-    faces = pipeline.analyze(samples.photo("group.jpg").read_bytes())
-    say(f"\ngroup.jpg: {len(faces)} faces")
-    for i, face in enumerate(faces, start=1):
-        verdict = "ok" if face.quality.passed else "rejected: " + ", ".join(face.quality.reasons)
-        yaw = face.quality.pose.yaw
-        say(f"  face {i}: quality {face.quality.score:.2f}, yaw {yaw:+.0f} degrees, {verdict}")
+    say("\nenroll")
+    people = {
+        "barack-obama": [_photo(samples, "obama.jpg"), _photo(samples, "obama3.jpg")],
+        "joe-biden": [_photo(samples, "biden.jpg")],
+        "eileen-collins": [_photo(samples, "astronaut.png")],
+        **{f"orl-s{n}": [_orl(samples, n, k) for k in (1, 2, 3)] for n in range(1, 6)},
+        "someone": [_photo(samples, "group.jpg")],
+    }
+    for user, images in people.items():
+        result = service.enroll(GALLERY, user, images)
+        say(f"  {user}: {result.enrolled} of {len(images)} photo(s) enrolled")
+        for outcome in result.outcomes:
+            if not outcome.enrolled:
+                say(f"    {outcome.image} refused ({outcome.reason}): {outcome.message}")
 
-    vectors = {}
-    for name in PORTRAITS:
-        found = pipeline.analyze_batch(
-            [pipeline.decode(samples.photo(name).read_bytes())], largest_only=True
-        )[0]
-        if found and found[0].embedding is not None:
-            vectors[name] = found[0].embedding
-    say("\ncosine similarity of the largest faces (same person: high; different: low)")
-    names = list(vectors)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            same = "same person " if PORTRAITS[a] == PORTRAITS[b] else "different   "
-            score = float(np.dot(vectors[a], vectors[b]))
-            say(f"  {same} {score:+.3f}  {a} ({PORTRAITS[a]}) vs {b} ({PORTRAITS[b]})")
+    say("\nidentify (1:N)")
+    for probe, truth in [
+        (_photo(samples, "obama2.jpg"), "Barack Obama, another photo"),
+        (_orl(samples, 3, 9), "ORL person s3, another photo"),
+        (_photo(samples, "grace_hopper.jpg"), "Grace Hopper, never enrolled"),
+    ]:
+        for answer in service.identify(GALLERY, probe.data):
+            say(f"  {probe.name} ({truth}): {_describe(answer)}")
+
+    say("\nverify (1:1)")
+    probe = _photo(samples, "obama2.jpg")
+    for claim in ("barack-obama", "joe-biden"):
+        verification = service.verify(GALLERY, claim, probe.data)
+        verdict = "match" if verification.match else "no match"
+        say(f"  {probe.name} claims {claim}: {verdict} (score {verification.score:.3f})")
+
+    stats = service.stats(GALLERY)
+    say(f"\ngallery '{GALLERY}': {stats.users} users, {stats.templates} templates")
+
+
+def _photo(samples: Samples, name: str) -> ImageInput:
+    return ImageInput(name, samples.photo(name).read_bytes())
+
+
+def _orl(samples: Samples, person: int, shot: int) -> ImageInput:
+    """ORL photos are PGM files: read them into arrays (the API takes arrays as well)."""
+    path = samples.orl / f"s{person}" / f"{shot}.pgm"
+    return ImageInput(f"orl/s{person}/{shot}.pgm", np.asarray(Image.open(path)))
+
+
+def _describe(answer: Identification) -> str:
+    if not answer.searched:
+        return "not searched: " + ", ".join(answer.quality.reasons)
+    if answer.decision != "unknown":
+        return f"{answer.decision} (score {answer.candidates[0].score:.3f})"
+    best = answer.candidates[0] if answer.candidates else None
+    return "unknown" + (f" (closest {best.user_id} at {best.score:.3f})" if best else "")

@@ -102,3 +102,25 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
     allowed = int(np.floor(far * len(impostors)))
     threshold = float(np.nextafter(impostors[allowed], np.inf))
     return float((filled[y] >= threshold).mean()), threshold
+
+
+FPIR_TARGETS = (0.003, 0.01, 0.1)
+
+
+def fnir_at_fpir(
+    mated_top_user_ok: np.ndarray,
+    mated_top_score: np.ndarray,
+    nonmated_top_score: np.ndarray,
+    fpir: float,
+) -> float | None:
+    """FNIR at the threshold where a fraction ``fpir`` of non-mated searches return a
+    candidate (NIST FRVT 1:N, rank 1): a mated search is a miss unless its top candidate is
+    the mate *and* scores at least the threshold. NaN scores (no face) never pass. None when
+    there are fewer than 1 / ``fpir`` non-mated searches."""
+    nonmated = np.sort(np.where(np.isnan(nonmated_top_score), -np.inf, nonmated_top_score))[::-1]
+    if len(nonmated) * fpir < 1.0 or len(mated_top_score) == 0:
+        return None
+    threshold = float(np.nextafter(nonmated[int(np.floor(fpir * len(nonmated)))], np.inf))
+    mated = np.where(np.isnan(mated_top_score), -np.inf, mated_top_score)
+    hits = mated_top_user_ok & (mated >= threshold)
+    return float(1.0 - hits.mean())

@@ -53,16 +53,22 @@ def largest_face_embedder(pipeline: FacePipeline) -> Embed:
     return embed
 
 
-def score_pairs(root: Path, pairs: list[Pair], embed: Embed, progress: bool) -> PairScores:
-    """Embed every distinct image once (in batches) and score every pair by cosine."""
-    images = sorted({p.img_a for p in pairs} | {p.img_b for p in pairs})
-    vectors: dict[str, np.ndarray | None] = {}
-    with tqdm(total=len(images), desc="images", unit="img", disable=not progress) as bar:
-        for start in range(0, len(images), IMAGE_BATCH):
-            chunk = images[start : start + IMAGE_BATCH]
-            vectors.update(zip(chunk, embed([root / name for name in chunk]), strict=True))
+def embed_images(embed: Embed, paths: list[Path], progress: bool) -> dict[Path, np.ndarray | None]:
+    """Embed each image once, in batches, with a progress bar on stderr."""
+    vectors: dict[Path, np.ndarray | None] = {}
+    with tqdm(total=len(paths), desc="images", unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), IMAGE_BATCH):
+            chunk = paths[start : start + IMAGE_BATCH]
+            vectors.update(zip(chunk, embed(chunk), strict=True))
             bar.update(len(chunk))
-    scores = np.array([_cosine(vectors[p.img_a], vectors[p.img_b]) for p in pairs])
+    return vectors
+
+
+def score_pairs(root: Path, pairs: list[Pair], embed: Embed, progress: bool) -> PairScores:
+    """Embed every distinct image once and score every pair by cosine."""
+    images = sorted({p.img_a for p in pairs} | {p.img_b for p in pairs})
+    vectors = embed_images(embed, [root / name for name in images], progress)
+    scores = np.array([_cosine(vectors[root / p.img_a], vectors[root / p.img_b]) for p in pairs])
     same = np.array([p.same for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=int)
     return PairScores(scores, same, folds, len(images))

@@ -24,7 +24,11 @@ NORMALISATION: dict[str, tuple[float, float]] = {
 
 
 class Embedder:
-    """A recognizer model: ``embed(crops) -> (N, D)`` unit vectors tagged with ``model_id``."""
+    """A recognizer model: ``embed(crops) -> (N, D)`` unit vectors tagged with ``model_id``.
+
+    Flip averaging changes the vectors (slightly, but thresholds move with it), so it is part
+    of the id: ``sface-2021dec-728d3b367af3+flip``. Galleries and thresholds keyed by the id
+    never mix the two."""
 
     def __init__(
         self,
@@ -36,7 +40,7 @@ class Embedder:
         self.runtime = runtime
         self.mean, self.std = NORMALISATION[family]
         self.settings = settings
-        self.model_id = model_id
+        self.model_id = f"{model_id}+flip" if settings.flip_tta else model_id
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``crops``: (N, 112, 112, 3) BGR uint8 aligned faces. Returns (N, D) float32, each row

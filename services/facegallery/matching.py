@@ -1,0 +1,194 @@
+"""Decisions: thresholds per embedding model id, calibration, verify and identify answers.
+
+A threshold belongs to the embedding space it was measured in, so it is keyed by the model id
+(flip averaging included). One chosen for a target false accept rate (FAR) on impostor pairs
+is the operator's lever: a lower FAR means fewer wrong matches and more missed ones. An
+explicit threshold in a request overrides the stored one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from facegallery.config import MatchingSettings
+from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.evaluation.metrics import tar_at_far
+from facegallery.gallery import Candidate
+from facegallery.vision.detect import Detection
+from facegallery.vision.quality import Quality
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold and the evidence for it."""
+
+    model_id: str
+    threshold: float
+    far_target: float
+    far: float
+    tar: float
+    genuine_pairs: int
+    impostor_pairs: int
+    source: str
+
+
+# Shipped defaults: `facegallery calibrate --far 0.001` on the development set celeba_150
+# (3,000 genuine and 3,000 impostor pairs), see README "Thresholds". Galleries of other people
+# and cameras should calibrate on pairs of their own.
+_DEV_SET = "shared/faces/celeba_150/pairs.csv"
+SHIPPED: dict[str, Calibration] = {
+    "sface-2021dec-728d3b367af3+flip": Calibration(
+        "sface-2021dec-728d3b367af3+flip", 0.349319, 0.001, 0.001, 0.895333, 3000, 3000, _DEV_SET
+    ),
+    "arcface-w600k-mbf-35b35e093ed0+flip": Calibration(
+        "arcface-w600k-mbf-35b35e093ed0+flip", 0.255791, 0.001, 0.001, 0.938, 3000, 3000, _DEV_SET
+    ),
+    "sface-2021dec-728d3b367af3": Calibration(
+        "sface-2021dec-728d3b367af3", 0.35626, 0.001, 0.001, 0.880667, 3000, 3000, _DEV_SET
+    ),
+    "arcface-w600k-mbf-35b35e093ed0": Calibration(
+        "arcface-w600k-mbf-35b35e093ed0", 0.250317, 0.001, 0.001, 0.938, 3000, 3000, _DEV_SET
+    ),
+}
+
+
+def calibrate(
+    scores: np.ndarray, same: np.ndarray, far_target: float, model_id: str, source: str
+) -> Calibration:
+    """The lowest threshold whose FAR on these pairs is at most ``far_target``."""
+    if not 0.0 < far_target < 1.0:
+        raise InvalidInput(f"--far must be between 0 and 1, got {far_target}")
+    measured = tar_at_far(scores, same, far_target)
+    impostors = int((~same.astype(bool)).sum())
+    if measured is None:
+        raise InvalidInput(
+            f"{impostors} impostor pairs cannot measure a FAR of {far_target}: "
+            f"at least {int(np.ceil(1 / far_target))} are needed"
+        )
+    tar, threshold = measured
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    far = float((filled[~same.astype(bool)] >= threshold).mean())
+    return Calibration(
+        model_id=model_id,
+        threshold=round(threshold, 6),
+        far_target=far_target,
+        far=far,
+        tar=round(tar, 6),
+        genuine_pairs=int(same.astype(bool).sum()),
+        impostor_pairs=impostors,
+        source=source,
+    )
+
+
+class Thresholds:
+    """Calibrated thresholds: the operator's file first, then the shipped defaults."""
+
+    def __init__(self, settings: MatchingSettings) -> None:
+        self.path = settings.thresholds_file.expanduser()
+
+    def get(self, model_id: str) -> Calibration:
+        stored = self._read().get(model_id)
+        if stored is not None:
+            try:
+                return TypeAdapter(Calibration).validate_python(stored)
+            except ValidationError as exc:
+                raise FailedPrecondition(
+                    f"thresholds file {self.path} has a bad entry for {model_id}: {exc}"
+                ) from exc
+        if model_id in SHIPPED:
+            return SHIPPED[model_id]
+        raise FailedPrecondition(
+            f"no threshold for model {model_id}: run `facegallery calibrate --root DIR "
+            "--pairs FILE --far 0.001` on pairs of your own, or pass a threshold explicitly"
+        )
+
+    def threshold(self, model_id: str, override: float | None = None) -> float:
+        if override is not None:
+            if not -1.0 <= override <= 1.0:
+                raise InvalidInput(
+                    f"threshold must be a cosine similarity in [-1, 1], got {override}"
+                )
+            return override
+        return self.get(model_id).threshold
+
+    def save(self, calibration: Calibration) -> None:
+        entries = self._read()
+        entries[calibration.model_id] = asdict(calibration)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".part")
+        tmp.write_text(json.dumps(entries, indent=2) + "\n")
+        tmp.replace(self.path)
+
+    def _read(self) -> dict[str, dict[str, object]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise FailedPrecondition(
+                f"thresholds file {self.path} is not valid JSON: {exc}"
+            ) from exc
+        if not isinstance(data, dict):
+            raise FailedPrecondition(f"thresholds file {self.path} must hold an object")
+        return data
+
+
+@dataclass(frozen=True)
+class Verification:
+    """1:1 answer: is the probe's face the claimed user?"""
+
+    gallery: str
+    user_id: str
+    score: float
+    threshold: float
+    match: bool
+    detection: Detection
+    quality: Quality
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "gallery": self.gallery,
+            "user_id": self.user_id,
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+            "match": self.match,
+            "face": {**self.detection.to_dict(), "quality": self.quality.to_dict()},
+        }
+
+
+@dataclass(frozen=True)
+class Identification:
+    """1:N answer for one face: candidates and the decision (a user id or ``unknown``).
+
+    A face that failed the quality gate is not searched: no candidates, decision ``unknown``,
+    and ``quality.reasons`` says why."""
+
+    detection: Detection
+    quality: Quality
+    candidates: list[Candidate] = field(default_factory=list)
+    decision: str = UNKNOWN
+    searched: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            **self.detection.to_dict(),
+            "quality": self.quality.to_dict(),
+            "searched": self.searched,
+            "candidates": [
+                {"user_id": c.user_id, "score": round(c.score, 6)} for c in self.candidates
+            ],
+            "decision": self.decision,
+        }
+
+
+def decide(candidates: list[Candidate], threshold: float) -> str:
+    """The best candidate's user id when their score reaches the threshold, else unknown."""
+    if candidates and candidates[0].score >= threshold:
+        return candidates[0].user_id
+    return UNKNOWN

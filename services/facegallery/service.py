@@ -1,0 +1,353 @@
+"""FaceService: the product's answers (enroll, verify, identify) over pipeline, gallery and
+thresholds. The CLI calls it in-process; the serving gateway and the enrollment workers call
+the same methods, so the rules below hold whichever way a request arrives."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facegallery import ids
+from facegallery.config import Settings
+from facegallery.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
+from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template
+from facegallery.gallery.policy import templates_to_keep
+from facegallery.matching import Identification, Thresholds, Verification, decide
+from facegallery.pipeline import Face, FacePipeline
+from facegallery.vision.quality import Quality
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image to process and the name it is reported (and stored as source) under."""
+
+    name: str
+    data: bytes | np.ndarray
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    """What happened to one enrollment image. ``reason`` (when rejected) is one of
+    invalid_image, no_face, multiple_faces, no_such_face, low_quality, duplicate_identity,
+    redundant."""
+
+    image: str
+    enrolled: bool
+    reason: str | None = None
+    message: str = ""
+    template_id: str | None = None
+    quality: Quality | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "status": "enrolled" if self.enrolled else "rejected",
+            "reason": self.reason,
+            "message": self.message,
+            "template_id": self.template_id,
+            "quality": self.quality.to_dict() if self.quality else None,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    gallery: str
+    user_id: str
+    outcomes: list[EnrollOutcome]
+    templates: int
+    evicted: list[str]
+
+    @property
+    def enrolled(self) -> int:
+        return sum(o.enrolled for o in self.outcomes)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "gallery": self.gallery,
+            "user_id": self.user_id,
+            "enrolled": self.enrolled,
+            "rejected": len(self.outcomes) - self.enrolled,
+            "templates": self.templates,
+            "evicted_templates": self.evicted,
+            "images": [o.to_dict() for o in self.outcomes],
+        }
+
+
+@dataclass
+class _Accepted:
+    """An enrollment face that passed the per-image checks."""
+
+    index: int
+    template: NewTemplate
+    quality: Quality
+    warnings: list[str] = field(default_factory=list)
+
+
+class FaceService:
+    """Enroll, verify, identify; users, delete, stats."""
+
+    def __init__(
+        self, pipeline: FacePipeline, gallery: Gallery, thresholds: Thresholds, settings: Settings
+    ) -> None:
+        self.pipeline = pipeline
+        self.gallery = gallery
+        self.thresholds = thresholds
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FaceService:
+        pipeline = FacePipeline.from_settings(settings)
+        gallery = Gallery(settings.gallery, pipeline.model_id, pipeline.embedder.dimension)
+        return cls(pipeline, gallery, Thresholds(settings.matching), settings)
+
+    @property
+    def model_id(self) -> str:
+        return self.pipeline.model_id
+
+    def enroll(
+        self,
+        gallery: str,
+        user_id: str,
+        images: list[ImageInput],
+        face_index: int | None = None,
+    ) -> EnrollResult:
+        """Add a user's faces: one face per image (or the ``face_index``-th, in `detect`
+        order), gated on quality, checked against other users, capped per user."""
+        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
+        if not images:
+            raise InvalidInput("enrollment needs at least one image")
+        if face_index is not None and face_index < 0:
+            raise InvalidInput(f"face_index must be 0 or more, got {face_index}")
+        outcomes: dict[int, EnrollOutcome] = {}
+        accepted: list[_Accepted] = []
+        for i, (image, faces) in enumerate(
+            zip(images, self._analyze(images, outcomes), strict=True)
+        ):
+            if i in outcomes:
+                continue
+            rejection = _pick_face(faces, face_index)
+            if isinstance(rejection, EnrollOutcome):
+                outcomes[i] = _named(rejection, image.name)
+                continue
+            face, index = rejection
+            if not face.quality.passed:
+                outcomes[i] = EnrollOutcome(
+                    image.name,
+                    False,
+                    "low_quality",
+                    "face rejected by the quality gate: " + ", ".join(face.quality.reasons),
+                    quality=face.quality,
+                )
+                continue
+            assert face.embedding is not None
+            template_id = _template_id(gallery, user_id, image.data, index)
+            new = NewTemplate(template_id, face.embedding, face.quality.score, image.name)
+            accepted.append(_Accepted(i, new, face.quality))
+        self._check_duplicates(gallery, user_id, accepted, outcomes)
+        accepted = [a for a in accepted if a.index not in outcomes]
+        evicted, kept_new = self._apply_cap(gallery, user_id, [a.template for a in accepted])
+        for a in accepted:
+            if a.template.template_id in kept_new:
+                outcomes[a.index] = EnrollOutcome(
+                    images[a.index].name,
+                    True,
+                    template_id=a.template.template_id,
+                    message="enrolled",
+                    warnings=a.warnings,
+                    quality=a.quality,
+                )
+            else:
+                outcomes[a.index] = EnrollOutcome(
+                    images[a.index].name,
+                    False,
+                    "redundant",
+                    f"the user keeps their {self.settings.gallery.max_templates_per_user} best, "
+                    "most diverse templates; this face adds less than those",
+                )
+        self.gallery.add(
+            gallery, user_id, [a.template for a in accepted if a.template.template_id in kept_new]
+        )
+        if evicted:
+            self.gallery.delete_templates(gallery, evicted)
+        return EnrollResult(
+            gallery,
+            user_id,
+            [outcomes[i] for i in range(len(images))],
+            len(self.gallery.templates(gallery, user_id)),
+            evicted,
+        )
+
+    def verify(
+        self, gallery: str, user_id: str, image: bytes | np.ndarray, threshold: float | None = None
+    ) -> Verification:
+        """Is the probe's largest face the claimed user? Score = cosine similarity to the
+        user's best template; a probe face that fails the quality gate never matches."""
+        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
+        limit = self.thresholds.threshold(self.model_id, threshold)
+        templates = self.gallery.templates(gallery, user_id)
+        if not templates:
+            raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
+        decoded = self.pipeline.decode(image)
+        faces = self.pipeline.analyze_batch([decoded], largest_only=True)[0]
+        if not faces or faces[0].embedding is None:
+            raise InvalidInput("no face found in the probe image")
+        face = faces[0]
+        score = float(np.max(np.stack([t.embedding for t in templates]) @ face.embedding))
+        return Verification(
+            gallery,
+            user_id,
+            score,
+            limit,
+            score >= limit and face.quality.passed,
+            face.detection,
+            face.quality,
+        )
+
+    def identify(
+        self,
+        gallery: str,
+        image: bytes | np.ndarray,
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> list[Identification]:
+        """Every face of the image: candidates (one per user) and a decision. Faces that fail
+        the quality gate are reported with their reasons and not searched."""
+        gallery = ids.gallery_id(gallery)
+        top_k = top_k or self.settings.gallery.top_k
+        if not 1 <= top_k <= 100:
+            raise InvalidInput(f"top_k must be between 1 and 100, got {top_k}")
+        limit = self.thresholds.threshold(self.model_id, threshold)
+        faces = self.pipeline.analyze_batch([self.pipeline.decode(image)], embed_rejected=False)[0]
+        vectors = [f.embedding for f in faces if f.embedding is not None]
+        hits = iter(self.gallery.search(gallery, np.array(vectors), top_k) if vectors else [])
+        answers = []
+        for face in faces:
+            if face.embedding is not None:  # embedded exactly when it passed the gate
+                candidates = next(hits)
+                answers.append(
+                    Identification(
+                        face.detection, face.quality, candidates, decide(candidates, limit), True
+                    )
+                )
+            else:
+                answers.append(Identification(face.detection, face.quality))
+        return answers
+
+    def users(self, gallery: str, after: str | None = None, limit: int = 100) -> list[str]:
+        return self.gallery.users(gallery, after, limit)
+
+    def templates(self, gallery: str, user_id: str) -> list[Template]:
+        return self.gallery.templates(gallery, user_id)
+
+    def delete_user(self, gallery: str, user_id: str) -> int:
+        deleted = self.gallery.delete_user(gallery, user_id)
+        if deleted == 0:
+            raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
+        return deleted
+
+    def stats(self, gallery: str) -> GalleryStats:
+        return self.gallery.stats(gallery)
+
+    def _analyze(
+        self, images: list[ImageInput], outcomes: dict[int, EnrollOutcome]
+    ) -> list[list[Face]]:
+        """Faces of every decodable image; undecodable ones get their outcome now."""
+        decoded: dict[int, np.ndarray] = {}
+        for i, image in enumerate(images):
+            try:
+                decoded[i] = self.pipeline.decode(image.data)
+            except FaceGalleryError as exc:
+                outcomes[i] = EnrollOutcome(image.name, False, "invalid_image", exc.message)
+        faces = iter(self.pipeline.analyze_batch(list(decoded.values()), embed_rejected=False))
+        return [next(faces) if i in decoded else [] for i in range(len(images))]
+
+    def _check_duplicates(
+        self,
+        gallery: str,
+        user_id: str,
+        accepted: list[_Accepted],
+        outcomes: dict[int, EnrollOutcome],
+    ) -> None:
+        """A new face that already matches a *different* user is a warning (or a refusal)."""
+        if not accepted:
+            return
+        try:
+            limit = self.thresholds.threshold(self.model_id)
+        except FailedPrecondition:
+            for a in accepted:
+                a.warnings.append("no threshold for this model: duplicate identities not checked")
+            return
+        probes = np.stack([a.template.embedding for a in accepted])
+        for a, candidates in zip(accepted, self.gallery.search(gallery, probes, 2), strict=True):
+            other = next((c for c in candidates if c.user_id != user_id), None)
+            if other is None or other.score < limit:
+                continue
+            message = (
+                f"this face already matches user {other.user_id!r} "
+                f"(score {other.score:.3f} >= threshold {limit:.3f})"
+            )
+            if self.settings.matching.duplicate_identity == "refuse":
+                outcomes[a.index] = EnrollOutcome(
+                    a.template.source, False, "duplicate_identity", message
+                )
+            else:
+                a.warnings.append("duplicate_identity: " + message)
+
+    def _apply_cap(
+        self, gallery: str, user_id: str, new: list[NewTemplate]
+    ) -> tuple[list[str], set[str]]:
+        """Which stored templates to evict and which new ones to keep, under the per-user cap."""
+        existing = {t.template_id: t for t in self.gallery.templates(gallery, user_id)}
+        pool = list(existing.values()) + [
+            Template(t.template_id, user_id, t.embedding, t.quality, t.source, 0)
+            for t in new
+            if t.template_id not in existing
+        ]
+        kept = {
+            t.template_id
+            for t in templates_to_keep(pool, self.settings.gallery.max_templates_per_user)
+        }
+        evicted = [tid for tid in existing if tid not in kept]
+        return evicted, {t.template_id for t in new if t.template_id in kept}
+
+
+def _pick_face(faces: list[Face], face_index: int | None) -> EnrollOutcome | tuple[Face, int]:
+    if not faces:
+        return EnrollOutcome("", False, "no_face", "no face found in the image")
+    if face_index is None:
+        if len(faces) > 1:
+            return EnrollOutcome(
+                "",
+                False,
+                "multiple_faces",
+                f"{len(faces)} faces found; pass face_index to choose one "
+                "(0 = the first face `facegallery detect` lists)",
+            )
+        return faces[0], 0
+    if face_index >= len(faces):
+        return EnrollOutcome(
+            "",
+            False,
+            "no_such_face",
+            f"face_index {face_index} but only {len(faces)} face(s) found",
+        )
+    return faces[face_index], face_index
+
+
+def _named(outcome: EnrollOutcome, name: str) -> EnrollOutcome:
+    return EnrollOutcome(name, outcome.enrolled, outcome.reason, outcome.message)
+
+
+def _template_id(gallery: str, user_id: str, data: bytes | np.ndarray, face_index: int) -> str:
+    """Deterministic: the same face of the same image for the same user is the same template,
+    so a retried enrollment overwrites instead of duplicating."""
+    if isinstance(data, np.ndarray):
+        content = hashlib.sha256(str(data.shape).encode() + np.ascontiguousarray(data).tobytes())
+    else:
+        content = hashlib.sha256(bytes(data))
+    key = f"{gallery}\0{user_id}\0{content.hexdigest()}\0{face_index}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
