@@ -6,12 +6,17 @@ developer's first ``pytest`` works on its own (it then needs the package registr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from facegallery.config import Settings, load_settings
+from facegallery.gallery import Gallery
+from facegallery.matching import Thresholds
 from facegallery.models import ModelStore
 from facegallery.pipeline import FacePipeline
 from facegallery.samples import Samples, fetch_samples
+from facegallery.service import FaceService
 
 
 def _prepared(settings: Settings, pack: str) -> Settings:
@@ -24,9 +29,18 @@ def _prepared(settings: Settings, pack: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    """Default settings with the default pack prepared."""
-    return _prepared(load_settings(), "default")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests' galleries and thresholds live: never the user's own."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    """Default settings with the default pack prepared, galleries in a scratch folder."""
+    settings = _prepared(load_settings(), "default")
+    settings.gallery.uri = str(data_dir / "gallery.db")
+    settings.matching.thresholds_file = data_dir / "thresholds.json"
+    return settings
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +54,23 @@ def insightface_settings() -> Settings:
 @pytest.fixture(scope="session")
 def pipeline(settings: Settings) -> FacePipeline:
     return FacePipeline.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def service(pipeline: FacePipeline, settings: Settings) -> FaceService:
+    """The real service on the session's pipeline and a real Milvus Lite file. Tests keep
+    apart by using galleries of their own (the partition key), as tenants do."""
+    gallery = Gallery(settings.gallery, pipeline.model_id, pipeline.embedder.dimension)
+    return FaceService(pipeline, gallery, Thresholds(settings.matching), settings)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_data(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI tests load settings from the environment: point them at the scratch folder too."""
+    monkeypatch.setenv("FACEGALLERY_GALLERY__URI", str(data_dir / "cli-gallery.db"))
+    monkeypatch.setenv(
+        "FACEGALLERY_MATCHING__THRESHOLDS_FILE", str(data_dir / "cli-thresholds.json")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -38,23 +38,21 @@ class Calibration:
     source: str
 
 
+def _celeba_150(model_id: str, threshold: float, tar: float) -> Calibration:
+    return Calibration(model_id, threshold, 0.001, 0.001, tar, 3000, 3000, "celeba_150/pairs.csv")
+
+
 # Shipped defaults: `facegallery calibrate --far 0.001` on the development set celeba_150
 # (3,000 genuine and 3,000 impostor pairs), see README "Thresholds". Galleries of other people
 # and cameras should calibrate on pairs of their own.
-_DEV_SET = "shared/faces/celeba_150/pairs.csv"
 SHIPPED: dict[str, Calibration] = {
-    "sface-2021dec-728d3b367af3+flip": Calibration(
-        "sface-2021dec-728d3b367af3+flip", 0.349319, 0.001, 0.001, 0.895333, 3000, 3000, _DEV_SET
-    ),
-    "arcface-w600k-mbf-35b35e093ed0+flip": Calibration(
-        "arcface-w600k-mbf-35b35e093ed0+flip", 0.255791, 0.001, 0.001, 0.938, 3000, 3000, _DEV_SET
-    ),
-    "sface-2021dec-728d3b367af3": Calibration(
-        "sface-2021dec-728d3b367af3", 0.35626, 0.001, 0.001, 0.880667, 3000, 3000, _DEV_SET
-    ),
-    "arcface-w600k-mbf-35b35e093ed0": Calibration(
-        "arcface-w600k-mbf-35b35e093ed0", 0.250317, 0.001, 0.001, 0.938, 3000, 3000, _DEV_SET
-    ),
+    c.model_id: c
+    for c in (
+        _celeba_150("sface-2021dec-728d3b367af3+flip", 0.34931904077529913, 0.895333),
+        _celeba_150("arcface-w600k-mbf-35b35e093ed0+flip", 0.25579136610031133, 0.938),
+        _celeba_150("sface-2021dec-728d3b367af3", 0.356260359287262, 0.880667),
+        _celeba_150("arcface-w600k-mbf-35b35e093ed0", 0.25031709671020513, 0.938),
+    )
 }
 
 
@@ -76,7 +74,7 @@ def calibrate(
     far = float((filled[~same.astype(bool)] >= threshold).mean())
     return Calibration(
         model_id=model_id,
-        threshold=round(threshold, 6),
+        threshold=threshold,  # exact: rounding down could admit one more impostor
         far_target=far_target,
         far=far,
         tar=round(tar, 6),

@@ -217,7 +217,7 @@ class FaceService:
         """Every face of the image: candidates (one per user) and a decision. Faces that fail
         the quality gate are reported with their reasons and not searched."""
         gallery = ids.gallery_id(gallery)
-        top_k = top_k or self.settings.gallery.top_k
+        top_k = self.settings.gallery.top_k if top_k is None else top_k
         if not 1 <= top_k <= 100:
             raise InvalidInput(f"top_k must be between 1 and 100, got {top_k}")
         limit = self.thresholds.threshold(self.model_id, threshold)

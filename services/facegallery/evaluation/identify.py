@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def split_identities(root: Path, k: int, min_images: int) -> Split:
 
 def evaluate_identification(
     pipeline: FacePipeline, root: Path, k: int, min_images: int, progress: bool = True
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """``facegallery eval identify``: enroll, search, report (JSON-ready)."""
     start = time.perf_counter()
     split = split_identities(root, k, min_images)

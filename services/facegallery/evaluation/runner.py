@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -74,7 +75,7 @@ def score_pairs(root: Path, pairs: list[Pair], embed: Embed, progress: bool) -> 
     return PairScores(scores, same, folds, len(images))
 
 
-def pairs_report(result: PairScores, seconds: float, model_id: str) -> dict[str, object]:
+def pairs_report(result: PairScores, seconds: float, model_id: str) -> dict[str, Any]:
     """The JSON report of ``facegallery eval pairs``."""
     kfold = kfold_accuracy(result.scores, result.same, result.folds)
     tars = {}
@@ -99,7 +100,7 @@ def pairs_report(result: PairScores, seconds: float, model_id: str) -> dict[str,
 
 def evaluate_pairs(
     pipeline: FacePipeline, root: Path, pairs: list[Pair], progress: bool = True
-) -> tuple[dict[str, object], PairScores]:
+) -> tuple[dict[str, Any], PairScores]:
     """``facegallery eval pairs``: the report and the raw scores (for a ROC plot)."""
     start = time.perf_counter()
     result = score_pairs(root, pairs, largest_face_embedder(pipeline), progress)

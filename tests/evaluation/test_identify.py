@@ -1,0 +1,63 @@
+"""1:N evaluation on a folder-per-identity set the test builds from ORL faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facegallery.errors import InvalidInput
+from facegallery.evaluation.identify import evaluate_identification, split_identities
+from facegallery.evaluation.metrics import fnir_at_fpir
+from facegallery.pipeline import FacePipeline
+from facegallery.samples import Samples
+from tests.helpers import read_bgr
+
+
+def _orl_set(samples: Samples, root: Path, enrolled: int, strangers: int) -> Path:
+    """``enrolled`` people with 4 photos each, ``strangers`` people with 1 photo each."""
+    for p in range(1, enrolled + strangers + 1):
+        folder = root / f"s{p}"
+        folder.mkdir(parents=True)
+        for k in range(1, 5 if p <= enrolled else 2):
+            cv2.imwrite(str(folder / f"{k:02d}.png"), read_bgr(samples.orl / f"s{p}" / f"{k}.pgm"))
+    return root
+
+
+def test_split(tmp_path: Path, samples: Samples) -> None:
+    root = _orl_set(samples, tmp_path / "set", enrolled=3, strangers=2)
+    split = split_identities(root, k=1, min_images=2)
+    assert sorted(split.enroll) == ["s1", "s2", "s3"]
+    assert [p.name for p in split.enroll["s1"]] == ["01.png"]  # the first K by name
+    assert len(split.mated) == 9 and len(split.nonmated) == 2
+    with pytest.raises(InvalidInput, match="min-images"):
+        split_identities(root, k=2, min_images=2)
+    with pytest.raises(InvalidInput, match="no identity"):
+        split_identities(root, k=1, min_images=50)
+
+
+@pytest.mark.slow
+def test_evaluate_identification(tmp_path: Path, samples: Samples, pipeline: FacePipeline) -> None:
+    root = _orl_set(samples, tmp_path / "set", enrolled=10, strangers=10)
+    cv2.imwrite(str(root / "s1" / "05.png"), np.full((112, 92, 3), 128, np.uint8))  # no face
+    report = evaluate_identification(pipeline, root, k=1, min_images=2, progress=False)
+    assert report["gallery_users"] == 10 and report["failed_to_enroll"] == 0
+    assert report["mated_probes"] == 31 and report["nonmated_probes"] == 10
+    assert report["failed_probes"] == 1
+    assert 0.9 <= report["rank1"] < 1.0  # the faceless probe is a miss
+    assert report["rank5"] >= report["rank1"]
+    assert set(report["fnir_at_fpir"]) == {"0.1"}
+    assert report["model_id"] == pipeline.model_id
+
+
+def test_fnir_at_fpir() -> None:
+    nonmated = np.linspace(0.0, 0.5, 100)  # the 10 highest are >= 0.4545...
+    mated_ok = np.array([True, True, True, False])
+    mated_score = np.array([0.9, 0.47, np.nan, 0.95])
+    fnir = fnir_at_fpir(mated_ok, mated_score, nonmated, 0.1)
+    # threshold just above the 11th highest non-mated score: 0.9 and 0.47 pass, NaN and the
+    # wrong-user top hit do not
+    assert fnir == pytest.approx(0.5)
+    assert fnir_at_fpir(mated_ok, mated_score, nonmated, 0.001) is None

@@ -1,0 +1,169 @@
+"""FaceService with the real models and a real Milvus Lite gallery: enroll, verify, identify."""
+
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from facegallery.errors import InvalidInput, NotFound
+from facegallery.samples import Samples
+from facegallery.service import FaceService, ImageInput
+from tests.helpers import encode, read_bgr
+
+_galleries = itertools.count()
+
+
+@pytest.fixture
+def gallery() -> str:
+    """A fresh gallery (tenant) per test in the session's Milvus Lite file."""
+    return f"svc-{next(_galleries)}"
+
+
+def _photo(samples: Samples, name: str) -> ImageInput:
+    return ImageInput(name, samples.photo(name).read_bytes())
+
+
+def test_enroll_then_identify_and_verify(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    result = service.enroll(
+        gallery, "obama", [_photo(samples, "obama.jpg"), _photo(samples, "obama3.jpg")]
+    )
+    assert result.enrolled == 2 and result.templates == 2
+    assert all(o.template_id and o.quality and o.quality.passed for o in result.outcomes)
+    service.enroll(gallery, "collins", [_photo(samples, "astronaut.png")])
+
+    faces = service.identify(gallery, samples.photo("obama2.jpg").read_bytes())
+    assert len(faces) == 1 and faces[0].decision == "obama" and faces[0].searched
+    assert faces[0].candidates[0].score > faces[0].candidates[1].score
+
+    stranger = service.identify(gallery, samples.photo("grace_hopper.jpg").read_bytes())
+    assert stranger[0].decision == "unknown" and stranger[0].candidates  # searched, no match
+
+    yes = service.verify(gallery, "obama", samples.photo("obama2.jpg").read_bytes())
+    no = service.verify(gallery, "collins", samples.photo("obama2.jpg").read_bytes())
+    assert yes.match and not no.match
+    assert yes.score > yes.threshold > no.score
+    assert yes.quality.passed
+
+
+def test_threshold_override_changes_the_decision(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
+    probe = samples.photo("obama2.jpg").read_bytes()
+    assert service.identify(gallery, probe)[0].decision == "obama"
+    assert service.identify(gallery, probe, threshold=0.99)[0].decision == "unknown"
+    assert not service.verify(gallery, "obama", probe, threshold=0.99).match
+
+
+def test_enroll_refusals_with_reasons(service: FaceService, samples: Samples, gallery: str) -> None:
+    blurred = cv2.GaussianBlur(read_bgr(samples.photo("grace_hopper.jpg")), (0, 0), 6)
+    images = [
+        _photo(samples, "group.jpg"),
+        ImageInput("blank.png", encode(np.full((200, 200, 3), 90, np.uint8))),
+        ImageInput("blurred.png", encode(blurred)),
+        ImageInput("junk.jpg", b"definitely not a jpeg"),
+        _photo(samples, "grace_hopper.jpg"),
+    ]
+    result = service.enroll(gallery, "grace", images)
+    reasons = [o.reason for o in result.outcomes]
+    assert reasons == ["multiple_faces", "no_face", "low_quality", "invalid_image", None]
+    assert "blurry" in result.outcomes[2].message
+    assert result.enrolled == 1 and result.templates == 1
+
+
+def test_face_index_picks_one_face_of_many(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    group = _photo(samples, "group.jpg")
+    assert service.enroll(gallery, "third", [group], face_index=2).enrolled == 1
+    assert (
+        service.enroll(gallery, "ninth", [group], face_index=9).outcomes[0].reason == "no_such_face"
+    )
+    faces = service.identify(gallery, group.data)
+    assert [f.decision for f in faces].count("third") == 1
+    assert faces[2].decision == "third"
+
+
+def test_enrollment_is_idempotent(service: FaceService, samples: Samples, gallery: str) -> None:
+    images = [_photo(samples, "obama.jpg"), _photo(samples, "obama3.jpg")]
+    first = service.enroll(gallery, "obama", images)
+    again = service.enroll(gallery, "obama", images)
+    assert [o.template_id for o in first.outcomes] == [o.template_id for o in again.outcomes]
+    assert service.stats(gallery).templates == 2
+
+
+def test_duplicate_identity_warns_or_refuses(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
+    warned = service.enroll(gallery, "impostor", [_photo(samples, "obama2.jpg")])
+    assert warned.enrolled == 1
+    assert any("duplicate_identity" in w and "'obama'" in w for w in warned.outcomes[0].warnings)
+    policy = service.settings.matching
+    service.settings.matching = policy.model_copy(update={"duplicate_identity": "refuse"})
+    try:
+        refused = service.enroll(gallery, "impostor2", [_photo(samples, "obama3.jpg")])
+    finally:
+        service.settings.matching = policy
+    assert refused.enrolled == 0 and refused.outcomes[0].reason == "duplicate_identity"
+    assert service.gallery.templates(gallery, "impostor2") == []
+
+
+def test_template_cap(service: FaceService, samples: Samples, gallery: str) -> None:
+    orl = [ImageInput(f"{k}.pgm", read_bgr(samples.orl / "s7" / f"{k}.pgm")) for k in range(1, 7)]
+    cap = service.settings.gallery
+    service.settings.gallery = cap.model_copy(update={"max_templates_per_user": 3})
+    try:
+        first = service.enroll(gallery, "s7", orl[:4])
+        second = service.enroll(gallery, "s7", orl[4:])
+    finally:
+        service.settings.gallery = cap
+    assert first.templates == 3 and second.templates == 3
+    assert first.enrolled == 3 and [o.reason for o in first.outcomes].count("redundant") == 1
+    stored = service.gallery.templates(gallery, "s7")
+    assert len(stored) == 3
+    assert set(second.evicted) <= {o.template_id for o in first.outcomes if o.enrolled}
+
+
+def test_quality_failed_faces_are_not_searched(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    service.enroll(gallery, "someone", [_photo(samples, "astronaut.png")])
+    faces = service.identify(gallery, samples.photo("group.jpg").read_bytes())
+    turned = [f for f in faces if not f.quality.passed]
+    assert turned and all(not f.searched and not f.candidates for f in turned)
+    assert all(f.decision == "unknown" for f in turned)
+    assert all(f.searched for f in faces if f.quality.passed)
+
+
+def test_delete_then_identify_no_longer_finds(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
+    probe = samples.photo("obama2.jpg").read_bytes()
+    assert service.identify(gallery, probe)[0].decision == "obama"
+    assert service.delete_user(gallery, "obama") == 1
+    assert service.identify(gallery, probe)[0].candidates == []
+    with pytest.raises(NotFound):
+        service.delete_user(gallery, "obama")
+    with pytest.raises(NotFound, match="not enrolled"):
+        service.verify(gallery, "obama", probe)
+
+
+def test_clear_errors(service: FaceService, samples: Samples, gallery: str) -> None:
+    service.enroll(gallery, "collins", [_photo(samples, "astronaut.png")])
+    blank = encode(np.full((120, 120, 3), 200, np.uint8))
+    with pytest.raises(InvalidInput, match="no face"):
+        service.verify(gallery, "collins", blank)
+    with pytest.raises(InvalidInput, match="invalid user id"):
+        service.enroll(gallery, 'x" or "1"=="1', [_photo(samples, "obama.jpg")])
+    with pytest.raises(InvalidInput, match="at least one image"):
+        service.enroll(gallery, "nobody", [])
+    with pytest.raises(InvalidInput, match="top_k"):
+        service.identify(gallery, blank, top_k=0)
+    assert service.identify(gallery, blank) == []
