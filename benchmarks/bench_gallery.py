@@ -2,9 +2,10 @@
 
 Synthetic galleries of 1k, 10k and 100k unit templates (5 per user, clustered like photos of
 one person); probes near a random user. Per size: insert throughput through Gallery.add (one
-call per user, as enrollment does), search latency p50/p99 with 1 and 32 probes per call
-(grouped by user, top 10), the same searches in numpy brute force (the baseline), recall@10 of
-the gallery against that exact answer, and end-to-end identify ms for a real photo.
+call per user, as enrollment does, then one flush), search latency p50/p99 with 1 and 32
+probes per call (grouped by user, top 10), the same searches in numpy brute force (the
+baseline), recall@10 of the gallery against that exact answer, and end-to-end identify ms for
+a real photo.
 
     .venv/bin/python benchmarks/bench_gallery.py --json benchmarks/results/gallery.json
 """
@@ -73,19 +74,22 @@ def exact_top_users(templates: np.ndarray, probes: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    n: int, scratch: Path, pipeline: FacePipeline, settings: Settings, photo: bytes
+    n: int, index: str, scratch: Path, pipeline: FacePipeline, settings: Settings, photo: bytes
 ) -> dict[str, object]:
-    """Every number for one gallery size."""
+    """Every number for one gallery size and index type."""
     rng = np.random.default_rng(n)
     dim = pipeline.embedder.dimension
     templates, centres = synthetic(n, dim, rng)
-    gallery_settings = settings.gallery.model_copy(update={"uri": str(scratch / f"{n}.db")})
+    gallery_settings = settings.gallery.model_copy(
+        update={"uri": str(scratch / f"{n}-{index}.db"), "index_type": index}
+    )
     gallery = Gallery(gallery_settings, pipeline.model_id, dim)
     start = time.perf_counter()
     for u in range(len(centres)):
         block = templates[u * PER_USER : (u + 1) * PER_USER]
         rows = [NewTemplate(f"{u:024x}{k:08x}", v, 1.0, "synthetic") for k, v in enumerate(block)]
-        gallery.add(GALLERY, f"user{u:06d}", rows)
+        gallery.add(GALLERY, f"user{u:06d}", rows, flush=False)
+    gallery.flush()
     insert_s = time.perf_counter() - start
 
     probes = probes_near(centres, 256, rng)
@@ -105,6 +109,7 @@ def measure(
     service = FaceService(pipeline, gallery, Thresholds(settings.matching), settings)
     identify = percentiles(lambda: service.identify(GALLERY, photo), 20)
     return {
+        "index": index,
         "templates": n,
         "users": len(centres),
         "insert_templates_per_s": round(n / insert_s, 1),
@@ -123,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--indexes", nargs="+", default=["FLAT", "HNSW"])
     args = parser.parse_args()
     settings = load_settings()
     pipeline = FacePipeline.from_settings(settings)
@@ -130,13 +136,14 @@ def main() -> None:
     photo = samples.photo("obama.jpg").read_bytes()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for n in args.sizes:
-            rows.append(measure(n, Path(scratch), pipeline, settings, photo))
-            print(json.dumps(rows[-1]), flush=True)
+        for index in args.indexes:
+            for n in args.sizes:
+                rows.append(measure(n, index, Path(scratch), pipeline, settings, photo))
+                print(json.dumps(rows[-1]), flush=True)
     g = settings.gallery
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "gallery": f"Milvus Lite, {g.index_type} M={g.hnsw_m} efConstruction="
+        "gallery": f"Milvus Lite 3.2.2; HNSW M={g.hnsw_m} efConstruction="
         f"{g.hnsw_ef_construction} ef={g.search_ef}",
         "dimension": pipeline.embedder.dimension,
         "sizes": rows,
