@@ -7,10 +7,10 @@ search per batch of probes with ``group_by_field="user_id"``: each hit is a user
 their best template. Every id is validated (``facegallery.ids``) before it is written into a
 filter expression, which is the only way Milvus Lite takes them.
 
-Milvus Lite searches unsealed (growing) data by brute force, slowly (310 ms for 10k templates
-against 20 ms once sealed and indexed, measured on the CI machine), and seals only on its own
-schedule; so the embedded gallery flushes after every write (15 ms for a small write). A Milvus
-server seals and indexes by itself, and rate-limits flushes: there, writes never flush.
+Milvus Lite searches unsealed (growing) data by brute force, an order of magnitude slower than
+sealed data on the CI machine, and seals only on its own schedule; so the embedded gallery
+flushes after every write (milliseconds for a small write). A Milvus server seals and indexes
+by itself, and rate-limits flushes: there, writes never flush.
 """
 
 from __future__ import annotations
