@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from facegallery.matching import Thresholds
 from facegallery.pipeline import FacePipeline
 from facegallery.samples import fetch_samples
 from facegallery.service import FaceService
+from report import emit
 
 PER_USER = 5
 TOP_K = 10
@@ -142,17 +141,12 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     g = settings.gallery
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "gallery": f"Milvus Lite 3.2.2; HNSW M={g.hnsw_m} efConstruction="
         f"{g.hnsw_ef_construction} ef={g.search_ef}",
         "dimension": pipeline.embedder.dimension,
         "sizes": rows,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 def _ms(p50_p99: tuple[float, float]) -> dict[str, float]:

@@ -11,9 +11,6 @@ flip averaging, which doubles the recognizer's work by design.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +26,7 @@ from facegallery.pipeline import FacePipeline
 from facegallery.samples import fetch_samples
 from facegallery.vision.decode import decode_image
 from opencv_reference import OpenCVReference
+from report import emit
 
 PHOTOS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "group.jpg", "biden.jpg")
 
@@ -101,7 +99,6 @@ def main() -> None:
     e2e_flip = timed(lambda: ours.analyze_batch(images), s)
 
     results = {
-        "machine": _machine(),
         "versions": {"onnxruntime": ort.__version__, "opencv": cv2.__version__},
         "images": f"{len(images)} sample photos at 640x480, {faces_per_pass} faces",
         "detection_ms_per_image": {
@@ -120,11 +117,7 @@ def main() -> None:
             "speedup_with_flip_tta": round(e2e_ref / e2e_flip, 2),
         },
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 def _opencv_features(reference: OpenCVReference, crops: np.ndarray) -> None:
@@ -136,17 +129,6 @@ def _flip(settings: Settings, flip: bool) -> Settings:
     copy = settings.model_copy(deep=True)
     copy.embed.flip_tta = flip
     return copy
-
-
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
 if __name__ == "__main__":

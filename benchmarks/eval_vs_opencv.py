@@ -11,9 +11,6 @@ facegallery's second pack. Prints JSON (and writes it with --json).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from facegallery.evaluation.pairs import read_pairs
 from facegallery.evaluation.runner import evaluate_pairs, pairs_report, score_pairs
 from facegallery.pipeline import FacePipeline
 from opencv_reference import OpenCVReference
+from report import emit
 
 
 def main() -> None:
@@ -65,16 +63,11 @@ def main() -> None:
             flush=True,
         )
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "reference": "cv2.FaceDetectorYN + cv2.FaceRecognizerSF.alignCrop/feature, "
         f"score threshold {args.reference_score_threshold}, largest face",
         "sets": sets,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(results, args.json)
 
 
 def _second_pack(settings: Settings) -> FacePipeline:

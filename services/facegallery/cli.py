@@ -35,6 +35,10 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="YAML settings file (FACEGALLERY_* variables override it)."),
 ]
+RootOption = Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")]
+PairsOption = Annotated[
+    Path, typer.Option("--pairs", help="CSV img_a,img_b,same[,fold] or LFW pairs.txt.")
+]
 PackOption = Annotated[
     str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
 ]
@@ -162,10 +166,8 @@ def detect(
 @eval_app.command("pairs")
 @_reports_errors
 def eval_pairs(
-    root: Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")],
-    pairs: Annotated[
-        Path, typer.Option("--pairs", help="CSV img_a,img_b,same[,fold] or LFW pairs.txt.")
-    ],
+    root: RootOption,
+    pairs: PairsOption,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Save the ROC curve here.")] = None,
     config: ConfigOption = None,
@@ -240,8 +242,8 @@ def enroll_folder(
     config: ConfigOption = None,
 ) -> None:
     """Enroll everyone in a folder-per-identity tree, with a summary of refused photos."""
-    from facegallery.evaluation.identify import IMAGE_SUFFIXES
     from facegallery.service import ImageInput
+    from facegallery.vision.decode import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise InvalidInput(f"{folder} is not a folder")
@@ -404,8 +406,8 @@ def stats(gallery: GalleryOption, as_json: JsonFlag = False, config: ConfigOptio
 @app.command("calibrate")
 @_reports_errors
 def calibrate(
-    root: Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")],
-    pairs: Annotated[Path, typer.Option("--pairs", help="CSV or LFW pairs.txt.")],
+    root: RootOption,
+    pairs: PairsOption,
     far: Annotated[float, typer.Option("--far", help="Target false accept rate.")] = 0.001,
     as_json: JsonFlag = False,
     config: ConfigOption = None,

@@ -25,8 +25,8 @@ from facegallery.evaluation.metrics import FPIR_TARGETS, fnir_at_fpir
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.gallery import Candidate, Gallery, NewTemplate
 from facegallery.pipeline import FacePipeline
+from facegallery.vision.decode import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 EVAL_GALLERY = "eval"
 RANKS = 5
 
