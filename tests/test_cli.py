@@ -183,3 +183,23 @@ def test_bad_config_file(tmp_path: Path, samples: Samples) -> None:
         app, ["detect", str(samples.photo("astronaut.png")), "--config", str(config)]
     )
     assert result.exit_code == 2 and "is invalid" in result.stderr
+
+
+def test_models_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEGALLERY_MODELS__DIR", str(tmp_path / "models"))
+    result = runner.invoke(app, ["models", "prepare", "--pack", "default"])
+    assert result.exit_code == 0, result.output
+    assert "default: yunet-2023mar-" in result.stdout and "default: sface-2021dec-" in result.stdout
+    assert len(list((tmp_path / "models").glob("*.onnx"))) == 2
+    result = runner.invoke(app, ["models", "prepare", "--pack", "insightface"])
+    assert result.exit_code == 1 and "non-commercial" in result.stderr
+    result = runner.invoke(app, ["models", "prepare", "--pack", "nope"])
+    assert result.exit_code == 2 and "unknown model pack" in result.stderr
+
+
+def test_samples_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEGALLERY_SAMPLES_DIR", str(tmp_path / "samples"))
+    result = runner.invoke(app, ["samples", "fetch"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "samples" / "photos" / "obama.jpg").is_file()
+    assert len(list((tmp_path / "samples" / "orl").glob("s*/*.pgm"))) == 400
