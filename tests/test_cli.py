@@ -203,3 +203,15 @@ def test_samples_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "samples" / "photos" / "obama.jpg").is_file()
     assert len(list((tmp_path / "samples" / "orl").glob("s*/*.pgm"))) == 400
+
+
+def test_unreadable_file_is_one_line(samples: Samples, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Permission errors cannot be made real for root (tests run as root in CI): simulated."""
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    result = runner.invoke(app, ["detect", str(samples.photo("astronaut.png"))])
+    assert result.exit_code == 1 and "Permission denied" in result.stderr
+    assert "Traceback" not in result.output

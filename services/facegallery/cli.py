@@ -20,7 +20,7 @@ from facegallery.config import Settings, load_settings
 from facegallery.errors import FaceGalleryError, InvalidInput
 
 app = typer.Typer(
-    help="Face gallery search and enrollment: detect, embed, evaluate.",
+    help="Face gallery search and enrollment: enroll, identify, verify, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -59,6 +59,9 @@ def _reports_errors(command: F) -> F:
         except FaceGalleryError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
+        except OSError as exc:  # unreadable files, full disks: the system's own words
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
