@@ -22,6 +22,16 @@ def gallery() -> str:
     return f"svc-{next(_galleries)}"
 
 
+@pytest.fixture
+def obama_enrolled(service: FaceService, samples: Samples, gallery: str) -> bytes:
+    """Obama enrolled from one photo; returns another photo of him as the probe, checked to
+    be identified."""
+    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
+    probe = samples.photo("obama2.jpg").read_bytes()
+    assert service.identify(gallery, probe)[0].decision == "obama"
+    return probe
+
+
 def _photo(samples: Samples, name: str) -> ImageInput:
     return ImageInput(name, samples.photo(name).read_bytes())
 
@@ -51,11 +61,9 @@ def test_enroll_then_identify_and_verify(
 
 
 def test_threshold_override_changes_the_decision(
-    service: FaceService, samples: Samples, gallery: str
+    service: FaceService, gallery: str, obama_enrolled: bytes
 ) -> None:
-    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
-    probe = samples.photo("obama2.jpg").read_bytes()
-    assert service.identify(gallery, probe)[0].decision == "obama"
+    probe = obama_enrolled
     assert service.identify(gallery, probe, threshold=0.99)[0].decision == "unknown"
     assert not service.verify(gallery, "obama", probe, threshold=0.99).match
 
@@ -142,11 +150,9 @@ def test_quality_failed_faces_are_not_searched(
 
 
 def test_delete_then_identify_no_longer_finds(
-    service: FaceService, samples: Samples, gallery: str
+    service: FaceService, gallery: str, obama_enrolled: bytes
 ) -> None:
-    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg")])
-    probe = samples.photo("obama2.jpg").read_bytes()
-    assert service.identify(gallery, probe)[0].decision == "obama"
+    probe = obama_enrolled
     assert service.delete_user(gallery, "obama") == 1
     assert service.identify(gallery, probe)[0].candidates == []
     with pytest.raises(NotFound):
