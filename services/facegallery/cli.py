@@ -159,10 +159,9 @@ def detect(
     typer.echo(f"{image}: {len(faces)} face(s)")
     for i, face in enumerate(faces, start=1):
         x1, y1, x2, y2 = (round(float(v)) for v in face.detection.box)
-        verdict = "ok" if face.quality.passed else "rejected: " + ", ".join(face.quality.reasons)
         typer.echo(
             f"  {i}. box ({x1},{y1})-({x2},{y2}) score {face.detection.score:.2f} "
-            f"quality {face.quality.score:.2f} {verdict}"
+            f"quality {face.quality.score:.2f} {face.quality.verdict}"
         )
 
 
@@ -316,16 +315,7 @@ def identify(
     typer.echo(f"{image}: {len(answers)} face(s), threshold {limit:.3f}")
     for i, answer in enumerate(answers, start=1):
         x1, y1, x2, y2 = (round(float(v)) for v in answer.detection.box)
-        where = f"  {i}. ({x1},{y1})-({x2},{y2})"
-        if not answer.searched:
-            typer.echo(f"{where} not searched: " + ", ".join(answer.quality.reasons))
-        elif answer.decision != "unknown":
-            typer.echo(f"{where} {answer.decision} (score {answer.candidates[0].score:.3f})")
-        elif answer.candidates:
-            best = answer.candidates[0]
-            typer.echo(f"{where} unknown (closest: {best.user_id} at {best.score:.3f})")
-        else:
-            typer.echo(f"{where} unknown (the gallery is empty)")
+        typer.echo(f"  {i}. ({x1},{y1})-({x2},{y2}) {answer.describe()}")
 
 
 @app.command("verify")
@@ -344,10 +334,9 @@ def verify(
         _emit_json(result.to_dict(), None)
         return
     verdict = "match" if result.match else "no match"
-    gate = "ok" if result.quality.passed else "rejected: " + ", ".join(result.quality.reasons)
     typer.echo(
         f"{verdict}: {user} score {result.score:.3f}, threshold {result.threshold:.3f}, "
-        f"probe quality {result.quality.score:.2f} ({gate})"
+        f"probe quality {result.quality.score:.2f} ({result.quality.verdict})"
     )
 
 

@@ -10,7 +10,6 @@ import numpy as np
 from PIL import Image
 
 from facegallery.config import Settings
-from facegallery.matching import Identification
 from facegallery.samples import Samples, fetch_samples
 from facegallery.service import FaceService, ImageInput
 
@@ -50,7 +49,7 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
         (_photo(samples, "grace_hopper.jpg"), "Grace Hopper, never enrolled"),
     ]:
         for answer in service.identify(GALLERY, probe.data):
-            say(f"  {probe.name} ({truth}): {_describe(answer)}")
+            say(f"  {probe.name} ({truth}): {answer.describe()}")
 
     say("\nverify (1:1)")
     probe = _photo(samples, "obama2.jpg")
@@ -71,12 +70,3 @@ def _orl(samples: Samples, person: int, shot: int) -> ImageInput:
     """ORL photos are PGM files: read them into arrays (the API takes arrays as well)."""
     path = samples.orl / f"s{person}" / f"{shot}.pgm"
     return ImageInput(f"orl/s{person}/{shot}.pgm", np.asarray(Image.open(path)))
-
-
-def _describe(answer: Identification) -> str:
-    if not answer.searched:
-        return "not searched: " + ", ".join(answer.quality.reasons)
-    if answer.decision != "unknown":
-        return f"{answer.decision} (score {answer.candidates[0].score:.3f})"
-    best = answer.candidates[0] if answer.candidates else None
-    return "unknown" + (f" (closest {best.user_id} at {best.score:.3f})" if best else "")

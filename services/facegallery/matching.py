@@ -173,6 +173,17 @@ class Identification:
     decision: str = UNKNOWN
     searched: bool = False
 
+    def describe(self) -> str:
+        """One phrase for people: the decision and the score behind it."""
+        if not self.searched:
+            return "not searched: " + ", ".join(self.quality.reasons)
+        if not self.candidates:
+            return "unknown (the gallery is empty)"
+        best = self.candidates[0]
+        if self.decision != UNKNOWN:
+            return f"{self.decision} (score {best.score:.3f})"
+        return f"unknown (closest {best.user_id} at {best.score:.3f})"
+
     def to_dict(self) -> dict[str, object]:
         return {
             **self.detection.to_dict(),

@@ -87,6 +87,16 @@ class _Accepted:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """The per-user cap's verdict: templates after the write, stored ones to evict, new ones
+    to store."""
+
+    count: int
+    evicted: list[Template]
+    new_ids: set[str]
+
+
 class FaceService:
     """Enroll, verify, identify; users, delete, stats."""
 
@@ -129,11 +139,11 @@ class FaceService:
         ):
             if i in outcomes:
                 continue
-            rejection = _pick_face(faces, face_index)
-            if isinstance(rejection, EnrollOutcome):
-                outcomes[i] = _named(rejection, image.name)
+            picked = _pick_face(image.name, faces, face_index)
+            if isinstance(picked, EnrollOutcome):
+                outcomes[i] = picked
                 continue
-            face, index = rejection
+            face, index = picked
             if not face.quality.passed:
                 outcomes[i] = EnrollOutcome(
                     image.name,
@@ -149,7 +159,9 @@ class FaceService:
             accepted.append(_Accepted(i, new, face.quality))
         self._check_duplicates(gallery, user_id, accepted, outcomes)
         accepted = [a for a in accepted if a.index not in outcomes]
-        evicted, kept_new = self._apply_cap(gallery, user_id, [a.template for a in accepted])
+        kept = self._apply_cap(gallery, user_id, [a.template for a in accepted])
+        evicted = [t.template_id for t in kept.evicted]
+        kept_new = kept.new_ids
         for a in accepted:
             if a.template.template_id in kept_new:
                 outcomes[a.index] = EnrollOutcome(
@@ -177,7 +189,7 @@ class FaceService:
             gallery,
             user_id,
             [outcomes[i] for i in range(len(images))],
-            len(self.gallery.templates(gallery, user_id)),
+            kept.count,
             evicted,
         )
 
@@ -190,7 +202,7 @@ class FaceService:
         limit = self.thresholds.threshold(self.model_id, threshold)
         templates = self.gallery.templates(gallery, user_id)
         if not templates:
-            raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
+            raise _not_enrolled(gallery, user_id)
         decoded = self.pipeline.decode(image)
         faces = self.pipeline.analyze_batch([decoded], largest_only=True)[0]
         if not faces or faces[0].embedding is None:
@@ -246,7 +258,7 @@ class FaceService:
     def delete_user(self, gallery: str, user_id: str) -> int:
         deleted = self.gallery.delete_user(gallery, user_id)
         if deleted == 0:
-            raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
+            raise _not_enrolled(gallery, user_id)
         return deleted
 
     def stats(self, gallery: str) -> GalleryStats:
@@ -297,9 +309,7 @@ class FaceService:
             else:
                 a.warnings.append("duplicate_identity: " + message)
 
-    def _apply_cap(
-        self, gallery: str, user_id: str, new: list[NewTemplate]
-    ) -> tuple[list[str], set[str]]:
+    def _apply_cap(self, gallery: str, user_id: str, new: list[NewTemplate]) -> _Kept:
         """Which stored templates to evict and which new ones to keep, under the per-user cap."""
         existing = {t.template_id: t for t in self.gallery.templates(gallery, user_id)}
         pool = list(existing.values()) + [
@@ -311,17 +321,23 @@ class FaceService:
             t.template_id
             for t in templates_to_keep(pool, self.settings.gallery.max_templates_per_user)
         }
-        evicted = [tid for tid in existing if tid not in kept]
-        return evicted, {t.template_id for t in new if t.template_id in kept}
+        return _Kept(
+            count=len(kept),
+            evicted=[t for tid, t in existing.items() if tid not in kept],
+            new_ids={t.template_id for t in new if t.template_id in kept},
+        )
 
 
-def _pick_face(faces: list[Face], face_index: int | None) -> EnrollOutcome | tuple[Face, int]:
+def _pick_face(
+    name: str, faces: list[Face], face_index: int | None
+) -> EnrollOutcome | tuple[Face, int]:
+    """The face to enroll from one image, or the rejection saying why there is none."""
     if not faces:
-        return EnrollOutcome("", False, "no_face", "no face found in the image")
+        return EnrollOutcome(name, False, "no_face", "no face found in the image")
     if face_index is None:
         if len(faces) > 1:
             return EnrollOutcome(
-                "",
+                name,
                 False,
                 "multiple_faces",
                 f"{len(faces)} faces found; pass face_index to choose one "
@@ -330,7 +346,7 @@ def _pick_face(faces: list[Face], face_index: int | None) -> EnrollOutcome | tup
         return faces[0], 0
     if face_index >= len(faces):
         return EnrollOutcome(
-            "",
+            name,
             False,
             "no_such_face",
             f"face_index {face_index} but only {len(faces)} face(s) found",
@@ -338,8 +354,8 @@ def _pick_face(faces: list[Face], face_index: int | None) -> EnrollOutcome | tup
     return faces[face_index], face_index
 
 
-def _named(outcome: EnrollOutcome, name: str) -> EnrollOutcome:
-    return EnrollOutcome(name, outcome.enrolled, outcome.reason, outcome.message)
+def _not_enrolled(gallery: str, user_id: str) -> NotFound:
+    return NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
 
 
 def _template_id(gallery: str, user_id: str, data: bytes | np.ndarray, face_index: int) -> str:

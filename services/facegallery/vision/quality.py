@@ -60,6 +60,11 @@ class Quality:
     def passed(self) -> bool:
         return not self.reasons
 
+    @property
+    def verdict(self) -> str:
+        """One phrase for people: ``ok`` or ``rejected: blurry, too_dark``."""
+        return "ok" if self.passed else "rejected: " + ", ".join(self.reasons)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "score": self.score,
