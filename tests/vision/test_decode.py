@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from facegallery.config import DecodeSettings
 from facegallery.errors import ImageTooLarge, InvalidImage
 from facegallery.samples import Samples
 from facegallery.vision.decode import decode_image
+from tests.helpers import png_claiming
 
 LIMITS = DecodeSettings()
 
@@ -101,24 +100,9 @@ def test_byte_limit_is_checked_first() -> None:
     assert decode_image(data, DecodeSettings(max_bytes=len(data))).shape == (48, 64, 3)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG header that declares a huge canvas: a decompression bomb."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
 @pytest.mark.parametrize("side", [10_000, 60_000])
 def test_pixel_limit_is_checked_from_the_header(side: int) -> None:
-    bomb = _png_claiming(side, side)
+    bomb = png_claiming(side, side)
     assert len(bomb) < 200
     with pytest.raises(ImageTooLarge, match="pixels"):
         decode_image(bomb, LIMITS)

@@ -86,8 +86,8 @@ def evaluate_identification(
             if not templates:
                 failed_to_enroll += 1
                 continue
-            gallery.add(EVAL_GALLERY, _user(person), templates, flush=False)
-        gallery.flush()
+            gallery.add(EVAL_GALLERY, _user(person), templates, settle=False)
+        gallery.settle()
         found = {p: v for p in searches if (v := vectors[p]) is not None}
         hits = gallery.search(EVAL_GALLERY, np.stack(list(found.values())), RANKS) if found else []
         results = dict(zip(found, hits, strict=True))

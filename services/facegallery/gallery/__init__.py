@@ -1,5 +1,24 @@
-"""The gallery: enrolled people as sets of templates in Milvus, and the policy that keeps them."""
+"""The gallery: enrolled people as sets of templates in Milvus, the user registry beside them,
+and the policy that keeps them."""
 
-from facegallery.gallery.store import Candidate, Gallery, GalleryStats, NewTemplate, Template
+from facegallery.gallery.registry import UserRecord
+from facegallery.gallery.store import (
+    Candidate,
+    Gallery,
+    GalleryStats,
+    NewTemplate,
+    Template,
+    TemplateInfo,
+    User,
+)
 
-__all__ = ["Candidate", "Gallery", "GalleryStats", "NewTemplate", "Template"]
+__all__ = [
+    "Candidate",
+    "Gallery",
+    "GalleryStats",
+    "NewTemplate",
+    "Template",
+    "TemplateInfo",
+    "User",
+    "UserRecord",
+]

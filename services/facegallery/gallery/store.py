@@ -1,34 +1,37 @@
 """Templates in Milvus: one collection per embedding model id, many galleries (tenants) in it.
 
-Fields: ``template_id`` (primary key, deterministic, so a retried add is an idempotent upsert),
-``gallery`` (partition key), ``user_id``, ``embedding`` (COSINE), ``quality``, ``created_at``
-(ms since the epoch) and ``source`` (the job or image it came from). Identification is one
-search per batch of probes with ``group_by_field="user_id"``: each hit is a user, scored by
-their best template. Every id is validated (``facegallery.ids``) before it is written into a
-filter expression, which is the only way Milvus Lite takes them.
+Fields: ``template_id`` (primary key, deterministic, so a retried add rewrites instead of
+duplicating), ``gallery`` (partition key), ``user_id``, ``embedding`` (COSINE), ``quality``,
+``created_at`` (ms since the epoch) and ``source`` (the job or image it came from). Beside it,
+the user registry (``registry.py``) keeps one row per user for listing and stats.
 
-Milvus Lite searches unsealed (growing) data by brute force, an order of magnitude slower than
-sealed data on the CI machine, and seals only on its own schedule; so the embedded gallery
-flushes after every write (milliseconds for a small write). A Milvus server seals and indexes
-by itself, and rate-limits flushes: there, writes never flush.
+Identification is one search per batch of probes, grouped by user: each candidate is a user,
+scored by their best template. By default the grouping is done here, not by Milvus: server
+2.3 silently ignores ``group_by_field``. The search fetches ``top_k x max_templates_per_user``
+templates and keeps each user's best, which is exact for an exact search: a user holds at most
+``cap`` templates, so the k-th best user's best template ranks at most ``(k - 1) * cap + 1``.
+Every id is validated (``facegallery.ids``) before it is written into a filter expression.
+
+Backend differences (upsert, read-your-writes, Lite's brute force on unsealed data) are
+handled once, in ``connection.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import time
-from collections.abc import Iterator
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
 from facegallery.config import GallerySettings
-from facegallery.errors import InvalidInput, Unavailable
+from facegallery.errors import InvalidInput, NotFound, Unavailable
+from facegallery.gallery.connection import MAX_LIMIT, MilvusConnection
+from facegallery.gallery.registry import UserRecord, UserRegistry
 
 SOURCE_MAX = 512
 _PAGE = 1000
@@ -57,6 +60,42 @@ class Template:
 
 
 @dataclass(frozen=True)
+class TemplateInfo:
+    """A stored template without its embedding: what a person or an API client sees."""
+
+    template_id: str
+    quality: float
+    source: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class User:
+    """An enrolled user and their templates (no embeddings)."""
+
+    user_id: str
+    templates: list[TemplateInfo]
+    created_at: int
+    updated_at: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "templates": [
+                {
+                    "template_id": t.template_id,
+                    "quality": round(t.quality, 6),
+                    "source": t.source,
+                    "created_at": t.created_at,
+                }
+                for t in self.templates
+            ],
+        }
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A user returned by a search, scored by their best template's cosine similarity."""
 
@@ -73,98 +112,91 @@ class GalleryStats:
 
 def collection_name(model_id: str) -> str:
     """Milvus names allow letters, digits and underscores only."""
-    return "faces_" + re.sub(r"[^A-Za-z0-9]", "_", model_id)
+    return "faces_" + "".join(c if c.isascii() and c.isalnum() else "_" for c in model_id)
 
 
 class Gallery:
-    """The templates of every gallery for one embedding model."""
+    """The templates and users of every gallery for one embedding model."""
 
     def __init__(self, settings: GallerySettings, model_id: str, dimension: int) -> None:
         self.settings = settings
         self.model_id = model_id
         self.dimension = dimension
         self.collection = collection_name(model_id)
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # we raise our own errors
-        uri = settings.uri
-        self.embedded = "://" not in uri
-        if self.embedded:
-            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            uri = str(Path(uri).expanduser())
-        try:
-            self.client = MilvusClient(uri=uri, token=settings.token)
-            self._ensure_collection()
-        except MilvusException as exc:
-            raise Unavailable(f"Milvus at {settings.uri} is not usable: {exc.message}") from exc
+        self.connection = MilvusConnection(settings)
+        self.embedded = self.connection.embedded
+        self.registry = UserRegistry(self.connection, "users_" + self.collection[len("faces_") :])
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+        self._ensure_collection()
+        if self.registry.ensure():
+            self.rebuild_registry()
 
     def add(
-        self, gallery: str, user_id: str, templates: list[NewTemplate], flush: bool = True
+        self, gallery: str, user_id: str, templates: list[NewTemplate], settle: bool = True
     ) -> list[str]:
-        """Store (upsert) templates for a user; returns their ids. Bulk loaders pass
-        ``flush=False`` and call ``flush()`` once at the end."""
-        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
-        now = int(time.time() * 1000)
-        rows = []
-        for t in templates:
-            ids.template_id(t.template_id)
-            if t.embedding.shape != (self.dimension,):
-                raise InvalidInput(
-                    f"embedding has shape {t.embedding.shape}, this gallery stores "
-                    f"({self.dimension},) vectors of {self.model_id}"
-                )
-            rows.append(
-                {
-                    "template_id": t.template_id,
-                    "gallery": gallery,
-                    "user_id": user_id,
-                    "embedding": t.embedding.astype(np.float32).tolist(),
-                    "quality": float(t.quality),
-                    "created_at": now,
-                    "source": t.source[:SOURCE_MAX],
-                }
-            )
-        if rows:
-            self._call(self.client.upsert, self.collection, rows)
-            if flush:
-                self.flush()
+        """Store templates for one user (a retried add rewrites the same rows); returns ids."""
+        self.add_many(gallery, {user_id: templates}, settle)
         return [t.template_id for t in templates]
 
-    def flush(self) -> None:
-        """Seal what was written so searches use the index (embedded Milvus Lite only)."""
-        if self.embedded:
-            self._call(self.client.flush, self.collection)
+    def add_many(
+        self, gallery: str, batch: dict[str, list[NewTemplate]], settle: bool = True
+    ) -> None:
+        """Store templates for many users in a few calls (bulk enrollment), then update
+        their registry rows. The registry is kept incrementally (a primary-key lookup of
+        which templates were already stored, O(batch)), never by re-reading the gallery.
+        ``settle=False`` (bulk loaders) leaves the write barrier to one ``settle()`` at the
+        end."""
+        gallery = ids.gallery_id(gallery)
+        now = int(time.time() * 1000)
+        rows: list[dict[str, Any]] = []
+        for user_id, templates in batch.items():
+            ids.user_id(user_id)
+            rows.extend(self._row(gallery, user_id, t, now) for t in templates)
+        if not rows:
+            return
+        stored = self._stored([row["template_id"] for row in rows])
+        added = Counter(r["user_id"] for r in rows if r["template_id"] not in stored)
+        # The two collections are written side by side: most of each write is waiting
+        # on Milvus, and neither depends on the other.
+        registry = self._writer.submit(
+            self.registry.add, gallery, {u: added[u] for u in batch}, settle
+        )
+        self.connection.replace(self.collection, "template_id", rows, stored)
+        registry.result()
+        if settle:
+            self.connection.settle(self.collection)
+
+    def settle(self) -> None:
+        """The write barrier for bulk loaders that passed ``settle=False``."""
+        self.connection.settle(self.collection)
+        self.connection.settle(self.registry.collection)
 
     def search(self, gallery: str, probes: np.ndarray, top_k: int) -> list[list[Candidate]]:
         """The ``top_k`` best users for each probe (N, D), best first, one hit per user."""
         gallery = ids.gallery_id(gallery)
         if len(probes) == 0:
             return []
-        results = self._call(
-            self.client.search,
+        cap = self.settings.max_templates_per_user
+        server_groups = self.settings.grouping == "server"
+        limit = top_k if server_groups else min(top_k * cap, MAX_LIMIT)
+        grouping: dict[str, Any] = {"group_by_field": "user_id"} if server_groups else {}
+        results = self.connection.call(
+            "search",
             self.collection,
             data=np.asarray(probes, np.float32).tolist(),
-            filter=f'gallery == "{gallery}"',
-            limit=top_k,
-            group_by_field="user_id",
+            filter=_gallery_filter(gallery),
+            limit=limit,
             output_fields=["user_id", "template_id"],
-            search_params={"metric_type": "COSINE", "params": self._search_params()},
+            search_params={"metric_type": "COSINE", "params": self._search_params(limit)},
+            consistency_level=self.settings.read_consistency,
+            **grouping,
         )
-        return [
-            [
-                Candidate(
-                    hit["entity"]["user_id"], float(hit["distance"]), hit["entity"]["template_id"]
-                )
-                for hit in hits
-            ]
-            for hits in results
-        ]
+        return [_best_per_user(hits, top_k) for hits in results]
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         """Every template of one user, with embeddings."""
-        expression = self._user_filter(gallery, user_id)
         fields = ["template_id", "user_id", "embedding", "quality", "source", "created_at"]
-        rows = self._call(
-            self.client.query, self.collection, filter=expression, output_fields=fields
-        )
+        rows = self.connection.query(self.collection, _user_filter(gallery, user_id), fields)
         return sorted(
             (
                 Template(
@@ -180,50 +212,137 @@ class Gallery:
             key=lambda t: t.template_id,
         )
 
-    def users(self, gallery: str, after: str | None = None, limit: int = 100) -> list[str]:
-        """User ids of a gallery in order, ``limit`` at a time after ``after`` (a page cursor).
+    def get_user(self, gallery: str, user_id: str) -> User:
+        """A user's registry row and templates (ids, quality, source, created; no vectors)."""
+        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
+        record = self.registry.get(gallery, user_id)
+        if record is None:
+            raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
+        rows = self.connection.query(
+            self.collection,
+            _user_filter(gallery, user_id),
+            ["template_id", "quality", "source", "created_at"],
+        )
+        infos = sorted(
+            (
+                TemplateInfo(
+                    r["template_id"], float(r["quality"]), r["source"], int(r["created_at"])
+                )
+                for r in rows
+            ),
+            key=lambda t: t.template_id,
+        )
+        return User(user_id, infos, record.created_at, record.updated_at)
 
-        Milvus has no DISTINCT, so this reads the gallery's user_id column: O(templates).
-        """
+    def users(self, gallery: str, after: str | None = None, limit: int = 100) -> list[str]:
+        """User ids of a gallery in order, ``limit`` at a time after ``after`` (a page
+        cursor): one registry query, O(page) whatever the gallery's size."""
+        return [r.user_id for r in self.user_records(gallery, after, limit)]
+
+    def user_records(
+        self, gallery: str, after: str | None = None, limit: int = 100
+    ) -> list[UserRecord]:
+        gallery = ids.gallery_id(gallery)
         if after is not None:
             ids.user_id(after)
-        if limit < 1:
-            raise InvalidInput("limit must be at least 1")
-        users = {u for u in self._column(gallery, "user_id") if after is None or u > after}
-        return sorted(users)[:limit]
+        if not 1 <= limit <= _PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_PAGE}, got {limit}")
+        return self.registry.page(gallery, after, limit)
 
     def delete_user(self, gallery: str, user_id: str) -> int:
         """Delete every template of a user and check they are gone; returns how many."""
-        expression = self._user_filter(gallery, user_id)
-        count = self._count(expression)
+        expression = _user_filter(gallery, user_id)
+        count = self.connection.count(self.collection, expression, strong=True)
         if count:
-            self._call(self.client.delete, self.collection, filter=expression)
-            self.flush()
-        remaining = self._count(expression)
+            self.connection.delete(self.collection, expression)
+            self.connection.seal(self.collection)
+        self._recount(gallery, user_id)
+        remaining = self.connection.count(self.collection, expression, strong=True)
         if remaining:
             raise Unavailable(f"{remaining} templates of {user_id} are still there after delete")
         return count
 
-    def delete_templates(self, gallery: str, template_ids: list[str]) -> None:
-        gallery = ids.gallery_id(gallery)
+    def delete_templates(self, gallery: str, user_id: str, template_ids: list[str]) -> None:
+        """Delete some of a user's templates (the per-user cap's evictions)."""
         if not template_ids:
             return
         listed = ", ".join(f'"{ids.template_id(t)}"' for t in template_ids)
-        expression = f'gallery == "{gallery}" and template_id in [{listed}]'
-        self._call(self.client.delete, self.collection, filter=expression)
-        self.flush()
+        expression = f"{_user_filter(gallery, user_id)} and template_id in [{listed}]"
+        self.connection.delete(self.collection, expression)
+        self.connection.seal(self.collection)
+        self._recount(gallery, user_id)
 
     def stats(self, gallery: str) -> GalleryStats:
-        users = set(self._column(gallery, "user_id"))
-        return GalleryStats(users=len(users), templates=self._count(self._gallery_filter(gallery)))
+        """Users (registry rows) and templates of a gallery: two counts, no scan."""
+        gallery = ids.gallery_id(gallery)
+        return GalleryStats(
+            users=self.registry.count(gallery),
+            templates=self.connection.count(self.collection, _gallery_filter(gallery)),
+        )
+
+    def rebuild_registry(self) -> None:
+        """Recompute the registry from the templates (O(templates); run once, when the
+        registry is new beside an existing template collection)."""
+        counts: dict[str, Counter[str]] = {}
+        iterator = self.connection.call(
+            "query_iterator",
+            self.collection,
+            batch_size=_PAGE,
+            filter="",
+            output_fields=["gallery", "user_id"],
+        )
+        try:
+            while batch := self.connection.call_on(iterator, "next"):
+                for row in batch:
+                    counts.setdefault(row["gallery"], Counter())[row["user_id"]] += 1
+        finally:
+            iterator.close()
+        self.registry.rebuild(counts)
 
     def drop(self) -> None:
-        """Remove the whole collection (every gallery of this model)."""
-        self._call(self.client.drop_collection, self.collection)
+        """Remove the whole collection and its registry (every gallery of this model)."""
+        self.connection.call("drop_collection", self.collection)
+        self.connection.call("drop_collection", self.registry.collection)
+
+    def _stored(self, template_ids: list[str]) -> set[str]:
+        """Which of these template ids are stored already (a primary-key lookup)."""
+        found: set[str] = set()
+        for start in range(0, len(template_ids), MAX_LIMIT):
+            chunk = template_ids[start : start + MAX_LIMIT]
+            listed = ", ".join(f'"{t}"' for t in chunk)
+            rows = self.connection.query(
+                self.collection, f"template_id in [{listed}]", ["template_id"], len(chunk)
+            )
+            found.update(r["template_id"] for r in rows)
+        return found
+
+    def _recount(self, gallery: str, user_id: str) -> None:
+        """Set a user's registry row from a Strong count of their templates (after a
+        delete; also the server's write barrier)."""
+        count = self.connection.count(self.collection, _user_filter(gallery, user_id), True)
+        self.registry.update(gallery, {user_id: count})
+
+    def _row(self, gallery: str, user_id: str, t: NewTemplate, now: int) -> dict[str, Any]:
+        ids.template_id(t.template_id)
+        if t.embedding.shape != (self.dimension,):
+            raise InvalidInput(
+                f"embedding has shape {t.embedding.shape}, this gallery stores "
+                f"({self.dimension},) vectors of {self.model_id}"
+            )
+        return {
+            "template_id": t.template_id,
+            "gallery": gallery,
+            "user_id": user_id,
+            "embedding": t.embedding.astype(np.float32).tolist(),
+            "quality": float(t.quality),
+            "created_at": now,
+            "source": t.source[:SOURCE_MAX],
+        }
 
     def _ensure_collection(self) -> None:
-        if self.client.has_collection(self.collection):
-            self.client.load_collection(self.collection)
+        client = self.connection.client
+        if client.has_collection(self.collection):
+            self.connection.call("load_collection", self.collection)
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("template_id", DataType.VARCHAR, is_primary=True, max_length=32)
@@ -235,9 +354,11 @@ class Gallery:
         schema.add_field("quality", DataType.FLOAT)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX)
-        index = self.client.prepare_index_params()
-        index.add_index("embedding", metric_type="COSINE", **self._index_spec())
-        self.client.create_collection(self.collection, schema=schema, index_params=index)
+        index = client.prepare_index_params()
+        index.add_index("embedding", metric_type="COSINE", **self.index_spec())
+        self.connection.call(
+            "create_collection", self.collection, schema=schema, index_params=index
+        )
 
     @property
     def index_type(self) -> str:
@@ -245,7 +366,7 @@ class Gallery:
             return "FLAT" if self.embedded else "HNSW"
         return self.settings.index_type
 
-    def _index_spec(self) -> dict[str, Any]:
+    def index_spec(self) -> dict[str, Any]:
         s = self.settings
         if self.index_type == "HNSW":
             return {
@@ -256,43 +377,29 @@ class Gallery:
             return {"index_type": "IVF_FLAT", "params": {"nlist": s.ivf_nlist}}
         return {"index_type": self.index_type, "params": {}}
 
-    def _search_params(self) -> dict[str, int]:
+    def _search_params(self, limit: int) -> dict[str, int]:
         if self.index_type == "HNSW":
-            return {"ef": self.settings.search_ef}
+            return {"ef": max(self.settings.search_ef, limit)}
         if self.index_type == "IVF_FLAT":
             return {"nprobe": self.settings.ivf_nprobe}
         return {}
 
-    def _gallery_filter(self, gallery: str) -> str:
-        return f'gallery == "{ids.gallery_id(gallery)}"'
 
-    def _user_filter(self, gallery: str, user_id: str) -> str:
-        return f'{self._gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
+def _best_per_user(hits: list[dict[str, Any]], top_k: int) -> list[Candidate]:
+    """Each user's best hit, best users first, at most ``top_k`` (hits come best first)."""
+    best: dict[str, Candidate] = {}
+    for hit in sorted(hits, key=lambda h: -float(h["distance"])):
+        user = hit["entity"]["user_id"]
+        if user not in best:
+            best[user] = Candidate(user, float(hit["distance"]), hit["entity"]["template_id"])
+            if len(best) == top_k:
+                break
+    return list(best.values())
 
-    def _count(self, expression: str) -> int:
-        rows = self._call(
-            self.client.query, self.collection, filter=expression, output_fields=["count(*)"]
-        )
-        return int(rows[0]["count(*)"])
 
-    def _column(self, gallery: str, field: str) -> Iterator[str]:
-        iterator = self._call(
-            self.client.query_iterator,
-            self.collection,
-            batch_size=_PAGE,
-            filter=self._gallery_filter(gallery),
-            output_fields=[field],
-        )
-        try:
-            while batch := self._call(iterator.next):
-                yield from (row[field] for row in batch)
-        finally:
-            iterator.close()
+def _gallery_filter(gallery: str) -> str:
+    return f'gallery == "{ids.gallery_id(gallery)}"'
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except MilvusException as exc:
-            raise Unavailable(
-                f"Milvus {getattr(method, '__name__', 'call')} failed: {exc.message}"
-            ) from exc
+
+def _user_filter(gallery: str, user_id: str) -> str:
+    return f'{_gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'

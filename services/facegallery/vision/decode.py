@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,6 +30,30 @@ def decode_image(data: bytes | np.ndarray, limits: DecodeSettings) -> np.ndarray
     """Decode untrusted image bytes, or check a caller's array, into BGR uint8 (H, W, 3)."""
     if isinstance(data, np.ndarray):
         return _from_array(data, limits)
+    with _opened(data, limits) as image:  # decoding errors surface through it too
+        image.load()
+        return _to_bgr(ImageOps.exif_transpose(image))
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header declares, read without decoding a pixel."""
+
+    format: str
+    width: int
+    height: int
+
+
+def check_image_header(data: object, limits: DecodeSettings) -> ImageHeader:
+    """The checks ``decode_image`` makes before decoding (bytes, format, declared size):
+    cheap enough to run on every image of a queued job when it is submitted."""
+    with _opened(data, limits) as image:
+        return ImageHeader(str(image.format), image.width, image.height)
+
+
+@contextmanager
+def _opened(data: object, limits: DecodeSettings) -> Iterator[Image.Image]:
+    """The image opened lazily (header only) after the byte, format and size checks."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidImage(f"expected image bytes or a numpy array, got {type(data).__name__}")
     data = bytes(data)
@@ -42,8 +69,7 @@ def decode_image(data: bytes | np.ndarray, limits: DecodeSettings) -> np.ndarray
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data), formats=list(limits.formats)) as image:
                 _check_size(image.width, image.height, limits)
-                image.load()
-                return _to_bgr(ImageOps.exif_transpose(image))
+                yield image
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(
             f"the image declares more than {limits.max_pixels:,} pixels, the limit"

@@ -1,0 +1,518 @@
+"""The enrollment queue on Redis Streams: submit, status, wait; and what workers call.
+
+A job is a hash (``<p>:job:<id>``: gallery, user, status, per-image outcomes, attempts,
+timestamps) beside a hash of its images (``<p>:job:<id>:images``), and one entry in the
+stream ``<p>:jobs`` read by the consumer group ``workers``. Everything that can be checked
+without models (ids, image count, each image's bytes, format and declared size from its
+header, the job's total size) is checked at ``submit``, so a bad job is refused at once.
+
+Submitting is one Lua script, so the capacity check, the idempotency key, the job, its
+images and the stream entry are written together or not at all; with the managed Redis's
+``appendfsync always`` the reply comes only after they are fsynced (acknowledged = durable).
+Finishing a job is one script too: the outcome, the ack, freeing the images and the
+counters change together, at most once, so a job reclaimed from a slow worker cannot be
+counted twice. A full queue (jobs or image bytes) answers ``Overloaded`` with a retry hint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import redis
+
+from facegallery import ids
+from facegallery.config import DecodeSettings, QueueSettings
+from facegallery.errors import (
+    AlreadyExists,
+    FaceGalleryError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+from facegallery.service import EnrollResult, ImageInput
+from facegallery.vision.decode import check_image_header
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+GROUP = "workers"
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,127}")
+_NAME_MAX = 256
+
+_SUBMIT = """
+local job_key, images_key, stream, unfinished, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local idem_key = KEYS[6]
+local job_id, payload, max_jobs, max_bytes, nbytes, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]),
+  tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local nfields = tonumber(ARGV[7])
+if idem_key ~= job_key then
+  local existing = redis.call('GET', idem_key)
+  if existing then
+    local prior = redis.call('HGET', ARGV[8 + nfields * 2] .. existing, 'payload_hash')
+    if prior == payload then return {'existing', existing} end
+    return {'conflict', existing}
+  end
+end
+if tonumber(redis.call('GET', unfinished) or '0') >= max_jobs then return {'full', 'jobs'} end
+if tonumber(redis.call('GET', held) or '0') + nbytes > max_bytes then return {'full', 'bytes'} end
+for i = 0, nfields - 1 do
+  redis.call('HSET', job_key, ARGV[8 + i * 2], ARGV[9 + i * 2])
+end
+local first_image = 8 + nfields * 2 + 1
+for i = first_image, #ARGV, 2 do
+  redis.call('HSET', images_key, ARGV[i], ARGV[i + 1])
+end
+if idem_key ~= job_key then redis.call('SET', idem_key, job_id, 'EX', ttl) end
+redis.call('XADD', stream, '*', 'job', job_id)
+redis.call('INCR', unfinished)
+redis.call('INCRBY', held, nbytes)
+return {'created', job_id}
+"""
+
+_FINISH = """
+local job_key, images_key, stream, unfinished, held, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
+  KEYS[5], KEYS[6]
+local entry, status, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+redis.call('XACK', stream, 'workers', entry)
+redis.call('XDEL', stream, entry)
+local current = redis.call('HGET', job_key, 'status')
+if current == 'done' or current == 'failed' or not current then return 0 end
+for i = 5, #ARGV, 2 do redis.call('HSET', job_key, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', job_key, 'status', status, 'finished_at', now)
+local nbytes = tonumber(redis.call('HGET', job_key, 'bytes') or '0')
+redis.call('DEL', images_key)
+redis.call('DECR', unfinished)
+redis.call('DECRBY', held, nbytes)
+redis.call('EXPIRE', job_key, ttl)
+if status == 'failed' then
+  redis.call('XADD', dead, '*', 'job', redis.call('HGET', job_key, 'job_id'),
+    'reason', redis.call('HGET', job_key, 'error') or '')
+end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """An enrollment job as its caller sees it. ``outcomes``: one per image, in order
+    (``EnrollOutcome.to_dict()``), once the job is done."""
+
+    job_id: str
+    gallery: str
+    user_id: str
+    status: JobStatus
+    images: list[str]
+    attempts: int
+    created_at: float
+    face_index: int | None = None
+    idempotency_key: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "job_id": self.job_id,
+            "gallery": self.gallery,
+            "user_id": self.user_id,
+            "status": self.status,
+            "images": self.images,
+            "attempts": self.attempts,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "idempotency_key": self.idempotency_key,
+            "error": self.error,
+            "result": self.result,
+            "outcomes": self.outcomes,
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A stream entry handed to a worker: which job, and how often it has been delivered."""
+
+    entry_id: str
+    job_id: str
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A per-user lease held by one worker (the token proves whose it is)."""
+
+    key: str
+    token: str
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    unfinished: int
+    pending: int
+    dead_letters: int
+    held_bytes: int
+
+
+class EnrollmentQueue:
+    """Submit and follow enrollment jobs; claim, finish and retry them (workers)."""
+
+    def __init__(
+        self, settings: QueueSettings, limits: DecodeSettings, client: redis.Redis | None = None
+    ) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.redis = client or redis.Redis.from_url(settings.url, socket_timeout=10)
+        p = settings.prefix
+        self.stream, self.dead = f"{p}:jobs", f"{p}:dead"
+        self._unfinished, self._held = f"{p}:unfinished", f"{p}:held-bytes"
+        self._submit = self.redis.register_script(_SUBMIT)
+        self._finish = self.redis.register_script(_FINISH)
+        self._release = self.redis.register_script(_RELEASE)
+        self._renew = self.redis.register_script(_RENEW)
+        self._group_ready = False
+
+    def submit(
+        self,
+        gallery: str,
+        user_id: str,
+        images: list[ImageInput],
+        idempotency_key: str | None = None,
+        face_index: int | None = None,
+    ) -> Job:
+        """Validate and queue a job; returns once Redis holds it (durably, with fsync
+        always). The same idempotency key returns the original job; the same key with
+        another payload is ``AlreadyExists``."""
+        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
+        self._validate(images, idempotency_key, face_index)
+        payload = _payload_hash(gallery, user_id, images, face_index)
+        job_id = uuid.uuid4().hex
+        nbytes = sum(len(bytes(cast(bytes, i.data))) for i in images)
+        now = time.time()
+        fields: dict[str, str] = {
+            "job_id": job_id,
+            "gallery": gallery,
+            "user_id": user_id,
+            "status": "queued",
+            "images": json.dumps([i.name for i in images]),
+            "attempts": "0",
+            "created_at": repr(now),
+            "face_index": "" if face_index is None else str(face_index),
+            "idempotency_key": idempotency_key or "",
+            "payload_hash": payload,
+            "bytes": str(nbytes),
+        }
+        job_key = self._job_key(job_id)
+        idem_key = job_key if idempotency_key is None else self._idem_key(gallery, idempotency_key)
+        args: list[Any] = [
+            job_id,
+            payload,
+            self.settings.max_queued_jobs,
+            self.settings.max_queued_bytes,
+            nbytes,
+            self.settings.job_ttl_s,
+            len(fields),
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        args.append(f"{self.settings.prefix}:job:")  # the job-key prefix, for the idem check
+        for index, image in enumerate(images):
+            args += [str(index), bytes(cast(bytes, image.data))]
+        keys = [job_key, self._images_key(job_id), self.stream, self._unfinished, self._held]
+        answer = self._redis(self._submit, keys=[*keys, idem_key], args=args)
+        verdict, value = (v.decode() for v in answer)
+        if verdict == "existing":
+            return self.get(value)
+        if verdict == "conflict":
+            raise AlreadyExists(
+                f"idempotency key {idempotency_key!r} was used for another enrollment "
+                f"(job {value}); use a new key for a different request"
+            )
+        if verdict == "full":
+            what = "jobs" if value == "jobs" else "image bytes"
+            raise Overloaded(
+                f"the enrollment queue is full ({what}); retry in {self.settings.retry_after_s} s",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        """A job's status and outcomes; ``NotFound`` when unknown or expired."""
+        if not re.fullmatch(r"[0-9a-f]{32}", str(job_id)):
+            raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: 32 hexadecimal digits")
+        raw = self._redis(self.redis.hgetall, self._job_key(job_id))
+        if not raw:
+            raise NotFound(f"job {job_id} does not exist (or finished and expired)")
+        return _job(raw)
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.05) -> Job:
+        """The job once it is finished, or as it stands after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.get(job_id)
+            if job.finished or time.monotonic() >= deadline:
+                return job
+            time.sleep(poll_s)
+
+    def depth(self) -> QueueDepth:
+        """Unfinished jobs, entries pending in the group, dead letters, held image bytes."""
+        self.ensure_group()
+        pending = self._redis(self.redis.xpending, self.stream, GROUP)
+        return QueueDepth(
+            unfinished=int(self._redis(self.redis.get, self._unfinished) or 0),
+            pending=int(pending["pending"]),
+            dead_letters=int(self._redis(self.redis.xlen, self.dead)),
+            held_bytes=int(self._redis(self.redis.get, self._held) or 0),
+        )
+
+    def dead_letters(self, count: int = 100) -> list[tuple[str, str]]:
+        """The oldest dead-lettered jobs: (job id, reason)."""
+        entries = self._redis(self.redis.xrange, self.dead, count=count) or []
+        return [(v[b"job"].decode(), v[b"reason"].decode()) for _, v in entries]
+
+    # The worker's side.
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise Unavailable(f"Redis refused to create the consumer group: {exc}") from exc
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
+
+    def claim(self, consumer: str, block_ms: int) -> Delivery | None:
+        """The next job for ``consumer``: first one a dead worker left pending for longer
+        than ``claim_idle_ms``, else a new one (waiting up to ``block_ms``)."""
+        if not self._group_ready:
+            self.ensure_group()
+            self._group_ready = True
+        _, claimed, *_ = self._redis(
+            self.redis.xautoclaim,
+            self.stream,
+            GROUP,
+            consumer,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id="0-0",
+            count=1,
+        )
+        entries = [e for e in claimed if e[1]]  # entries deleted meanwhile come back empty
+        if not entries:
+            read = self._redis(
+                self.redis.xreadgroup, GROUP, consumer, {self.stream: ">"}, count=1, block=block_ms
+            )
+            entries = read[0][1] if read else []
+        if not entries:
+            return None
+        entry_id, values = entries[0]
+        entry = entry_id.decode()
+        info = self._redis(self.redis.xpending_range, self.stream, GROUP, entry, entry, 1)
+        count = int(info[0]["times_delivered"]) if info else 1
+        return Delivery(entry, values[b"job"].decode(), count)
+
+    def images(self, job_id: str) -> list[ImageInput]:
+        job = self.get(job_id)
+        raw = self._redis(self.redis.hgetall, self._images_key(job_id))
+        return [ImageInput(name, raw[str(i).encode()]) for i, name in enumerate(job.images)]
+
+    def mark_running(self, job_id: str, consumer: str, attempt: int) -> None:
+        self._redis(
+            self.redis.hset,
+            self._job_key(job_id),
+            mapping={
+                "status": "running",
+                "worker": consumer,
+                "attempts": str(attempt),
+                "started_at": repr(time.time()),
+            },
+        )
+
+    def complete(self, delivery: Delivery, result: EnrollResult) -> bool:
+        """Record the outcome and acknowledge; False when the job was already finished."""
+        summary = {k: v for k, v in result.to_dict().items() if k != "images"}
+        return self._finish_job(
+            delivery,
+            "done",
+            {
+                "result": json.dumps(summary),
+                "outcomes": json.dumps([o.to_dict() for o in result.outcomes]),
+                "error": "",
+            },
+        )
+
+    def acknowledge(self, delivery: Delivery) -> None:
+        """Drop an entry whose job is already finished (or expired): no outcome changes."""
+        self._finish_job(delivery, "done", {})
+
+    def fail(self, delivery: Delivery, reason: str) -> bool:
+        """Give up: the job shows ``failed`` with the reason and goes to the dead letters."""
+        return self._finish_job(delivery, "failed", {"error": reason})
+
+    def retry_later(self, delivery: Delivery, error: FaceGalleryError | Exception) -> None:
+        """Leave the entry pending (another delivery after ``claim_idle_ms``), noting why."""
+        message = error.message if isinstance(error, FaceGalleryError) else repr(error)
+        self._redis(
+            self.redis.hset,
+            self._job_key(delivery.job_id),
+            mapping={"status": "queued", "error": message},
+        )
+
+    def requeue(self, delivery: Delivery) -> None:
+        """Hand the job back as a fresh entry (its user was busy), without using up one of
+        its deliveries."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, {"job": delivery.job_id})
+            pipe.xack(self.stream, GROUP, delivery.entry_id)
+            pipe.xdel(self.stream, delivery.entry_id)
+            self._redis(pipe.execute)
+
+    @contextmanager
+    def user_lease(self, gallery: str, user_id: str, wait_s: float = 5.0) -> Iterator[Lease | None]:
+        """Hold the per-user lease while enrolling (None if it stayed taken for ``wait_s``).
+
+        It lasts ``claim_idle_ms``, like an unacknowledged entry: a dead worker's lease is
+        gone by the time its job is claimed. A live worker keeps both with ``heartbeat``."""
+        lease = Lease(f"{self.settings.prefix}:lease:{gallery}:{user_id}", uuid.uuid4().hex)
+        deadline = time.monotonic() + wait_s
+        while not self._redis(
+            self.redis.set, lease.key, lease.token, nx=True, px=self.settings.claim_idle_ms
+        ):
+            if time.monotonic() >= deadline:
+                yield None
+                return
+            time.sleep(0.05)
+        try:
+            yield lease
+        finally:
+            self._redis(self._release, keys=[lease.key], args=[lease.token])
+
+    def heartbeat(self, consumer: str, delivery: Delivery, lease: Lease) -> None:
+        """Keep a long job ours: renew the lease and reset the entry's idle time (XCLAIM
+        with JUSTID does not count a delivery)."""
+        self._redis(self._renew, keys=[lease.key], args=[lease.token, self.settings.claim_idle_ms])
+        self._redis(
+            self.redis.xclaim, self.stream, GROUP, consumer, 0, [delivery.entry_id], justid=True
+        )
+
+    def _finish_job(self, delivery: Delivery, status: JobStatus, fields: dict[str, str]) -> bool:
+        keys = [
+            self._job_key(delivery.job_id),
+            self._images_key(delivery.job_id),
+            self.stream,
+            self._unfinished,
+            self._held,
+            self.dead,
+        ]
+        args: list[Any] = [delivery.entry_id, status, self.settings.job_ttl_s, repr(time.time())]
+        for name, value in fields.items():
+            args += [name, value]
+        return bool(self._redis(self._finish, keys=keys, args=args))
+
+    def _validate(
+        self, images: list[ImageInput], idempotency_key: str | None, face_index: int | None
+    ) -> None:
+        if not images:
+            raise InvalidInput("enrollment needs at least one image")
+        if len(images) > self.settings.max_images_per_job:
+            raise InvalidInput(
+                f"{len(images)} images in one job; at most {self.settings.max_images_per_job}"
+            )
+        if face_index is not None and face_index < 0:
+            raise InvalidInput(f"face_index must be 0 or more, got {face_index}")
+        if idempotency_key is not None and not _KEY.fullmatch(str(idempotency_key)):
+            raise InvalidInput(
+                "invalid idempotency key: 1-128 characters of A-Z a-z 0-9 _ . : @ / + = -"
+            )
+        total = 0
+        for image in images:
+            if not image.name or len(image.name) > _NAME_MAX:
+                raise InvalidInput(f"image names must be 1-{_NAME_MAX} characters")
+            try:
+                check_image_header(image.data, self.limits)
+            except FaceGalleryError as exc:
+                raise type(exc)(f"{image.name}: {exc.message}") from exc
+            total += len(bytes(cast(bytes, image.data)))
+        if total > self.settings.max_job_bytes:
+            raise InvalidInput(
+                f"the job's images hold {total:,} bytes; at most "
+                f"{self.settings.max_job_bytes:,} per job (split it into several jobs)"
+            )
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self.settings.prefix}:job:{job_id}"
+
+    def _images_key(self, job_id: str) -> str:
+        return f"{self.settings.prefix}:job:{job_id}:images"
+
+    def _idem_key(self, gallery: str, key: str) -> str:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return f"{self.settings.prefix}:idem:{gallery}:{digest}"
+
+    def _redis(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if "OOM" in str(exc):
+                raise Overloaded(
+                    f"Redis is out of memory; retry in {self.settings.retry_after_s} s",
+                    retry_after_s=self.settings.retry_after_s,
+                ) from exc
+            raise Unavailable(f"Redis refused a command: {exc}") from exc
+        except redis.RedisError as exc:
+            raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
+
+
+def _payload_hash(
+    gallery: str, user_id: str, images: list[ImageInput], face_index: int | None
+) -> str:
+    digest = hashlib.sha256(f"{gallery}\0{user_id}\0{face_index}".encode())
+    for image in images:
+        digest.update(b"\0" + image.name.encode() + b"\0")
+        digest.update(hashlib.sha256(bytes(cast(bytes, image.data))).digest())
+    return digest.hexdigest()
+
+
+def _job(raw: dict[bytes, bytes]) -> Job:
+    f = {k.decode(): v.decode() for k, v in raw.items()}
+
+    def number(name: str) -> float | None:
+        return float(f[name]) if f.get(name) else None
+
+    return Job(
+        job_id=f["job_id"],
+        gallery=f["gallery"],
+        user_id=f["user_id"],
+        status=cast(JobStatus, f["status"]),
+        images=json.loads(f["images"]),
+        attempts=int(f.get("attempts") or 0),
+        created_at=float(f["created_at"]),
+        face_index=int(f["face_index"]) if f.get("face_index") else None,
+        idempotency_key=f.get("idempotency_key") or None,
+        started_at=number("started_at"),
+        finished_at=number("finished_at"),
+        error=f.get("error") or None,
+        result=json.loads(f["result"]) if f.get("result") else None,
+        outcomes=json.loads(f["outcomes"]) if f.get("outcomes") else [],
+    )

@@ -1,0 +1,190 @@
+"""Workers under faults, with real processes, a real redis-server and the managed Milvus
+server: a worker SIGKILLed mid-job, a job that fails every time, two workers racing one
+user's cap, and SIGTERM finishing the job in hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facegallery.config import GallerySettings, QueueSettings, Settings
+from facegallery.gallery import Gallery
+from facegallery.jobs import EnrollmentQueue
+from facegallery.jobs.worker import Worker
+from facegallery.matching import Thresholds
+from facegallery.pipeline import FacePipeline
+from facegallery.samples import Samples
+from facegallery.servers import MilvusServer
+from facegallery.servers.redis import RedisServer
+from facegallery.service import FaceService, ImageInput
+from tests.helpers import encode
+from tests.jobs.helpers import orl_photos, queue_settings
+
+
+def _mirrored(photos: list[ImageInput]) -> list[ImageInput]:
+    """The photos and their mirror images: different bytes, the same person."""
+    flipped = []
+    for photo in photos:
+        image = cv2.imdecode(np.frombuffer(bytes(photo.data), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        mirrored = encode(cv2.flip(image, 1))
+        flipped.append(ImageInput(photo.name.replace(".png", "-m.png"), mirrored))
+    return photos + flipped
+
+
+def _spawn_worker(
+    queue: QueueSettings, milvus: MilvusServer, data: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FACEGALLERY_QUEUE__URL": queue.url,
+        "FACEGALLERY_QUEUE__PREFIX": queue.prefix,
+        "FACEGALLERY_QUEUE__CLAIM_IDLE_MS": str(queue.claim_idle_ms),
+        "FACEGALLERY_QUEUE__BLOCK_MS": "200",
+        "FACEGALLERY_GALLERY__URI": milvus.uri,
+        "FACEGALLERY_MATCHING__THRESHOLDS_FILE": str(data / "thresholds.json"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "facegallery.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def server_service(
+    milvus_server: MilvusServer, pipeline: FacePipeline, settings: Settings
+) -> FaceService:
+    """The service on the managed server's gallery (what separate worker processes share)."""
+    shared = settings.model_copy(deep=True)
+    shared.gallery = GallerySettings(uri=milvus_server.uri)
+    gallery = Gallery(shared.gallery, pipeline.model_id, pipeline.embedder.dimension)
+    return FaceService(pipeline, gallery, Thresholds(shared.matching), shared)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_job_another_finishes_it_once(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    server_service: FaceService,
+    settings: Settings,
+    samples: Samples,
+    tmp_path: Path,
+) -> None:
+    qs = queue_settings(redis_server, claim_idle_ms=1500)
+    queue = EnrollmentQueue(qs, settings.decode)
+    first = _spawn_worker(qs, milvus_server, tmp_path)
+    second = None
+    try:
+        job = queue.submit("crash", "s10", _mirrored(orl_photos(samples, 10, 10)))
+        _until(lambda: queue.get(job.job_id).status == "running", 60, "the first worker")
+        first.send_signal(signal.SIGKILL)  # in the middle of the job
+        first.wait(10)
+        assert queue.get(job.job_id).status == "running"  # left pending, not lost
+        second = _spawn_worker(qs, milvus_server, tmp_path)
+        done = queue.wait(job.job_id, 90)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert done.status == "done" and done.attempts == 2
+    enrolled = {o["template_id"] for o in done.outcomes if o["status"] == "enrolled"}
+    assert len(enrolled) == 10  # the cap; the rest are reported redundant
+    stored = {t.template_id for t in server_service.templates("crash", "s10")}
+    assert stored == enrolled  # no loss, no duplicate
+    assert server_service.gallery.user_records("crash")[0].templates == 10
+    depth = queue.depth()
+    assert (depth.unfinished, depth.pending, depth.dead_letters) == (0, 0, 0)
+
+
+def test_a_job_failing_every_time_is_dead_lettered_with_its_reason(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    pipeline: FacePipeline,
+    settings: Settings,
+    samples: Samples,
+) -> None:
+    """The gallery made unavailable (its collection dropped under the worker)."""
+    doomed = Gallery(GallerySettings(uri=milvus_server.uri), "doomed-model", 128)
+    service = FaceService(pipeline, doomed, Thresholds(settings.matching), settings)
+    doomed.drop()
+    qs = queue_settings(redis_server, claim_idle_ms=100, block_ms=100, max_deliveries=2)
+    queue = EnrollmentQueue(qs, settings.decode)
+    job = queue.submit("doomed", "s12", orl_photos(samples, 12, 1))
+    worker = Worker(queue, service.enroll)
+    deadline = time.monotonic() + 30
+    while not queue.get(job.job_id).finished and time.monotonic() < deadline:
+        worker.run_once()
+    failed = queue.get(job.job_id)
+    assert failed.status == "failed" and failed.attempts == 2
+    assert failed.error is not None and "gave up after 2 attempts" in failed.error
+    assert "Milvus" in failed.error  # the real cause, for the operator
+    assert queue.dead_letters() == [(job.job_id, failed.error)]
+    assert queue.depth().unfinished == 0
+
+
+def test_concurrent_jobs_for_one_user_never_exceed_the_cap(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    pipeline: FacePipeline,
+    settings: Settings,
+    samples: Samples,
+) -> None:
+    capped = settings.model_copy(deep=True)
+    capped.gallery = GallerySettings(uri=milvus_server.uri, max_templates_per_user=2)
+    gallery = Gallery(capped.gallery, pipeline.model_id, pipeline.embedder.dimension)
+    service = FaceService(pipeline, gallery, Thresholds(capped.matching), capped)
+    queue = EnrollmentQueue(queue_settings(redis_server, block_ms=100), settings.decode)
+    photos = orl_photos(samples, 11, 8)
+    jobs = [queue.submit("race", "s11", photos[i : i + 2]) for i in range(0, 8, 2)]
+    workers = [Worker(queue, service.enroll, f"w{i}") for i in range(2)]
+    threads = [threading.Thread(target=w.run, kwargs={"max_jobs": 2}) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(queue.get(j.job_id).status == "done" for j in jobs)
+    assert len(service.templates("race", "s11")) == 2
+    assert gallery.user_records("race")[0].templates == 2
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_job_in_hand(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    settings: Settings,
+    samples: Samples,
+    tmp_path: Path,
+) -> None:
+    qs = queue_settings(redis_server)
+    queue = EnrollmentQueue(qs, settings.decode)
+    worker = _spawn_worker(qs, milvus_server, tmp_path)
+    try:
+        job = queue.submit("graceful", "s13", _mirrored(orl_photos(samples, 13, 6)))
+        _until(lambda: queue.get(job.job_id).status == "running", 60, "the worker")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    finished = queue.get(job.job_id)
+    assert finished.status == "done" and finished.attempts == 1
