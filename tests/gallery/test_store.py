@@ -268,3 +268,24 @@ def test_lite_file_held_by_another_process_is_a_clear_error(tmp_path: Path) -> N
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
     )
     assert "milvus start" in out.stdout, out.stdout + out.stderr
+
+
+def test_server_grouping_where_it_exists_and_why_it_is_not_the_default(
+    gallery_settings: GallerySettings, gallery: Gallery
+) -> None:
+    """``grouping: server`` agrees with the client-side grouping on Lite. Milvus server 2.3
+    ignores ``group_by_field``: its 3 hits are templates of one user, so asking for 3 users
+    yields fewer, where the client-side grouping yields 3."""
+    people = {f"g{u}": _unit(700 + u) for u in range(6)}
+    for user, base in people.items():
+        gallery.add("modes", user, _templates(user, base, 5, noise=0.05))
+    probe = _unit(777, people["g0"], 0.2)
+    client = gallery.search("modes", probe[None], 3)[0]
+    grouped = Gallery(gallery_settings.model_copy(update={"grouping": "server"}), MODEL, DIM)
+    server = grouped.search("modes", probe[None], 3)[0]
+    if gallery.embedded:
+        assert [c.user_id for c in server] == [c.user_id for c in client]
+        assert [c.score for c in server] == pytest.approx([c.score for c in client], abs=1e-5)
+    else:
+        assert len(client) == 3
+        assert len(server) < 3, "server 2.3 grouped by user: revisit the default"

@@ -69,15 +69,26 @@ def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.005)
 
 
+def _on_server(
+    milvus: MilvusServer,
+    pipeline: FacePipeline,
+    settings: Settings,
+    model_id: str | None = None,
+    cap: int = 10,
+) -> FaceService:
+    """The service on the managed server's gallery (what separate worker processes share)."""
+    shared = settings.model_copy(deep=True)
+    shared.gallery = GallerySettings(uri=milvus.uri, max_templates_per_user=cap)
+    model = model_id or pipeline.model_id
+    gallery = Gallery(shared.gallery, model, pipeline.embedder.dimension)
+    return FaceService(pipeline, gallery, Thresholds(shared.matching), shared)
+
+
 @pytest.fixture
 def server_service(
     milvus_server: MilvusServer, pipeline: FacePipeline, settings: Settings
 ) -> FaceService:
-    """The service on the managed server's gallery (what separate worker processes share)."""
-    shared = settings.model_copy(deep=True)
-    shared.gallery = GallerySettings(uri=milvus_server.uri)
-    gallery = Gallery(shared.gallery, pipeline.model_id, pipeline.embedder.dimension)
-    return FaceService(pipeline, gallery, Thresholds(shared.matching), shared)
+    return _on_server(milvus_server, pipeline, settings)
 
 
 @pytest.mark.slow
@@ -124,9 +135,8 @@ def test_a_job_failing_every_time_is_dead_lettered_with_its_reason(
     samples: Samples,
 ) -> None:
     """The gallery made unavailable (its collection dropped under the worker)."""
-    doomed = Gallery(GallerySettings(uri=milvus_server.uri), "doomed-model", 128)
-    service = FaceService(pipeline, doomed, Thresholds(settings.matching), settings)
-    doomed.drop()
+    service = _on_server(milvus_server, pipeline, settings, model_id="doomed-model")
+    service.gallery.drop()
     qs = queue_settings(redis_server, claim_idle_ms=100, block_ms=100, max_deliveries=2)
     queue = EnrollmentQueue(qs, settings.decode)
     job = queue.submit("doomed", "s12", orl_photos(samples, 12, 1))
@@ -149,10 +159,8 @@ def test_concurrent_jobs_for_one_user_never_exceed_the_cap(
     settings: Settings,
     samples: Samples,
 ) -> None:
-    capped = settings.model_copy(deep=True)
-    capped.gallery = GallerySettings(uri=milvus_server.uri, max_templates_per_user=2)
-    gallery = Gallery(capped.gallery, pipeline.model_id, pipeline.embedder.dimension)
-    service = FaceService(pipeline, gallery, Thresholds(capped.matching), capped)
+    service = _on_server(milvus_server, pipeline, settings, cap=2)
+    gallery = service.gallery
     queue = EnrollmentQueue(queue_settings(redis_server, block_ms=100), settings.decode)
     photos = orl_photos(samples, 11, 8)
     jobs = [queue.submit("race", "s11", photos[i : i + 2]) for i in range(0, 8, 2)]
