@@ -315,7 +315,8 @@ def enroll(
     inputs = [ImageInput(path.name, _read_image(path)) for path in images]
     if queued:
         queue = _queue(config)
-        job = queue.submit(gallery, user, inputs, _content_key(user, inputs), face_index)
+        key = _content_key(gallery, user, inputs, face_index)
+        job = queue.submit(gallery, user, inputs, key, face_index)
         result = {"job_id": job.job_id, **_job_result(_follow(queue, [job.job_id], timeout)[0])}
     else:
         result = _service(config).enroll(gallery, user, inputs, face_index).to_dict()
@@ -364,7 +365,7 @@ def enroll_folder(
         inputs = [ImageInput(f"{person.name}/{p.name}", p.read_bytes()) for p in photos]
         try:
             if queue is not None:
-                key = _content_key(person.name, inputs)
+                key = _content_key(gallery, person.name, inputs)
                 submitted.append(queue.submit(gallery, person.name, inputs, key).job_id)
             else:
                 assert service is not None
@@ -644,15 +645,15 @@ def _queue(config: Path | None, settings: Settings | None = None) -> EnrollmentQ
     return EnrollmentQueue(settings.queue, settings.decode)
 
 
-def _content_key(user: str, inputs: list[ImageInput]) -> str:
-    """An idempotency key from the content: running the same import again returns the
-    jobs it made the first time instead of queueing the work twice."""
-    import hashlib
+def _content_key(
+    gallery: str, user: str, inputs: list[ImageInput], face_index: int | None = None
+) -> str:
+    """An idempotency key from the content (the queue's own payload hash): running the
+    same import again returns the jobs it made the first time instead of queueing the work
+    twice."""
+    from facegallery.jobs.queue import payload_hash
 
-    digest = hashlib.sha256(user.encode())
-    for image in inputs:
-        digest.update(image.name.encode() + hashlib.sha256(bytes(image.data)).digest())
-    return "cli-" + digest.hexdigest()[:40]
+    return "cli-" + payload_hash(gallery, user, inputs, face_index)[:40]
 
 
 def _follow(queue: EnrollmentQueue, job_ids: list[str], timeout_s: float) -> list[Job]:

@@ -276,7 +276,6 @@ class QueueSettings(BaseModel):
         default=5, ge=1, description="Attempts before the job is dead-lettered as failed."
     )
     block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
-    workers: int = Field(default=1, ge=1, description="Worker processes `facegallery up` runs.")
 
 
 class MatchingSettings(BaseModel):

@@ -5,8 +5,8 @@ newer cluster) answer the same verbs differently, and everything the gallery mus
 lives here:
 
 - **Idempotent writes**: server 2.3.5 stores ``upsert`` rows of a partition-key collection where
-  ``gallery == ...`` filters cannot find them, so a write is "delete these primary keys, then
-  insert" on every backend (one code path, tested on both).
+  ``gallery == ...`` filters cannot find them, so a write is "delete the primary keys already
+  stored, then insert" on every backend (one code path, tested on both).
 - **Read your writes**: a server's default (Bounded) reads do not see a write just made.
   Every write ends with a barrier: on a server one Strong read of the collection, after which
   Bounded reads from *any* client see the write (measured: 0 misses in 40 inserts, deletes
@@ -24,11 +24,21 @@ from typing import Any
 
 from pymilvus import MilvusClient, MilvusException
 
+from facegallery import ids
 from facegallery.config import GallerySettings
 from facegallery.errors import Unavailable
 
 # Milvus 2.3 refuses a query or search whose limit (or offset + limit) exceeds this.
 MAX_LIMIT = 16384
+
+
+def quoted(values: list[str]) -> str:
+    """``"a", "b"`` for an ``in [...]`` filter (the values are validated ids or keys)."""
+    return ", ".join(f'"{v}"' for v in values)
+
+
+def gallery_filter(gallery: str) -> str:
+    return f'gallery == "{ids.gallery_id(gallery)}"'
 
 
 class MilvusConnection:
@@ -92,6 +102,19 @@ class MilvusConnection:
         )
         return rows
 
+    def lookup(
+        self, collection: str, key: str, values: list[str], fields: list[str], scope: str = ""
+    ) -> list[dict[str, Any]]:
+        """Rows whose ``key`` is one of ``values`` (a primary-key lookup, O(len(values))),
+        in chunks that each stay within Milvus's limit."""
+        rows: list[dict[str, Any]] = []
+        prefix = f"{scope} and " if scope else ""
+        for start in range(0, len(values), MAX_LIMIT):
+            chunk = values[start : start + MAX_LIMIT]
+            expression = f"{prefix}{key} in [{quoted(chunk)}]"
+            rows += self.query(collection, expression, fields, len(chunk))
+        return rows
+
     def count(self, collection: str, expression: str, strong: bool = False) -> int:
         """How many rows match; ``strong`` reads every write acknowledged so far."""
         rows = self.call(
@@ -104,23 +127,17 @@ class MilvusConnection:
         return int(rows[0]["count(*)"])
 
     def replace(
-        self,
-        collection: str,
-        primary_key: str,
-        rows: list[dict[str, Any]],
-        stored: set[str] | None = None,
+        self, collection: str, primary_key: str, rows: list[dict[str, Any]], stored: set[str]
     ) -> None:
         """Write ``rows`` so that a retried write leaves one copy of each: delete the keys
-        that are ``stored`` already (all of them when not known), then insert. The delete
+        that are ``stored`` already (the caller looked them up), then insert. The delete
         names primary keys only, which a server applies without querying for matches; the
         keys are unique across galleries (derived from the gallery and user)."""
         if not rows:
             return
-        keys = [row[primary_key] for row in rows]
-        doomed = keys if stored is None else [k for k in keys if k in stored]
+        doomed = [row[primary_key] for row in rows if row[primary_key] in stored]
         if doomed:
-            listed = ", ".join(f'"{k}"' for k in doomed)
-            self.call("delete", collection, filter=f"{primary_key} in [{listed}]")
+            self.call("delete", collection, filter=f"{primary_key} in [{quoted(doomed)}]")
         self.call("insert", collection, rows)
 
     def delete(self, collection: str, expression: str) -> None:
@@ -128,8 +145,8 @@ class MilvusConnection:
 
     def seal(self, collection: str) -> None:
         """On Lite, seal what was written so searches use the index. A server seals by
-        itself (and rate-limits flushes), and its barrier is a Strong read: the gallery
-        follows every write with a Strong recount of what it wrote."""
+        itself (and rate-limits flushes); its barrier is a Strong read, which the gallery
+        makes after every write (``settle``, or a delete's Strong recount)."""
         if self.embedded:
             self.call("flush", collection)
 

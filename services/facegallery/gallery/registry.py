@@ -25,7 +25,7 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
-from facegallery.gallery.connection import MAX_LIMIT, MilvusConnection
+from facegallery.gallery.connection import MilvusConnection, gallery_filter, quoted
 
 _PLACEHOLDER_DIM = 2
 _KEY_MAX = ids.GALLERY_MAX + 1 + ids.USER_MAX
@@ -118,7 +118,7 @@ class UserRegistry:
                 }
             )
         if gone:
-            self.connection.delete(self.collection, f"user_key in [{_listed(gone)}]")
+            self.connection.delete(self.collection, f"user_key in [{quoted(gone)}]")
         stored = {registry_key(gallery, u) for u in existing}
         self.connection.replace(self.collection, "user_key", rows, stored)
         if settle:
@@ -129,7 +129,7 @@ class UserRegistry:
 
     def page(self, gallery: str, after: str | None, limit: int) -> list[UserRecord]:
         """Users in id order after ``after``: one query of ``limit`` rows."""
-        expression = _gallery_filter(gallery)
+        expression = gallery_filter(gallery)
         if after is not None:
             expression += f' and user_key > "{registry_key(gallery, after)}"'
         rows = self.connection.query(
@@ -138,7 +138,7 @@ class UserRegistry:
         return sorted((_record(r) for r in rows), key=lambda r: r.user_id)
 
     def count(self, gallery: str) -> int:
-        return self.connection.count(self.collection, _gallery_filter(gallery))
+        return self.connection.count(self.collection, gallery_filter(gallery))
 
     def rebuild(self, gallery_counts: dict[str, Counter[str]]) -> None:
         """Recompute every row from template counts per gallery and user."""
@@ -149,11 +149,8 @@ class UserRegistry:
 
     def _rows(self, gallery: str, user_ids: list[str]) -> dict[str, UserRecord]:
         keys = [registry_key(gallery, u) for u in user_ids]
-        rows = self.connection.query(
-            self.collection,
-            f"{_gallery_filter(gallery)} and user_key in [{_listed(keys)}]",
-            _FIELDS,
-            limit=min(MAX_LIMIT, len(keys)),
+        rows = self.connection.lookup(
+            self.collection, "user_key", keys, _FIELDS, gallery_filter(gallery)
         )
         return {r["user_id"]: _record(r) for r in rows}
 
@@ -165,11 +162,3 @@ def _record(row: dict[str, Any]) -> UserRecord:
     return UserRecord(
         row["user_id"], int(row["templates"]), int(row["created_at"]), int(row["updated_at"])
     )
-
-
-def _gallery_filter(gallery: str) -> str:
-    return f'gallery == "{gallery}"'
-
-
-def _listed(values: list[str]) -> str:
-    return ", ".join(f'"{v}"' for v in values)

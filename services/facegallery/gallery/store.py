@@ -30,7 +30,12 @@ from pymilvus import DataType, MilvusClient
 from facegallery import ids
 from facegallery.config import GallerySettings
 from facegallery.errors import InvalidInput, NotFound, Unavailable
-from facegallery.gallery.connection import MAX_LIMIT, MilvusConnection
+from facegallery.gallery.connection import (
+    MAX_LIMIT,
+    MilvusConnection,
+    gallery_filter,
+    quoted,
+)
 from facegallery.gallery.registry import UserRecord, UserRegistry
 
 SOURCE_MAX = 512
@@ -184,7 +189,7 @@ class Gallery:
             "search",
             self.collection,
             data=np.asarray(probes, np.float32).tolist(),
-            filter=_gallery_filter(gallery),
+            filter=gallery_filter(gallery),
             limit=limit,
             output_fields=["user_id", "template_id"],
             search_params={"metric_type": "COSINE", "params": self._search_params(limit)},
@@ -266,7 +271,7 @@ class Gallery:
         """Delete some of a user's templates (the per-user cap's evictions)."""
         if not template_ids:
             return
-        listed = ", ".join(f'"{ids.template_id(t)}"' for t in template_ids)
+        listed = quoted([ids.template_id(t) for t in template_ids])
         expression = f"{_user_filter(gallery, user_id)} and template_id in [{listed}]"
         self.connection.delete(self.collection, expression)
         self.connection.seal(self.collection)
@@ -277,7 +282,7 @@ class Gallery:
         gallery = ids.gallery_id(gallery)
         return GalleryStats(
             users=self.registry.count(gallery),
-            templates=self.connection.count(self.collection, _gallery_filter(gallery)),
+            templates=self.connection.count(self.collection, gallery_filter(gallery)),
         )
 
     def rebuild_registry(self) -> None:
@@ -306,15 +311,8 @@ class Gallery:
 
     def _stored(self, template_ids: list[str]) -> set[str]:
         """Which of these template ids are stored already (a primary-key lookup)."""
-        found: set[str] = set()
-        for start in range(0, len(template_ids), MAX_LIMIT):
-            chunk = template_ids[start : start + MAX_LIMIT]
-            listed = ", ".join(f'"{t}"' for t in chunk)
-            rows = self.connection.query(
-                self.collection, f"template_id in [{listed}]", ["template_id"], len(chunk)
-            )
-            found.update(r["template_id"] for r in rows)
-        return found
+        rows = self.connection.lookup(self.collection, "template_id", template_ids, ["template_id"])
+        return {r["template_id"] for r in rows}
 
     def _recount(self, gallery: str, user_id: str) -> None:
         """Set a user's registry row from a Strong count of their templates (after a
@@ -397,9 +395,5 @@ def _best_per_user(hits: list[dict[str, Any]], top_k: int) -> list[Candidate]:
     return list(best.values())
 
 
-def _gallery_filter(gallery: str) -> str:
-    return f'gallery == "{ids.gallery_id(gallery)}"'
-
-
 def _user_filter(gallery: str, user_id: str) -> str:
-    return f'{_gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
+    return f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'

@@ -206,10 +206,10 @@ class EnrollmentQueue:
         always). The same idempotency key returns the original job; the same key with
         another payload is ``AlreadyExists``."""
         gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
-        self._validate(images, idempotency_key, face_index)
-        payload = _payload_hash(gallery, user_id, images, face_index)
+        data = self._validate(images, idempotency_key, face_index)
+        payload = payload_hash(gallery, user_id, images, face_index)
         job_id = uuid.uuid4().hex
-        nbytes = sum(len(bytes(cast(bytes, i.data))) for i in images)
+        nbytes = sum(len(d) for d in data)
         now = time.time()
         fields: dict[str, str] = {
             "job_id": job_id,
@@ -238,8 +238,8 @@ class EnrollmentQueue:
         for name, value in fields.items():
             args += [name, value]
         args.append(f"{self.settings.prefix}:job:")  # the job-key prefix, for the idem check
-        for index, image in enumerate(images):
-            args += [str(index), bytes(cast(bytes, image.data))]
+        for index, content in enumerate(data):
+            args += [str(index), content]
         keys = [job_key, self._images_key(job_id), self.stream, self._unfinished, self._held]
         answer = self._redis(self._submit, keys=[*keys, idem_key], args=args)
         verdict, value = (v.decode() for v in answer)
@@ -256,7 +256,7 @@ class EnrollmentQueue:
                 f"the enrollment queue is full ({what}); retry in {self.settings.retry_after_s} s",
                 retry_after_s=self.settings.retry_after_s,
             )
-        return self.get(job_id)
+        return _job(fields)  # what the script just stored, without reading it back
 
     def get(self, job_id: str) -> Job:
         """A job's status and outcomes; ``NotFound`` when unknown or expired."""
@@ -265,7 +265,7 @@ class EnrollmentQueue:
         raw = self._redis(self.redis.hgetall, self._job_key(job_id))
         if not raw:
             raise NotFound(f"job {job_id} does not exist (or finished and expired)")
-        return _job(raw)
+        return _job({k.decode(): v.decode() for k, v in raw.items()})
 
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.05) -> Job:
         """The job once it is finished, or as it stands after ``timeout_s``."""
@@ -278,7 +278,7 @@ class EnrollmentQueue:
 
     def depth(self) -> QueueDepth:
         """Unfinished jobs, entries pending in the group, dead letters, held image bytes."""
-        self.ensure_group()
+        self._ensure_group_once()
         pending = self._redis(self.redis.xpending, self.stream, GROUP)
         return QueueDepth(
             unfinished=int(self._redis(self.redis.get, self._unfinished) or 0),
@@ -303,12 +303,15 @@ class EnrollmentQueue:
         except redis.RedisError as exc:
             raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
 
-    def claim(self, consumer: str, block_ms: int) -> Delivery | None:
-        """The next job for ``consumer``: first one a dead worker left pending for longer
-        than ``claim_idle_ms``, else a new one (waiting up to ``block_ms``)."""
+    def _ensure_group_once(self) -> None:
         if not self._group_ready:
             self.ensure_group()
             self._group_ready = True
+
+    def claim(self, consumer: str, block_ms: int) -> Delivery | None:
+        """The next job for ``consumer``: first one a dead worker left pending for longer
+        than ``claim_idle_ms``, else a new one (waiting up to ``block_ms``)."""
+        self._ensure_group_once()
         _, claimed, *_ = self._redis(
             self.redis.xautoclaim,
             self.stream,
@@ -332,9 +335,9 @@ class EnrollmentQueue:
         count = int(info[0]["times_delivered"]) if info else 1
         return Delivery(entry, values[b"job"].decode(), count)
 
-    def images(self, job_id: str) -> list[ImageInput]:
-        job = self.get(job_id)
-        raw = self._redis(self.redis.hgetall, self._images_key(job_id))
+    def images(self, job: Job) -> list[ImageInput]:
+        """A job's images, named as submitted."""
+        raw = self._redis(self.redis.hgetall, self._images_key(job.job_id))
         return [ImageInput(name, raw[str(i).encode()]) for i, name in enumerate(job.images)]
 
     def mark_running(self, job_id: str, consumer: str, attempt: int) -> None:
@@ -432,7 +435,8 @@ class EnrollmentQueue:
 
     def _validate(
         self, images: list[ImageInput], idempotency_key: str | None, face_index: int | None
-    ) -> None:
+    ) -> list[bytes]:
+        """Every check that needs no model; returns the images' bytes."""
         if not images:
             raise InvalidInput("enrollment needs at least one image")
         if len(images) > self.settings.max_images_per_job:
@@ -445,20 +449,22 @@ class EnrollmentQueue:
             raise InvalidInput(
                 "invalid idempotency key: 1-128 characters of A-Z a-z 0-9 _ . : @ / + = -"
             )
-        total = 0
+        data = []
         for image in images:
             if not image.name or len(image.name) > _NAME_MAX:
                 raise InvalidInput(f"image names must be 1-{_NAME_MAX} characters")
             try:
-                check_image_header(image.data, self.limits)
+                check_image_header(image.data, self.limits)  # bytes only, from here on
             except FaceGalleryError as exc:
                 raise type(exc)(f"{image.name}: {exc.message}") from exc
-            total += len(bytes(cast(bytes, image.data)))
+            data.append(bytes(cast(bytes, image.data)))
+        total = sum(len(d) for d in data)
         if total > self.settings.max_job_bytes:
             raise InvalidInput(
                 f"the job's images hold {total:,} bytes; at most "
                 f"{self.settings.max_job_bytes:,} per job (split it into several jobs)"
             )
+        return data
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.settings.prefix}:job:{job_id}"
@@ -484,9 +490,11 @@ class EnrollmentQueue:
             raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
 
 
-def _payload_hash(
-    gallery: str, user_id: str, images: list[ImageInput], face_index: int | None
+def payload_hash(
+    gallery: str, user_id: str, images: list[ImageInput], face_index: int | None = None
 ) -> str:
+    """What makes two enrollments the same request: gallery, user, face index, and each
+    image's name and content."""
     digest = hashlib.sha256(f"{gallery}\0{user_id}\0{face_index}".encode())
     for image in images:
         digest.update(b"\0" + image.name.encode() + b"\0")
@@ -494,8 +502,8 @@ def _payload_hash(
     return digest.hexdigest()
 
 
-def _job(raw: dict[bytes, bytes]) -> Job:
-    f = {k.decode(): v.decode() for k, v in raw.items()}
+def _job(f: dict[str, str]) -> Job:
+    """A job from its hash's fields."""
 
     def number(name: str) -> float | None:
         return float(f[name]) if f.get(name) else None

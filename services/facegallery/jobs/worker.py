@@ -79,7 +79,7 @@ class Worker:
             queue.mark_running(job.job_id, self.name, delivery.deliveries)
             with self._heartbeat(delivery, lease):
                 try:
-                    images = queue.images(job.job_id)
+                    images = queue.images(job)
                     result = self.enroll(job.gallery, job.user_id, images, job.face_index)
                 except InvalidInput as exc:
                     queue.fail(delivery, exc.message)
