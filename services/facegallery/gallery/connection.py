@@ -9,9 +9,9 @@ lives here:
   stored, then insert" on every backend (one code path, tested on both).
 - **Read your writes**: a server's default (Bounded) reads do not see a write just made.
   Every write ends with a barrier: on a server one Strong read of the collection, after which
-  Bounded reads from *any* client see the write (measured: 0 misses in 40 inserts, deletes
-  and searches from a second client); on Lite a flush, because Lite searches unsealed data by
-  brute force. Reads then stay at the configured level (Bounded: ~3 ms, where Strong waits
+  Bounded reads from *any* client see the write (tested with inserts, deletes and searches
+  read from a second client); on Lite a flush, because Lite searches unsealed data by
+  brute force. Reads then stay at the configured level (Bounded, where Strong waits
   about two time ticks).
 - **Errors** become ``Unavailable`` with Milvus's message; nothing else leaks out.
 """

@@ -56,7 +56,7 @@ def wheel_version() -> str:
 
 
 def unpack_binaries(binaries_dir: Path) -> Path:
-    """Unpack the wheel's binaries once (about 6 s); returns the folder holding ``milvus``.
+    """Unpack the wheel's binaries once; returns the folder holding ``milvus``.
 
     A version marker is written last, so an interrupted unpack is redone, never half used."""
     target = binaries_dir.expanduser() / wheel_version()
