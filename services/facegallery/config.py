@@ -9,6 +9,7 @@ section they need as an argument; none of them reads the environment itself.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -278,6 +279,74 @@ class QueueSettings(BaseModel):
     block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
 
 
+class DeploymentSettings(BaseModel):
+    """One Ray Serve deployment: replicas (fixed, or autoscaled between bounds on ongoing
+    requests), admission limits, resources per replica, and (Detector, Embedder) batching."""
+
+    num_replicas: int | Literal["auto"] = Field(
+        default=1, description='A fixed replica count, or "auto" to autoscale.'
+    )
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    target_ongoing_requests: float = Field(default=8.0, gt=0)
+    max_ongoing_requests: int = Field(default=32, ge=1, description="Per replica, in flight.")
+    max_queued_requests: int = Field(
+        default=256,
+        ge=-1,
+        description="Waiting for a replica, per caller; beyond it the call is refused "
+        "(429/RESOURCE_EXHAUSTED) instead of queueing without bound. -1: unbounded.",
+    )
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Images (Detector), faces (Embedder)."
+    )
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+
+
+class ServingSettings(BaseModel):
+    """The Ray Serve application: ports, its deployments, and the gateway's own limits."""
+
+    host: str = Field(default="127.0.0.1", description="Where the HTTP and gRPC proxies listen.")
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    grpc_port: int = Field(default=9000, ge=1, le=65535)
+    app_name: str = "facegallery"
+    gateway: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(
+            num_cpus=0.5, max_ongoing_requests=64, max_queued_requests=128
+        )
+    )
+    detector: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_batch_size=8, max_ongoing_requests=64)
+    )
+    embedder: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_batch_size=32, max_ongoing_requests=64)
+    )
+    workers: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.25, max_ongoing_requests=4),
+        description="Enrollment workers (each replica runs one worker loop).",
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After sent when a deployment refuses work."
+    )
+    max_images_per_request: int = Field(default=16, ge=1, description="IdentifyBatch frames.")
+    metrics_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "facegallery-metrics",
+        description="Where every process of the node writes its metrics (prometheus_client "
+        "multiprocess mode); the gateway's /metrics serves their sum.",
+    )
+    watch_poll_s: float = Field(default=0.1, gt=0, description="WatchJob's polling interval.")
+    watch_timeout_s: float = Field(default=600.0, gt=0, description="WatchJob gives up then.")
+
+
+class AuthSettings(BaseModel):
+    """API keys: stored hashed in the queue's Redis, where every replica reads them."""
+
+    required: bool = Field(
+        default=True, description="False only for a local demo: every call is an admin."
+    )
+
+
 class MatchingSettings(BaseModel):
     """Decisions: thresholds per model id, and what a duplicate identity at enrollment does."""
 
@@ -310,6 +379,8 @@ class Settings(BaseSettings):
     milvus: MilvusServerSettings = Field(default_factory=MilvusServerSettings)
     redis: RedisServerSettings = Field(default_factory=RedisServerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",

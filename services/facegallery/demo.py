@@ -21,7 +21,7 @@ def run_demo(settings: Settings, say: Callable[[str], None]) -> None:
     samples = fetch_samples(settings.samples_dir.expanduser(), settings.models.wheelhouse)
     service = FaceService.from_settings(settings)
     limit = service.thresholds.get(service.model_id)
-    say(f"models {service.pipeline.detector.model_id} + {service.model_id}")
+    say(f"models {service.pipeline.detector_id} + {service.model_id}")
     say(f"gallery '{GALLERY}' in {settings.gallery.uri}")
     say(f"threshold {limit.threshold:.3f} (FAR {limit.far_target} on {limit.source})")
     for user in service.users(GALLERY, limit=1000):

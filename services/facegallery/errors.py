@@ -86,3 +86,22 @@ class Unavailable(FaceGalleryError):
     grpc_code = "UNAVAILABLE"
     http_status = 503
     reason = "unavailable"
+
+
+def error_for(
+    code: str, message: str, reason: str | None = None, retry_after_s: int | None = None
+) -> FaceGalleryError:
+    """The error an answer stands for (the clients turn statuses back into these): the class
+    with that ``reason``, else the most general class with that gRPC ``code``."""
+    classes = _subclasses(FaceGalleryError)
+    chosen = next((c for c in classes if reason and c.reason == reason), None)
+    chosen = chosen or next((c for c in classes if c.grpc_code == code), FaceGalleryError)
+    return chosen(message, retry_after_s)
+
+
+def _subclasses(cls: type[FaceGalleryError]) -> list[type[FaceGalleryError]]:
+    """``cls`` and its subclasses, parents before children."""
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found

@@ -4,11 +4,15 @@ same two halves (``detect_and_align``, ``embed``) across deployments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from facegallery.config import Settings
+from facegallery.errors import FaceGalleryError
+from facegallery.metrics import FACES_PER_IMAGE, timed
 from facegallery.models import ModelStore, PreparedModel
 from facegallery.runtime import ShapeProfile, create_runtime
 from facegallery.vision.align import CROP_SIZE, align_face
@@ -48,13 +52,90 @@ class Face:
         }
 
 
-class FacePipeline:
+DetectedImage = list[AlignedFace] | FaceGalleryError
+"""One image's aligned faces, or why the image could not be decoded."""
+
+
+class FaceAnalyzer(Protocol):
+    """The two halves of the pipeline, as `FaceService` uses them. ``FacePipeline`` runs them
+    in process; serving runs them in the Detector and Embedder deployments, batched across
+    requests. One image's decoding error is that image's answer, not the batch's."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def detector_id(self) -> str: ...
+
+    def detect_images(
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+    ) -> list[DetectedImage]: ...
+
+    def embed(
+        self, faces: list[list[AlignedFace]], embed_rejected: bool = True
+    ) -> list[list[Face]]: ...
+
+
+class FaceFinder:
+    """The first half: decode + detector + quality gate + alignment (the Detector
+    deployment's whole job)."""
+
+    def __init__(self, detector: Detector, settings: Settings) -> None:
+        self.detector = detector
+        self.settings = settings
+
+    @property
+    def detector_id(self) -> str:
+        return self.detector.model_id
+
+    def detect_images(
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+    ) -> list[DetectedImage]:
+        """Decode each image safely, then detect and align the decodable ones in one batch."""
+        decoded: dict[int, np.ndarray] = {}
+        answers: dict[int, DetectedImage] = {}
+        for i, data in enumerate(images):
+            try:
+                with timed("decode"):
+                    decoded[i] = self.decode(data)
+            except FaceGalleryError as exc:
+                answers[i] = exc
+        found = self.detect_and_align(list(decoded.values()), largest_only)
+        answers.update(zip(decoded, found, strict=True))
+        return [answers[i] for i in range(len(images))]
+
+    def decode(self, data: bytes | np.ndarray) -> np.ndarray:
+        return decode_image(data, self.settings.decode)
+
+    def detect_and_align(
+        self, images: list[np.ndarray], largest_only: bool = False
+    ) -> list[list[AlignedFace]]:
+        """Faces of each decoded image, gated and aligned (largest first if ``largest_only``)."""
+        with timed("detect"):
+            detected = self.detector.detect(images) if images else []
+        results = []
+        with timed("align"):
+            for image, found in zip(images, detected, strict=True):
+                FACES_PER_IMAGE.observe(len(found))
+                detections = found
+                if largest_only:
+                    chosen = largest(found, self.settings.quality.min_detector_score)
+                    detections = [chosen] if chosen is not None else []
+                faces = []
+                for detection in detections:
+                    crop = align_face(image, detection.landmarks)
+                    quality = assess_quality(detection, crop, self.settings.quality)
+                    faces.append(AlignedFace(detection, quality, crop))
+                results.append(faces)
+        return results
+
+
+class FacePipeline(FaceFinder):
     """Detector + quality gate + alignment + embedder, for one image or a batch."""
 
     def __init__(self, detector: Detector, embedder: Embedder, settings: Settings) -> None:
-        self.detector = detector
+        super().__init__(detector, settings)
         self.embedder = embedder
-        self.settings = settings
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FacePipeline:
@@ -70,45 +151,15 @@ class FacePipeline:
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    def decode(self, data: bytes | np.ndarray) -> np.ndarray:
-        return decode_image(data, self.settings.decode)
-
-    def detect_and_align(
-        self, images: list[np.ndarray], largest_only: bool = False
-    ) -> list[list[AlignedFace]]:
-        """Faces of each decoded image, gated and aligned (largest first if ``largest_only``)."""
-        results = []
-        for image, found in zip(images, self.detector.detect(images), strict=True):
-            detections = found
-            if largest_only:
-                chosen = largest(found, self.settings.quality.min_detector_score)
-                detections = [chosen] if chosen is not None else []
-            faces = []
-            for detection in detections:
-                crop = align_face(image, detection.landmarks)
-                faces.append(
-                    AlignedFace(
-                        detection, assess_quality(detection, crop, self.settings.quality), crop
-                    )
-                )
-            results.append(faces)
-        return results
-
     def embed(
         self, faces: list[list[AlignedFace]], embed_rejected: bool = True
     ) -> list[list[Face]]:
         """Embed every face (or only those that passed the gate) in one batched call."""
-        wanted = [f for per_image in faces for f in per_image if embed_rejected or f.quality.passed]
-        crops = (
-            np.stack([f.crop for f in wanted])
-            if wanted
-            else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-        )
-        vectors = {id(f): v for f, v in zip(wanted, self.embedder.embed(crops), strict=True)}
-        return [
-            [Face(f.detection, f.quality, vectors.get(id(f)), self.model_id) for f in per_image]
-            for per_image in faces
-        ]
+        return attach_embeddings(faces, embed_rejected, self.model_id, self.embed_crops)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        with timed("embed"):
+            return self.embedder.embed(crops)
 
     def analyze(self, image: bytes | np.ndarray) -> list[Face]:
         """All faces of one image (bytes are decoded safely first)."""
@@ -119,6 +170,27 @@ class FacePipeline:
     ) -> list[list[Face]]:
         """Faces of each decoded image, detection and embedding each batched across images."""
         return self.embed(self.detect_and_align(images, largest_only), embed_rejected)
+
+
+def attach_embeddings(
+    faces: list[list[AlignedFace]],
+    embed_rejected: bool,
+    model_id: str,
+    embed_crops: Callable[[np.ndarray], np.ndarray],
+) -> list[list[Face]]:
+    """The faces with their embeddings: the wanted crops of every image go to ``embed_crops``
+    as one (N, 112, 112, 3) batch (in process, or to the Embedder deployment)."""
+    wanted = [f for per_image in faces for f in per_image if embed_rejected or f.quality.passed]
+    crops = (
+        np.stack([f.crop for f in wanted])
+        if wanted
+        else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
+    )
+    vectors = {id(f): v for f, v in zip(wanted, embed_crops(crops), strict=True)}
+    return [
+        [Face(f.detection, f.quality, vectors.get(id(f)), model_id) for f in per_image]
+        for per_image in faces
+    ]
 
 
 def build_detector(model: PreparedModel, settings: Settings) -> Detector:

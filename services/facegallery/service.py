@@ -5,7 +5,9 @@ the same methods, so the rules below hold whichever way a request arrives."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,9 +16,12 @@ from facegallery.config import Settings
 from facegallery.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
 from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, User
 from facegallery.gallery.policy import templates_to_keep
-from facegallery.matching import Identification, Thresholds, Verification, decide
-from facegallery.pipeline import Face, FacePipeline
+from facegallery.matching import UNKNOWN, Identification, Thresholds, Verification, decide
+from facegallery.metrics import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
+from facegallery.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class FaceService:
     """Enroll, verify, identify; users, delete, stats."""
 
     def __init__(
-        self, pipeline: FacePipeline, gallery: Gallery, thresholds: Thresholds, settings: Settings
+        self, pipeline: FaceAnalyzer, gallery: Gallery, thresholds: Thresholds, settings: Settings
     ) -> None:
         self.pipeline = pipeline
         self.gallery = gallery
@@ -180,11 +185,18 @@ class FaceService:
                     f"the user keeps their {self.settings.gallery.max_templates_per_user} best, "
                     "most diverse templates; this face adds less than those",
                 )
-        self.gallery.add(
-            gallery, user_id, [a.template for a in accepted if a.template.template_id in kept_new]
-        )
-        if evicted:
-            self.gallery.delete_templates(gallery, user_id, evicted)
+        with timed("upsert"):
+            self.gallery.add(
+                gallery,
+                user_id,
+                [a.template for a in accepted if a.template.template_id in kept_new],
+            )
+            if evicted:
+                self.gallery.delete_templates(gallery, user_id, evicted)
+        for outcome in outcomes.values():
+            ENROLL_IMAGES.labels(
+                "enrolled" if outcome.enrolled else "rejected", outcome.reason or ""
+            ).inc()
         return EnrollResult(
             gallery,
             user_id,
@@ -203,8 +215,7 @@ class FaceService:
         templates = self.gallery.templates(gallery, user_id)
         if not templates:
             raise _not_enrolled(gallery, user_id)
-        decoded = self.pipeline.decode(image)
-        faces = self.pipeline.analyze_batch([decoded], largest_only=True)[0]
+        faces = _or_raise(self.analyze([image], largest_only=True)[0])
         if not faces or faces[0].embedding is None:
             raise InvalidInput("no face found in the probe image")
         face = faces[0]
@@ -228,26 +239,67 @@ class FaceService:
     ) -> list[Identification]:
         """Every face of the image: candidates (one per user) and a decision. Faces that fail
         the quality gate are reported with their reasons and not searched."""
+        return self.identify_batch(gallery, [image], top_k, threshold)[0]
+
+    def identify_batch(
+        self,
+        gallery: str,
+        images: Sequence[bytes | np.ndarray],
+        top_k: int | None = None,
+        threshold: float | None = None,
+    ) -> list[list[Identification]]:
+        """`identify` for several images (frames of one camera): one detection batch, one
+        embedding batch and one gallery search for all their faces. An undecodable image
+        fails the call, naming it."""
         gallery = ids.gallery_id(gallery)
         top_k = self.settings.gallery.top_k if top_k is None else top_k
         if not 1 <= top_k <= 100:
             raise InvalidInput(f"top_k must be between 1 and 100, got {top_k}")
         limit = self.thresholds.threshold(self.model_id, threshold)
-        faces = self.pipeline.analyze_batch([self.pipeline.decode(image)], embed_rejected=False)[0]
-        vectors = [f.embedding for f in faces if f.embedding is not None]
-        hits = iter(self.gallery.search(gallery, np.array(vectors), top_k) if vectors else [])
+        found = self.analyze(images, embed_rejected=False)
+        per_image = [
+            _or_raise(f, f"image {i}: " if len(images) > 1 else "") for i, f in enumerate(found)
+        ]
+        vectors = [f.embedding for faces in per_image for f in faces if f.embedding is not None]
+        with timed("search"):
+            hits = iter(self.gallery.search(gallery, np.array(vectors), top_k) if vectors else [])
         answers = []
-        for face in faces:
-            if face.embedding is not None:  # embedded exactly when it passed the gate
-                candidates = next(hits)
-                answers.append(
-                    Identification(
-                        face.detection, face.quality, candidates, decide(candidates, limit), True
+        for faces in per_image:
+            answer = []
+            for face in faces:
+                if face.embedding is not None:  # embedded exactly when it passed the gate
+                    candidates = next(hits)
+                    decision = decide(candidates, limit)
+                    IDENTIFY_FACES.labels(
+                        gallery, "unknown" if decision == UNKNOWN else "matched"
+                    ).inc()
+                    if candidates:
+                        BEST_SCORE.observe(candidates[0].score)
+                    answer.append(
+                        Identification(face.detection, face.quality, candidates, decision, True)
                     )
-                )
-            else:
-                answers.append(Identification(face.detection, face.quality))
+                else:
+                    answer.append(Identification(face.detection, face.quality))
+            answers.append(answer)
         return answers
+
+    def detect(self, image: bytes | np.ndarray) -> list[Face]:
+        """Faces of one image with their quality verdicts; nothing is embedded or searched."""
+        found = _or_raise(self.pipeline.detect_images([image])[0])
+        return [Face(f.detection, f.quality, None, self.model_id) for f in found]
+
+    def analyze(
+        self,
+        images: Sequence[bytes | np.ndarray],
+        largest_only: bool = False,
+        embed_rejected: bool = True,
+    ) -> list[list[Face] | FaceGalleryError]:
+        """Faces of each image (or why it could not be decoded): detection batched across
+        the images, then one embedding batch for all their faces."""
+        found = self.pipeline.detect_images(images, largest_only)
+        decodable = [f for f in found if not isinstance(f, FaceGalleryError)]
+        embedded = iter(self.pipeline.embed(decodable, embed_rejected))
+        return [f if isinstance(f, FaceGalleryError) else next(embedded) for f in found]
 
     def users(self, gallery: str, after: str | None = None, limit: int = 100) -> list[str]:
         return self.gallery.users(gallery, after, limit)
@@ -271,14 +323,12 @@ class FaceService:
         self, images: list[ImageInput], outcomes: dict[int, EnrollOutcome]
     ) -> list[list[Face]]:
         """Faces of every decodable image; undecodable ones get their outcome now."""
-        decoded: dict[int, np.ndarray] = {}
-        for i, image in enumerate(images):
-            try:
-                decoded[i] = self.pipeline.decode(image.data)
-            except FaceGalleryError as exc:
-                outcomes[i] = EnrollOutcome(image.name, False, "invalid_image", exc.message)
-        faces = iter(self.pipeline.analyze_batch(list(decoded.values()), embed_rejected=False))
-        return [next(faces) if i in decoded else [] for i in range(len(images))]
+        answers = []
+        for i, found in enumerate(self.analyze([im.data for im in images], embed_rejected=False)):
+            if isinstance(found, FaceGalleryError):
+                outcomes[i] = EnrollOutcome(images[i].name, False, "invalid_image", found.message)
+            answers.append([] if isinstance(found, FaceGalleryError) else found)
+        return answers
 
     def _check_duplicates(
         self,
@@ -355,6 +405,15 @@ def _pick_face(
             f"face_index {face_index} but only {len(faces)} face(s) found",
         )
     return faces[face_index], face_index
+
+
+def _or_raise(found: list[_T] | FaceGalleryError, prefix: str = "") -> list[_T]:
+    """An image's faces, or its decoding error raised (with ``prefix`` naming the image)."""
+    if isinstance(found, FaceGalleryError):
+        if prefix:
+            raise type(found)(prefix + found.message, found.retry_after_s) from found
+        raise found
+    return found
 
 
 def _not_enrolled(gallery: str, user_id: str) -> NotFound:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 from facegallery.errors import FaceGalleryError, InvalidInput, NotFound
 from facegallery.jobs.queue import Delivery, EnrollmentQueue, Lease
+from facegallery.metrics import JOBS
 from facegallery.service import EnrollResult, ImageInput
 
 Enroll = Callable[[str, str, list[ImageInput], int | None], EnrollResult]
@@ -71,6 +72,7 @@ class Worker:
                 f"gave up after {delivery.deliveries - 1} attempts; last error: "
                 f"{job.error or 'the worker handling it stopped'}",
             )
+            JOBS.labels("failed").inc()
             return
         with queue.user_lease(job.gallery, job.user_id) as lease:
             if lease is None:
@@ -83,12 +85,14 @@ class Worker:
                     result = self.enroll(job.gallery, job.user_id, images, job.face_index)
                 except InvalidInput as exc:
                     queue.fail(delivery, exc.message)
+                    JOBS.labels("failed").inc()
                     return
                 except Exception as exc:  # retried on a later delivery, then dead-lettered
                     log.warning("job %s attempt %d: %s", job.job_id, delivery.deliveries, exc)
                     queue.retry_later(delivery, exc)
                     return
             queue.complete(delivery, result)
+            JOBS.labels("done").inc()
 
     @contextmanager
     def _heartbeat(self, delivery: Delivery, lease: Lease) -> Iterator[None]:

@@ -1,0 +1,112 @@
+"""Every metric, defined once: names, labels, buckets. The README's metrics table lists them.
+
+Served, the Gateway, Detector, Embedder and worker replicas are separate processes. They run
+prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set for every Ray worker
+from ``serving.metrics_dir``): each process writes its samples to memory-mapped files in that
+directory and the gateway's ``/metrics`` serves the node's sum. In process (CLI) the same
+metrics land in the default registry. Labels are bounded: operation, status code, stage,
+deployment, gallery, decision, reason; never a user id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):  # a fresh node (or `serve deploy`) has no directory yet
+    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
+_LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
+
+REQUESTS = Counter(
+    "facegallery_requests_total",
+    "API calls by operation, protocol and status code (OK, INVALID_ARGUMENT, ...).",
+    ["operation", "protocol", "code"],
+)
+REQUEST_SECONDS = Histogram(
+    "facegallery_request_seconds",
+    "API call latency in the gateway, by operation and status code.",
+    ["operation", "code"],
+    buckets=_LATENCY,
+)
+STAGE_SECONDS = Histogram(
+    "facegallery_stage_seconds",
+    "Time per pipeline stage call: decode, detect, align, embed (per batch), search, upsert.",
+    ["stage"],
+    buckets=_LATENCY,
+)
+BATCH_SIZE = Histogram(
+    "facegallery_batch_size",
+    "Batch sizes the deployments ran: images (detector), faces (embedder).",
+    ["deployment"],
+    buckets=_BATCH,
+)
+FACES_PER_IMAGE = Histogram(
+    "facegallery_faces_per_image",
+    "Faces the detector found per image.",
+    buckets=(0, 1, 2, 3, 5, 10, 20, 50),
+)
+IDENTIFY_FACES = Counter(
+    "facegallery_identify_faces_total",
+    "Searched faces by gallery and decision (matched / unknown): the match rate is "
+    'rate(...{decision="matched"}) / rate(...).',
+    ["gallery", "decision"],
+)
+BEST_SCORE = Histogram(
+    "facegallery_identify_best_score",
+    "Cosine similarity of each searched face's best candidate.",
+    buckets=tuple(round(0.1 * i, 1) for i in range(-2, 11)),
+)
+ENROLL_IMAGES = Counter(
+    "facegallery_enroll_images_total",
+    "Enrollment images by outcome (enrolled / rejected) and rejection reason.",
+    ["status", "reason"],
+)
+JOBS = Counter(
+    "facegallery_jobs_total", "Enrollment jobs finished, by outcome (done / failed).", ["outcome"]
+)
+QUEUE_JOBS = Gauge(
+    "facegallery_queue_jobs",
+    "Enrollment queue: unfinished jobs, entries pending in the consumer group, dead letters.",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
+GALLERY_SIZE = Gauge(
+    "facegallery_gallery_size",
+    "Users and templates per gallery (galleries this gateway has served).",
+    ["gallery", "kind"],
+    multiprocess_mode="mostrecent",
+)
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Observe the block's wall time as one ``stage`` sample."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(stage).observe(time.perf_counter() - start)
+
+
+def exposition() -> bytes:
+    """The text exposition of every process of this node (multiprocess mode), or of this
+    process."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,124 @@
+"""The Ray Serve application, built from the settings tree, and its Serve config file.
+
+``build`` is the application's import path (``facegallery.serving.app:build``): `serve run` /
+`serve deploy` of the YAML that ``serve_config`` renders call it with the settings as
+``args``, and every deployment's replicas, limits, resources and batching come from
+``serving.*`` (the YAML repeats them for operators to read and override, and is the file the
+Helm chart renders)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import BackpressureConfig
+
+from facegallery.config import DeploymentSettings, Settings
+from facegallery.metrics import MULTIPROC_ENV
+from facegallery.serving.gateway import GRPC_SERVICERS, Gateway
+from facegallery.serving.models import Detector, Embedder
+from facegallery.serving.workers import EnrollmentWorkers
+
+IMPORT_PATH = "facegallery.serving.app:build"
+
+
+def build(args: dict[str, Any]) -> Application:
+    """The application graph: Gateway -> Detector, Embedder; enrollment workers beside."""
+    settings = Settings(**args.get("settings", {}))
+    shared = args.get("settings", {})
+    serving = settings.serving
+    detector = serve.deployment(**deployment_options(serving.detector, settings))(Detector)
+    embedder = serve.deployment(**deployment_options(serving.embedder, settings))(Embedder)
+    workers = serve.deployment(**deployment_options(serving.workers, settings))(EnrollmentWorkers)
+    gateway = serve.deployment(**deployment_options(serving.gateway, settings, True))(Gateway)
+    detector_node, embedder_node = detector.bind(shared), embedder.bind(shared)
+    app: Application = gateway.bind(
+        shared, detector_node, embedder_node, workers.bind(shared, detector_node, embedder_node)
+    )
+    return app
+
+
+def deployment_options(
+    deployment: DeploymentSettings, settings: Settings, gateway: bool = False
+) -> dict[str, Any]:
+    """Serve's options for one deployment, from its settings."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": deployment.max_ongoing_requests,
+        "max_queued_requests": deployment.max_queued_requests,
+        "ray_actor_options": {
+            "num_cpus": deployment.num_cpus,
+            "num_gpus": deployment.num_gpus,
+            "runtime_env": {"env_vars": worker_env(settings)},
+        },
+    }
+    if deployment.num_replicas == "auto":
+        options["autoscaling_config"] = {
+            "min_replicas": deployment.min_replicas,
+            "max_replicas": deployment.max_replicas,
+            "target_ongoing_requests": deployment.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = deployment.num_replicas
+    if gateway:  # the proxy refuses past the gateway's queue: 429 with Retry-After
+        options["backpressure_config"] = BackpressureConfig(
+            status_code=429, retry_after_s=settings.serving.retry_after_s
+        )
+    return options
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Environment of every replica: the metrics directory, and the config file if any."""
+    env = {MULTIPROC_ENV: str(settings.serving.metrics_dir)}
+    if os.environ.get("FACEGALLERY_CONFIG"):
+        env["FACEGALLERY_CONFIG"] = os.environ["FACEGALLERY_CONFIG"]
+    return env
+
+
+def serve_config(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The Serve config file (``serve deploy`` / the KubeRay RayService ``serveConfigV2``).
+    ``overrides``: the settings the application is built with (defaults omitted)."""
+    serving = settings.serving
+    deployments = []
+    for name, deployment in [
+        ("Gateway", serving.gateway),
+        ("Detector", serving.detector),
+        ("Embedder", serving.embedder),
+        ("EnrollmentWorkers", serving.workers),
+    ]:
+        options = deployment_options(deployment, settings, gateway=name == "Gateway")
+        if "backpressure_config" in options:
+            options["backpressure_config"] = options["backpressure_config"].model_dump()
+        deployments.append({"name": name, **options})
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": serving.host, "port": serving.http_port},
+        "grpc_options": {"port": serving.grpc_port, "grpc_servicer_functions": GRPC_SERVICERS},
+        "applications": [
+            {
+                "name": serving.app_name,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": {"settings": overrides},
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def run_app(settings: Settings, overrides: dict[str, Any]) -> None:
+    """Start Serve's proxies on this (already started) Ray and deploy the application; returns
+    once every replica is healthy."""
+    from ray.serve.config import HTTPOptions, gRPCOptions
+
+    metrics_dir = settings.serving.metrics_dir
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # samples of processes from an earlier run
+        stale.unlink()
+    serving = settings.serving
+    serve.start(
+        http_options=HTTPOptions(host=serving.host, port=serving.http_port),
+        grpc_options=gRPCOptions(port=serving.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
+    )
+    serve.run(build({"settings": overrides}), name=serving.app_name, route_prefix="/")

@@ -1,0 +1,78 @@
+"""The pipeline's two halves run by the Detector and Embedder deployments: a `FaceAnalyzer`
+for the gateway and the enrollment workers. Each image is its own Detector call and each
+request's faces one Embedder call, so Serve batches them with every other caller's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from facegallery.errors import Overloaded, Unavailable
+from facegallery.pipeline import AlignedFace, DetectedImage, Face, attach_embeddings
+
+
+class ServedPipeline:
+    """`FaceAnalyzer` over deployment handles (call it from a thread, not an event loop)."""
+
+    def __init__(
+        self,
+        detector: DeploymentHandle[Any],
+        embedder: DeploymentHandle[Any],
+        model_ids: tuple[str, str],
+        retry_after_s: int,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self._detector_id, self._model_id = model_ids
+        self.retry_after_s = retry_after_s
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def detector_id(self) -> str:
+        return self._detector_id
+
+    def detect_images(
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+    ) -> list[DetectedImage]:
+        calls = [self.detector.detect.remote((data, largest_only)) for data in images]
+        return [self._result(c) for c in calls]
+
+    def embed(
+        self, faces: list[list[AlignedFace]], embed_rejected: bool = True
+    ) -> list[list[Face]]:
+        return attach_embeddings(faces, embed_rejected, self.model_id, self._embed_crops)
+
+    def _embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, 0), np.float32)
+        vectors: np.ndarray = self._result(self.embedder.embed.remote(crops))
+        return vectors
+
+    def _result(self, call: Any) -> Any:
+        """The call's answer; a deployment that is full or down is Overloaded / Unavailable
+        with a retry hint (Serve's own exceptions never reach the caller)."""
+        try:
+            return call.result()
+        except BackPressureError as exc:
+            raise Overloaded(
+                f"the service is at capacity; retry in {self.retry_after_s} s",
+                retry_after_s=self.retry_after_s,
+            ) from exc
+        except (DeploymentUnavailableError, RayActorError) as exc:
+            raise Unavailable(
+                f"a model deployment is restarting; retry in {self.retry_after_s} s",
+                retry_after_s=self.retry_after_s,
+            ) from exc
+        except RayTaskError as exc:
+            raise Unavailable(
+                f"a model deployment failed on this request ({type(exc.cause).__name__})",
+                retry_after_s=self.retry_after_s,
+            ) from exc

@@ -1,0 +1,333 @@
+"""The API's messages as pydantic models: the HTTP API's JSON bodies and OpenAPI schemas, and
+the one shape both transports share. Field names and meanings are those of
+``proto/facegallery/v1/facegallery.proto``; gRPC messages convert to and from these models
+field by field (``json_format``), and a test checks that every response model parses into its
+proto message, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from facegallery.gallery import User
+from facegallery.jobs.queue import Job
+from facegallery.matching import Identification, Verification
+from facegallery.pipeline import Face as PipelineFace
+from facegallery.vision.detect import Detection
+from facegallery.vision.quality import Quality as PipelineQuality
+
+
+def _image_bytes(value: Any) -> bytes:
+    """Raw bytes (multipart uploads) pass through; text is base64 (JSON, gRPC via json)."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValueError("image data must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"image data is not valid base64 ({exc})") from exc
+
+
+ImageBytes = Annotated[
+    bytes,
+    BeforeValidator(_image_bytes),
+    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str),
+]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Image(Message):
+    data: ImageBytes = Field(description="The encoded image (JPEG, PNG, WebP), base64 in JSON.")
+    name: str = Field(default="", max_length=256)
+
+
+class Point(Message):
+    x: float
+    y: float
+
+
+class Box(Message):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Quality(Message):
+    passed: bool
+    score: float
+    reasons: list[str]
+    face_px: float
+    sharpness: float
+    brightness: float
+    yaw: float
+    pitch: float
+    roll: float
+
+    @classmethod
+    def of(cls, q: PipelineQuality) -> Quality:
+        view = q.to_dict()
+        return cls(**{k: view[k] for k in cls.model_fields})
+
+
+class Face(Message):
+    box: Box
+    landmarks: list[Point]
+    detector_score: float
+    quality: Quality
+
+    @classmethod
+    def of(cls, detection: Detection, quality: PipelineQuality) -> Face:
+        x1, y1, x2, y2 = (round(float(v), 1) for v in detection.box)
+        return cls(
+            box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+            landmarks=[
+                Point(x=round(float(x), 1), y=round(float(y), 1)) for x, y in detection.landmarks
+            ],
+            detector_score=round(detection.score, 4),
+            quality=Quality.of(quality),
+        )
+
+
+class Candidate(Message):
+    user_id: str
+    score: float
+
+
+class IdentifiedFace(Message):
+    face: Face
+    searched: bool
+    candidates: list[Candidate]
+    decision: str
+
+    @classmethod
+    def of(cls, ident: Identification) -> IdentifiedFace:
+        return cls(
+            face=Face.of(ident.detection, ident.quality),
+            searched=ident.searched,
+            candidates=[
+                Candidate(user_id=c.user_id, score=round(c.score, 6)) for c in ident.candidates
+            ],
+            decision=ident.decision,
+        )
+
+
+class DetectRequest(Message):
+    image: Image
+
+
+class DetectResponse(Message):
+    faces: list[Face]
+    model_id: str
+
+    @classmethod
+    def of(cls, faces: list[PipelineFace], model_id: str) -> DetectResponse:
+        return cls(faces=[Face.of(f.detection, f.quality) for f in faces], model_id=model_id)
+
+
+class IdentifyRequest(Message):
+    gallery: str
+    image: Image
+    top_k: int = Field(default=0, ge=0, le=100, description="0: the configured default.")
+
+
+class IdentifyResponse(Message):
+    faces: list[IdentifiedFace]
+    threshold: float
+    model_id: str
+
+
+class IdentifyBatchRequest(Message):
+    gallery: str
+    images: list[Image] = Field(min_length=1)
+    top_k: int = Field(default=0, ge=0, le=100)
+
+
+class IdentifyBatchResponse(Message):
+    results: list[IdentifyResponse]
+
+
+class VerifyRequest(Message):
+    gallery: str
+    user_id: str
+    image: Image
+
+
+class VerifyResponse(Message):
+    gallery: str
+    user_id: str
+    score: float
+    threshold: float
+    match: bool
+    face: Face
+
+    @classmethod
+    def of(cls, v: Verification) -> VerifyResponse:
+        return cls(
+            gallery=v.gallery,
+            user_id=v.user_id,
+            score=round(v.score, 6),
+            threshold=v.threshold,
+            match=v.match,
+            face=Face.of(v.detection, v.quality),
+        )
+
+
+class EnrollRequest(Message):
+    gallery: str
+    user_id: str
+    images: list[Image] = Field(min_length=1)
+    idempotency_key: str = Field(default="", max_length=128)
+    face_index: int | None = Field(default=None, ge=0)
+
+
+class ImageOutcome(Message):
+    image: str
+    status: str
+    reason: str | None = None
+    message: str = ""
+    template_id: str | None = None
+    warnings: list[str] = []
+
+
+class JobView(Message):
+    job_id: str
+    gallery: str
+    user_id: str
+    status: str = Field(description="queued, running, done or failed")
+    images: list[str]
+    attempts: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    outcomes: list[ImageOutcome] = []
+    templates: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        outcomes = [
+            ImageOutcome(**{k: o.get(k) for k in ImageOutcome.model_fields if o.get(k) is not None})
+            for o in job.outcomes
+        ]
+        return cls(
+            job_id=job.job_id,
+            gallery=job.gallery,
+            user_id=job.user_id,
+            status=job.status,
+            images=job.images,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=job.error,
+            outcomes=outcomes,
+            templates=int((job.result or {}).get("templates", 0)),
+        )
+
+
+class EnrollResponse(Message):
+    job: JobView
+
+
+class GetJobRequest(Message):
+    job_id: str
+
+
+class GetJobResponse(Message):
+    job: JobView
+
+
+class WatchJobRequest(Message):
+    job_id: str
+
+
+class WatchJobResponse(Message):
+    job: JobView
+
+
+class ListUsersRequest(Message):
+    gallery: str
+    page_token: str = ""
+    page_size: int = Field(default=0, ge=0, le=1000, description="0: 100.")
+
+
+class ListUsersResponse(Message):
+    user_ids: list[str]
+    next_page_token: str = ""
+
+
+class Template(Message):
+    template_id: str
+    quality: float
+    source: str
+    created_at: int
+
+
+class GetUserRequest(Message):
+    gallery: str
+    user_id: str
+
+
+class GetUserResponse(Message):
+    user_id: str
+    templates: list[Template]
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def of(cls, user: User) -> GetUserResponse:
+        return cls(
+            user_id=user.user_id,
+            templates=[
+                Template(
+                    template_id=t.template_id,
+                    quality=t.quality,
+                    source=t.source,
+                    created_at=t.created_at,
+                )
+                for t in user.templates
+            ],
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
+
+
+class DeleteUserRequest(Message):
+    gallery: str
+    user_id: str
+
+
+class DeleteUserResponse(Message):
+    deleted_templates: int
+
+
+class GalleryStatsRequest(Message):
+    gallery: str
+
+
+class GalleryStatsResponse(Message):
+    gallery: str
+    users: int
+    templates: int
+
+
+class ErrorDetail(Message):
+    code: str = Field(description="The gRPC status code name, e.g. INVALID_ARGUMENT.")
+    reason: str = Field(description="A stable machine-readable reason, e.g. invalid_image.")
+    message: str = Field(description="What went wrong and what to do about it.")
+
+
+class ErrorResponse(Message):
+    error: ErrorDetail

@@ -1,0 +1,101 @@
+"""One real Ray Serve application for the serving tests: local Ray, the managed Milvus server
+and redis-server of the session, free ports, the gallery and queue under prefixes of its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facegallery.auth import KeyStore
+from facegallery.config import Settings
+from facegallery.servers import MilvusServer
+from facegallery.servers.redis import RedisServer
+from facegallery.servers.supervisor import free_port
+
+IMAGE_MAX_BYTES = 1_500_000
+QUEUE_MAX_BYTES = 3_000_000  # image bytes of unfinished jobs: three 1 MB jobs fill it
+
+
+@dataclass(frozen=True)
+class Served:
+    settings: Settings
+    overrides: dict[str, Any]
+    http_url: str
+    grpc_target: str
+    keys: KeyStore
+    admin: str  # an admin key's token
+    gallery: str  # a gallery of this session's own
+
+
+def served_overrides(
+    base: Settings, milvus: MilvusServer, redis: RedisServer, metrics_dir: Path
+) -> dict[str, Any]:
+    """The app's settings: small replicas that fit two cores, quick worker polling."""
+    small = {"num_cpus": 0.25}
+    return {
+        "models": {"dir": str(base.models.dir), "pack": base.models.pack},
+        "gallery": {"uri": milvus.uri, "index_type": "FLAT"},
+        "decode": {"max_bytes": IMAGE_MAX_BYTES},
+        "matching": {"thresholds_file": str(base.matching.thresholds_file)},
+        "queue": {
+            "url": redis.settings.url,
+            "prefix": "serve-" + secrets.token_hex(4),
+            "block_ms": 100,
+            "claim_idle_ms": 3000,
+            "max_queued_bytes": QUEUE_MAX_BYTES,
+        },
+        "runtime": {"intra_op_threads": 1},
+        "serving": {
+            "http_port": free_port(),
+            "grpc_port": free_port(),
+            "metrics_dir": str(metrics_dir),
+            "gateway": {**small, "max_ongoing_requests": 64},
+            "detector": {**small, "max_batch_size": 8, "batch_wait_timeout_s": 0.01},
+            "embedder": {**small, "max_batch_size": 32, "batch_wait_timeout_s": 0.01},
+            "workers": small,
+            "watch_poll_s": 0.05,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def served(
+    settings: Settings,
+    milvus_server: MilvusServer,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    import ray
+    from ray import serve
+
+    from facegallery.serving.app import run_app
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    overrides = served_overrides(
+        settings, milvus_server, redis_server, tmp_path_factory.mktemp("metrics")
+    )
+    app_settings = Settings(**overrides)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        run_app(app_settings, overrides)
+        keys = KeyStore(app_settings.queue.url, app_settings.queue.prefix)
+        _, admin = keys.create("admin", [], "tests")
+        serving = app_settings.serving
+        yield Served(
+            app_settings,
+            overrides,
+            f"http://127.0.0.1:{serving.http_port}",
+            f"127.0.0.1:{serving.grpc_port}",
+            keys,
+            admin,
+            "served",
+        )
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()

@@ -1,0 +1,71 @@
+"""Health (stock gRPC health client, no key) and the Prometheus metrics after real traffic."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from facegallery.client import GrpcClient, HttpClient
+from facegallery.samples import Samples
+from tests.serving.conftest import Served
+
+pytestmark = pytest.mark.slow
+
+
+def test_stock_grpc_health_check_passes(served: Served) -> None:
+    with grpc.insecure_channel(served.grpc_target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert httpx.get(f"{served.http_url}/v1/health").json()["status"] == "SERVING"
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """{labels: value} of one metric in a text exposition."""
+    found = {}
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{name}(\{{[^}}]*\}})? (\S+)", line)
+        if match:
+            found[match.group(1) or ""] = float(match.group(2))
+    return found
+
+
+def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
+    http = HttpClient(served.http_url, served.admin)
+    grpc_client = GrpcClient(served.grpc_target, served.admin)
+    gallery = "metrics"
+    http.wait_job(http.enroll(gallery, "obama", [samples.photo("obama.jpg")]).job_id)
+    for _ in range(3):
+        http.identify(gallery, samples.photo("obama2.jpg"))  # matched
+        grpc_client.identify(gallery, samples.photo("grace_hopper.jpg"))  # unknown
+    with pytest.raises(Exception, match="image"):
+        http.detect(b"junk")
+
+    text = httpx.get(f"{served.http_url}/metrics").text
+    requests = _samples(text, "facegallery_requests_total")
+    assert requests['{code="OK",operation="identify",protocol="http"}'] >= 3
+    assert requests['{code="OK",operation="identify",protocol="grpc"}'] >= 3
+    assert requests['{code="INVALID_ARGUMENT",operation="detect",protocol="http"}'] >= 1
+    stages = _samples(text, "facegallery_stage_seconds_count")
+    for stage in ("decode", "detect", "align", "embed", "search", "upsert"):
+        assert stages[f'{{stage="{stage}"}}'] >= 1, stage
+    batches = _samples(text, "facegallery_batch_size_count")
+    assert batches['{deployment="detector"}'] >= 7 and batches['{deployment="embedder"}'] >= 7
+    faces = _samples(text, "facegallery_identify_faces_total")
+    assert faces[f'{{decision="matched",gallery="{gallery}"}}'] >= 3
+    assert faces[f'{{decision="unknown",gallery="{gallery}"}}'] >= 3
+    assert _samples(text, "facegallery_identify_best_score_count")[""] >= 6
+    assert _samples(text, "facegallery_jobs_total")['{outcome="done"}'] >= 1
+    enrolled = _samples(text, "facegallery_enroll_images_total")
+    assert enrolled['{reason="",status="enrolled"}'] >= 1
+    queue = _samples(text, "facegallery_queue_jobs")
+    assert set(queue) == {f'{{state="{s}"}}' for s in ("unfinished", "pending", "dead_letters")}
+    assert all(v >= 0 for v in queue.values())
+    size = _samples(text, "facegallery_gallery_size")
+    assert size[f'{{gallery="{gallery}",kind="users"}}'] == 1
+    assert size[f'{{gallery="{gallery}",kind="templates"}}'] == 1
+    latency = _samples(text, "facegallery_request_seconds_sum")
+    assert 0 < latency['{code="OK",operation="identify"}'] < 60

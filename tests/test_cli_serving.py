@@ -1,0 +1,48 @@
+"""`facegallery keys` and `facegallery serve config` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from facegallery.auth import KeyStore
+from facegallery.cli import app
+from facegallery.servers.redis import RedisServer
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def keys(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
+    prefix = "cli-" + secrets.token_hex(4)
+    monkeypatch.setenv("FACEGALLERY_QUEUE__URL", redis_server.settings.url)
+    monkeypatch.setenv("FACEGALLERY_QUEUE__PREFIX", prefix)
+    return KeyStore(redis_server.settings.url, prefix)
+
+
+def test_keys_create_list_revoke(keys: KeyStore) -> None:
+    made = runner.invoke(app, ["keys", "create", "--role", "write", "-g", "front-door"])
+    assert made.exit_code == 0, made.output
+    token = made.output.strip().splitlines()[-1]
+    key = keys.authenticate(token)
+    assert (key.role, key.galleries) == ("write", ("front-door",))
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).output)
+    assert [k["key_id"] for k in listed] == [key.key_id] and token not in json.dumps(listed)
+    assert runner.invoke(app, ["keys", "revoke", key.key_id]).exit_code == 0
+    assert runner.invoke(app, ["keys", "list", "--json"]).output.strip() == "[]"
+    refused = runner.invoke(app, ["keys", "create", "--role", "read"])
+    assert refused.exit_code == 2 and "--gallery" in refused.output
+
+
+def test_serve_config_renders_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEGALLERY_SERVING__EMBEDDER__MAX_BATCH_SIZE", "64")
+    out = tmp_path / "serve.yaml"
+    assert runner.invoke(app, ["serve", "config", "--out", str(out)]).exit_code == 0
+    rendered = yaml.safe_load(out.read_text())
+    args = rendered["applications"][0]["args"]["settings"]
+    assert args["serving"]["embedder"]["max_batch_size"] == 64
