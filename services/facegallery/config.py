@@ -316,11 +316,16 @@ class ServingSettings(BaseModel):
             num_cpus=0.5, max_ongoing_requests=64, max_queued_requests=128
         )
     )
+    # Waits measured in benchmarks/bench_serving.py: shorter ones left batches at one request.
     detector: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(max_batch_size=8, max_ongoing_requests=64)
+        default_factory=lambda: DeploymentSettings(
+            max_batch_size=8, batch_wait_timeout_s=0.02, max_ongoing_requests=64
+        )
     )
     embedder: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(max_batch_size=32, max_ongoing_requests=64)
+        default_factory=lambda: DeploymentSettings(
+            max_batch_size=32, batch_wait_timeout_s=0.05, max_ongoing_requests=64
+        )
     )
     workers: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(num_cpus=0.25, max_ongoing_requests=4),
@@ -336,7 +341,18 @@ class ServingSettings(BaseModel):
         "multiprocess mode); the gateway's /metrics serves their sum.",
     )
     watch_poll_s: float = Field(default=0.1, gt=0, description="WatchJob's polling interval.")
+    start_timeout_s: float = Field(
+        default=300.0, gt=0, description="`facegallery up`: Ray and every replica healthy by then."
+    )
+    stop_timeout_s: float = Field(default=60.0, gt=0)
     watch_timeout_s: float = Field(default=600.0, gt=0, description="WatchJob gives up then.")
+
+
+class StackSettings(BaseModel):
+    """`facegallery up`: where the whole one-machine stack keeps its data (gallery, queue and
+    keys, thresholds, logs), so that it survives a restart."""
+
+    data_dir: Path = Field(default_factory=lambda: _data_home() / "stack")
 
 
 class AuthSettings(BaseModel):
@@ -381,6 +397,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",

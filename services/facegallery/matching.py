@@ -175,14 +175,8 @@ class Identification:
 
     def describe(self) -> str:
         """One phrase for people: the decision and the score behind it."""
-        if not self.searched:
-            return "not searched: " + ", ".join(self.quality.reasons)
-        if not self.candidates:
-            return "unknown (the gallery is empty)"
-        best = self.candidates[0]
-        if self.decision != UNKNOWN:
-            return f"{self.decision} (score {best.score:.3f})"
-        return f"unknown (closest {best.user_id} at {best.score:.3f})"
+        best = (self.candidates[0].user_id, self.candidates[0].score) if self.candidates else None
+        return describe_decision(self.searched, self.quality.reasons, best, self.decision)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -194,6 +188,19 @@ class Identification:
             ],
             "decision": self.decision,
         }
+
+
+def describe_decision(
+    searched: bool, reasons: list[str], best: tuple[str, float] | None, decision: str
+) -> str:
+    """The phrase for one identified face (the CLI, the demo and the client all print it)."""
+    if not searched:
+        return "not searched: " + ", ".join(reasons)
+    if best is None:
+        return "unknown (the gallery is empty)"
+    if decision != UNKNOWN:
+        return f"{decision} (score {best[1]:.3f})"
+    return f"unknown (closest {best[0]} at {best[1]:.3f})"
 
 
 def decide(candidates: list[Candidate], threshold: float) -> str:

@@ -83,6 +83,18 @@ def test_both_protocols_give_the_same_answers(served: Served, samples: Samples) 
     assert grpc.gallery_stats(gallery) == http.gallery_stats(gallery)
 
 
+def test_more_faces_than_an_embedder_batch(
+    client: Client, served: Served, samples: Samples
+) -> None:
+    """Seven group photos hold 35 faces that pass the gate, more than one Embedder batch
+    (32): the call is split, not refused."""
+    group = samples.photo("group.jpg")
+    answer = client.identify_batch(new_gallery(), [group] * 7)
+    searched = sum(f.searched for r in answer.results for f in r.faces)
+    assert searched > served.settings.serving.embedder.max_batch_size
+    assert all(r == answer.results[0] for r in answer.results)
+
+
 def test_enrollment_outcomes_per_image(client: Client, samples: Samples) -> None:
     """One job, three images: enrolled, no face, several faces and no face index."""
     gallery = new_gallery()

@@ -41,6 +41,7 @@ class Launch:
     command: list[str]
     cwd: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    drop_env_prefix: str | None = None  # inherited variables with this prefix are left out
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class ManagedServer(ABC):
             child = subprocess.Popen(
                 launch.command,
                 cwd=launch.cwd,
-                env={**os.environ, **launch.env},
+                env={**_inherited_env(launch.drop_env_prefix), **launch.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -263,6 +264,10 @@ class ManagedServer(ABC):
         except OSError:
             return "(no log)"
         return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def _inherited_env(drop_prefix: str | None) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not (drop_prefix and k.startswith(drop_prefix))}
 
 
 def port_is_free(port: int) -> bool:

@@ -68,6 +68,17 @@ def deployment_options(
     return options
 
 
+def required_cpus(settings: Settings) -> float:
+    """Logical CPUs the application asks Ray for (each deployment at its replica floor)."""
+    total = 0.0
+    for d in (settings.serving.gateway, settings.serving.detector, settings.serving.embedder):
+        replicas = d.min_replicas if d.num_replicas == "auto" else d.num_replicas
+        total += d.num_cpus * max(replicas, 1)
+    workers = settings.serving.workers
+    replicas = workers.min_replicas if workers.num_replicas == "auto" else workers.num_replicas
+    return total + workers.num_cpus * replicas
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment of every replica: the metrics directory, and the config file if any."""
     env = {MULTIPROC_ENV: str(settings.serving.metrics_dir)}

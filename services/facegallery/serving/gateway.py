@@ -112,6 +112,11 @@ async def read_payload(request: Request, **path: str) -> dict[str, Any]:
     return payload
 
 
+# The helpers the Gateway's methods call are defined above the class on purpose: Serve takes
+# the ingress class when it is decorated, and names defined after it were missing in the
+# replicas (NameError at request time).
+
+
 def _http_token(request: Request) -> str | None:
     bearer = request.headers.get("authorization", "")
     return request.headers.get(API_KEY_HEADER) or bearer.removeprefix("Bearer ").strip() or None

@@ -24,11 +24,13 @@ class ServedPipeline:
         detector: DeploymentHandle[Any],
         embedder: DeploymentHandle[Any],
         model_ids: tuple[str, str],
+        embedder_batch: int,
         retry_after_s: int,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self._detector_id, self._model_id = model_ids
+        self.embedder_batch = embedder_batch
         self.retry_after_s = retry_after_s
 
     @property
@@ -51,10 +53,15 @@ class ServedPipeline:
         return attach_embeddings(faces, embed_rejected, self.model_id, self._embed_crops)
 
     def _embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """One call per ``embedder_batch`` faces (Serve refuses a call larger than the batch),
+        all in flight at once."""
         if len(crops) == 0:
             return np.zeros((0, 0), np.float32)
-        vectors: np.ndarray = self._result(self.embedder.embed.remote(crops))
-        return vectors
+        step = self.embedder_batch
+        calls = [
+            self.embedder.embed.remote(crops[i : i + step]) for i in range(0, len(crops), step)
+        ]
+        return np.concatenate([self._result(c) for c in calls])
 
     def _result(self, call: Any) -> Any:
         """The call's answer; a deployment that is full or down is Overloaded / Unavailable

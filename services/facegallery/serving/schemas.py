@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
-from facegallery.matching import Identification, Verification
+from facegallery.matching import Identification, Verification, describe_decision
 from facegallery.pipeline import Face as PipelineFace
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality as PipelineQuality
@@ -106,6 +106,10 @@ class IdentifiedFace(Message):
     searched: bool
     candidates: list[Candidate]
     decision: str
+
+    def describe(self) -> str:
+        best = (self.candidates[0].user_id, self.candidates[0].score) if self.candidates else None
+        return describe_decision(self.searched, self.face.quality.reasons, best, self.decision)
 
     @classmethod
     def of(cls, ident: Identification) -> IdentifiedFace:

@@ -21,6 +21,9 @@ async def served_service(
     they run, once."""
     model_ids = (await detector.model_id.remote(), await embedder.model_id.remote())
     dimension: int = await embedder.dimension.remote()
-    pipeline = ServedPipeline(detector, embedder, model_ids, settings.serving.retry_after_s)
+    serving = settings.serving
+    pipeline = ServedPipeline(
+        detector, embedder, model_ids, serving.embedder.max_batch_size, serving.retry_after_s
+    )
     gallery = Gallery(settings.gallery, pipeline.model_id, dimension)
     return FaceService(pipeline, gallery, Thresholds(settings.matching), settings)

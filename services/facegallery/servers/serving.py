@@ -1,0 +1,49 @@
+"""The served application as a managed server: one process (``facegallery serve run``) that
+owns a local Ray and the Serve application on it, started, health-checked and stopped by the
+same supervisor as Milvus and Redis."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from facegallery.config import Settings
+from facegallery.servers.supervisor import Launch, ManagedServer
+
+
+class ServingServer(ManagedServer):
+    """Ray + the Serve application, configured by one settings file."""
+
+    name = "serving"
+
+    def __init__(self, settings: Settings, config_file: Path, data_dir: Path) -> None:
+        serving = settings.serving
+        super().__init__(data_dir, serving.start_timeout_s, serving.stop_timeout_s)
+        self.settings = settings
+        self.config_file = config_file
+
+    @property
+    def ports(self) -> Mapping[str, int]:
+        return {"http": self.settings.serving.http_port, "grpc": self.settings.serving.grpc_port}
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.settings.serving.host}:{self.settings.serving.http_port}"
+
+    def launch(self) -> Launch:
+        return Launch(
+            command=[sys.executable, "-m", "facegallery", "serve", "run"],
+            cwd=self.data_dir,
+            # The settings file says everything; the caller's FACEGALLERY_* must not override it.
+            env={"FACEGALLERY_CONFIG": str(self.config_file), "RAY_AUTH_MODE": "disabled"},
+            drop_env_prefix="FACEGALLERY_",
+        )
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.uri}/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False

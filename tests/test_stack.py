@@ -1,0 +1,166 @@
+"""`facegallery up` / `down` as a user runs them: real processes (Redis, Milvus, Ray with the
+served app), real clients, signals, and a look at /proc for anything left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from facegallery.client import GrpcClient, HttpClient
+from facegallery.samples import Samples
+from facegallery.servers.supervisor import free_port
+
+pytestmark = pytest.mark.slow
+
+SMALL = {  # replicas that fit the 2-core CI machine beside the test session's own servers
+    f"FACEGALLERY_SERVING__{d}__NUM_CPUS": "0.25"
+    for d in ("GATEWAY", "DETECTOR", "EMBEDDER", "WORKERS")
+}
+
+
+def stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGALLERY_")}
+    return {
+        **env,
+        **SMALL,
+        "FACEGALLERY_STACK__DATA_DIR": str(data_dir),
+        "FACEGALLERY_REDIS__PORT": str(ports["redis"]),
+        "FACEGALLERY_MILVUS__PORT": str(ports["milvus"]),
+        "FACEGALLERY_MILVUS__METRICS_PORT": str(ports["milvus_metrics"]),
+        "FACEGALLERY_SERVING__HTTP_PORT": str(ports["http"]),
+        "FACEGALLERY_SERVING__GRPC_PORT": str(ports["grpc"]),
+        "FACEGALLERY_QUEUE__BLOCK_MS": "100",
+    }
+
+
+def new_ports() -> dict[str, int]:
+    return {k: free_port() for k in ("redis", "milvus", "milvus_metrics", "http", "grpc")}
+
+
+def facegallery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "facegallery", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def sessions_alive(sessions: set[int]) -> list[str]:
+    """Processes (not zombies) in any of these sessions: what a stopped stack left behind."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, session = fields[0], int(fields[3])
+        if session in sessions and state != "Z":
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+            alive.append(f"{stat.parent.name}: {cmdline.decode(errors='replace')[:120]}")
+    return alive
+
+
+def server_sessions(data_dir: Path) -> set[int]:
+    """The sessions of the stack's servers (each server leads a session of its own)."""
+    import json
+
+    pids = set()
+    for pid_file in data_dir.rglob("*.pid"):
+        pids.add(int(json.loads(pid_file.read_text())["pid"]))
+    return pids
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    data_dir = tmp_path / "stack"
+    env = stack_env(data_dir, new_ports())
+    yield data_dir, env
+    facegallery(env, "down")
+
+
+def test_up_detached_down_and_up_again(
+    stack: tuple[Path, dict[str, str]], samples: Samples, tmp_path: Path
+) -> None:
+    data_dir, env = stack
+    first = facegallery(env, "up", "--detach")
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert "healthy: redis, milvus, serving" in first.stdout
+    key = (data_dir / "admin.key").read_text().strip()
+    assert key in first.stdout and (data_dir / "admin.key").stat().st_mode & 0o077 == 0
+    http = HttpClient(f"http://127.0.0.1:{env['FACEGALLERY_SERVING__HTTP_PORT']}", key)
+    job = http.enroll("home", "obama", [samples.photo("obama.jpg")])
+    assert http.wait_job(job.job_id).status == "done"
+    grpc = GrpcClient(f"127.0.0.1:{env['FACEGALLERY_SERVING__GRPC_PORT']}", key)
+    assert grpc.identify("home", samples.photo("obama2.jpg")).faces[0].decision == "obama"
+
+    again = facegallery(env, "up", "--detach")  # the same data directory
+    assert again.returncode != 0 and "already runs" in again.stderr, again.stderr
+    elsewhere = {**env, "FACEGALLERY_STACK__DATA_DIR": str(tmp_path / "other")}
+    clash = facegallery(elsewhere, "up", "--detach")  # the same ports
+    assert clash.returncode != 0 and "already in use" in clash.stderr, clash.stderr
+    assert "nothing was running" in facegallery(elsewhere, "down").stdout
+    assert http.gallery_stats("home").users == 1  # the first stack never noticed
+
+    sessions = server_sessions(data_dir)
+    assert len(sessions) == 3
+    down = facegallery(env, "down")
+    assert down.returncode == 0 and "serving, milvus, redis" in down.stdout, down.stdout
+    assert sessions_alive(sessions) == []
+
+    back = facegallery(env, "up", "--detach")
+    assert back.returncode == 0, back.stderr
+    assert key not in back.stdout and "admin.key" in back.stdout  # the key is not re-made
+    assert [t.source for t in http.get_user("home", "obama").templates] == ["obama.jpg"]
+    assert grpc.identify("home", samples.photo("obama2.jpg")).faces[0].decision == "obama"
+
+
+def test_foreground_up_stops_everything_on_sigint(stack: tuple[Path, dict[str, str]]) -> None:
+    data_dir, env = stack
+    up = subprocess.Popen(
+        [sys.executable, "-m", "facegallery", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert up.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C" in line or not line:
+            break
+    assert "Ctrl-C" in lines[-1], "".join(lines)
+    sessions = server_sessions(data_dir)
+    up.send_signal(signal.SIGINT)
+    rest, _ = up.communicate(timeout=300)
+    assert up.returncode == 0, rest
+    assert "stopping: serving, milvus, redis" in rest
+    assert sessions_alive(sessions) == []
+    assert not list(data_dir.rglob("*.pid"))
+
+
+def test_the_readme_demo_runs_through_the_service() -> None:
+    """`facegallery demo`: its own stack on free ports, answers over gRPC and HTTP, stopped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGALLERY_")}
+    result = facegallery({**env, **SMALL}, "demo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "barack-obama: job done, 2 of 2 photo(s) enrolled" in out
+    assert "group.jpg refused (multiple_faces)" in out
+    assert "obama2.jpg (Barack Obama, another photo): barack-obama" in out
+    assert "orl/s3/9.pgm (ORL person s3, another photo): orl-s3" in out
+    assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in out
+    assert "claims barack-obama: match" in out and "claims joe-biden: no match" in out
+    assert "stopping: serving, milvus, redis" in out
