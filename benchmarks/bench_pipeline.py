@@ -59,8 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument(
+        "--backend",
+        choices=["onnxruntime", "opencv", "auto"],
+        help="runtime.backend for facegallery's side (default: the settings')",
+    )
     args = parser.parse_args()
     settings = load_settings()
+    if args.backend:
+        settings.runtime.backend = args.backend
     samples = fetch_samples(settings.samples_dir.expanduser(), settings.models.wheelhouse)
     images = [vga(decode_image(samples.photo(n).read_bytes(), settings.decode)) for n in PHOTOS]
 
@@ -100,6 +107,11 @@ def main() -> None:
 
     results = {
         "versions": {"onnxruntime": ort.__version__, "opencv": cv2.__version__},
+        "backends": {
+            "detector": type(ours.detector.runtime).__name__,
+            "recognizer": type(ours.embedder.runtime).__name__,
+            "setting": settings.runtime.backend,
+        },
         "images": f"{len(images)} sample photos at 640x480, {faces_per_pass} faces",
         "detection_ms_per_image": {
             "opencv": round(1000 * detect_ref, 2),

@@ -23,6 +23,8 @@ from facegallery.cli_common import (
     UserOption,
     echo_outcome,
     emit_json,
+    person_folders,
+    report_folder,
     reports_errors,
 )
 from facegallery.client.cli import client_app
@@ -114,13 +116,19 @@ def models_prepare(
 def models_list(config: ConfigOption = None) -> None:
     """Known packs, and whether each model is prepared here."""
     from facegallery.models import PACKS, ModelStore
+    from facegallery.runtime.choice import measured_choice
 
-    store = ModelStore(load_settings(config).models)
+    settings = load_settings(config)
+    store = ModelStore(settings.models)
     for pack in PACKS.values():
         typer.echo(f"{pack.name}: {pack.description}")
         for spec in (pack.detector, pack.recognizer):
             try:
-                state = store.load(spec).model_id
+                model = store.load(spec)
+                state = model.model_id
+                choice = measured_choice(model, settings.runtime)
+                if choice is not None:
+                    state += f"  (auto: {choice.backend}, ms per batch {choice.ms})"
             except FaceGalleryError:
                 state = "not prepared"
             typer.echo(f"  {spec.family:8} {spec.name:22} {state}")
@@ -501,11 +509,7 @@ def enroll_folder(
     from facegallery.service import ImageInput
     from facegallery.vision.decode import IMAGE_SUFFIXES
 
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder")
-    people = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not people:
-        raise InvalidInput(f"{folder} has no sub-folders (one per person)")
+    people = person_folders(folder)
     results: list[dict[str, Any]] = []
     refused: list[dict[str, str]] = []
     submitted: list[str] = []
@@ -537,19 +541,7 @@ def enroll_folder(
         "rejected": [o for r in results for o in r["images"] if o["status"] != "enrolled"],
         **({"jobs": submitted} if queued else {}),
     }
-    if as_json:
-        emit_json(summary, None)
-        return
-    typer.echo(
-        f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
-        f"in {gallery}; {summary['images_rejected']} photo(s) rejected"
-    )
-    for entry in refused:
-        typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
-    for r in results:
-        for outcome in r["images"]:
-            if outcome["status"] != "enrolled":
-                echo_outcome(outcome)
+    report_folder(summary, as_json)
 
 
 @app.command("job")

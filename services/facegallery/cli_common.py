@@ -55,3 +55,29 @@ def echo_outcome(outcome: dict[str, Any]) -> None:
             typer.echo(f"  {outcome['image']}: enrolled, warning: {warning}")
         return
     typer.echo(f"  {outcome['image']}: rejected ({outcome['reason']}): {outcome['message']}")
+
+
+def person_folders(folder: Path) -> list[Path]:
+    """The sub-folders of a folder-per-person tree (each named by its user id)."""
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder")
+    people = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not people:
+        raise InvalidInput(f"{folder} has no sub-folders (one per person)")
+    return people
+
+
+def report_folder(summary: dict[str, Any], as_json: bool) -> None:
+    """An enroll-folder summary (embedded or through the service): counts, the people
+    refused, then every rejected photo and why."""
+    if as_json:
+        emit_json(summary, None)
+        return
+    typer.echo(
+        f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
+        f"in {summary['gallery']}; {summary['images_rejected']} photo(s) rejected"
+    )
+    for entry in summary["users_refused"]:
+        typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
+    for outcome in summary["rejected"]:
+        echo_outcome(outcome)

@@ -62,9 +62,10 @@ class ModelSettings(BaseModel):
 
 
 class RuntimeSettings(BaseModel):
-    """How inference runs: ONNX Runtime (CPU, or CUDA where present) or TensorRT engines."""
+    """How inference runs: ONNX Runtime (CPU, or CUDA where present), OpenCV DNN, TensorRT
+    engines, or ``auto``: the fastest CPU backend measured on this machine per model."""
 
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    backend: Literal["auto", "onnxruntime", "opencv", "tensorrt"] = "auto"
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime execution providers in priority order; those not available "

@@ -22,6 +22,8 @@ from facegallery.cli_common import (
     UserOption,
     echo_outcome,
     emit_json,
+    person_folders,
+    report_folder,
     reports_errors,
 )
 from facegallery.errors import FaceGalleryError, InvalidInput
@@ -121,11 +123,7 @@ def enroll_folder(
     the jobs, then the photos that were rejected and why."""
     from facegallery.vision.decode import IMAGE_SUFFIXES
 
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder")
-    people = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not people:
-        raise InvalidInput(f"{folder} has no sub-folders (one per person)")
+    people = person_folders(folder)
     client = connect(url, api_key)
     run = secrets.token_hex(4)  # a retried call within this run is one job, not two
 
@@ -160,18 +158,7 @@ def enroll_folder(
         ],
         "rejected": [o.model_dump() for o in outcomes if o.status != "enrolled"],
     }
-    if as_json:
-        emit_json(summary, None)
-        return
-    typer.echo(
-        f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
-        f"in {gallery}; {summary['images_rejected']} photo(s) rejected"
-    )
-    for entry in refused:
-        typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
-    for outcome in outcomes:
-        if outcome.status != "enrolled":
-            echo_outcome(outcome.model_dump())
+    report_folder(summary, as_json)
 
 
 @client_app.command("identify")

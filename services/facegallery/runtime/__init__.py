@@ -15,6 +15,14 @@ def create_runtime(
         from facegallery.runtime.tensorrt import TensorRTRuntime
 
         return TensorRTRuntime(model, settings, profile)
+    if settings.backend == "opencv":
+        from facegallery.runtime.opencv import OpenCvRuntime
+
+        return OpenCvRuntime(model.path, settings)
+    if settings.backend == "auto":
+        from facegallery.runtime.choice import choose_runtime
+
+        return choose_runtime(model, settings, profile)[0]
     from facegallery.runtime.onnx import OnnxRuntime
 
     return OnnxRuntime(model.path, settings)

@@ -1,0 +1,142 @@
+"""``runtime.backend: auto``: measure the CPU backends on this machine, per model, and keep
+the fastest.
+
+Which runtime is fastest depends on the model and the CPU (on one machine cv2.dnn ran SFace
+~1.5x faster than ONNX Runtime, on another ORT won the detector), so it is measured, not
+assumed: a short trial of each backend that runs the model correctly (its outputs agree with
+ONNX Runtime's), at batch sizes the pipeline uses, on the model's typical input shape. The
+verdict is cached in ``runtime.engine_dir`` keyed by the model id, the backends' versions, the
+CPU and the thread setting, so the trial runs once per machine and model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from facegallery.config import RuntimeSettings
+from facegallery.errors import FailedPrecondition
+from facegallery.models import PreparedModel
+from facegallery.runtime.base import InferenceRuntime, ShapeProfile
+from facegallery.runtime.onnx import OnnxRuntime
+from facegallery.runtime.opencv import OpenCvRuntime
+
+CPU_BACKENDS = ("onnxruntime", "opencv")
+TRIAL_BATCHES = (1, 4)
+TRIAL_SECONDS = 0.5  # per backend and batch size
+TOLERANCE = 1e-3  # largest absolute output difference from ONNX Runtime's accepted
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A measured verdict: the backend kept, and ms per batch of each batch size tried."""
+
+    backend: str
+    ms: dict[str, dict[str, float]]  # backend -> batch size -> ms
+    refused: dict[str, str]  # backend -> why it was not a candidate
+
+
+def choose_runtime(
+    model: PreparedModel, settings: RuntimeSettings, profile: ShapeProfile
+) -> tuple[InferenceRuntime, Choice]:
+    """The fastest correct CPU backend for ``model`` (cached verdict, or a trial now)."""
+    cached = measured_choice(model, settings)
+    if cached is not None:
+        return _build(cached.backend, model.path, settings), cached
+    cache, key = settings.engine_dir / "backend-choice.json", cache_key(model, settings)
+    known = _read(cache)
+    choice, runtime = _trial(model, settings, profile)
+    known[key] = asdict(choice)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".part")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    tmp.replace(cache)
+    return runtime, choice
+
+
+def measured_choice(model: PreparedModel, settings: RuntimeSettings) -> Choice | None:
+    """The cached verdict of ``auto`` for this model on this machine, if it has run."""
+    known = _read(settings.engine_dir / "backend-choice.json").get(cache_key(model, settings))
+    return Choice(**known) if known else None
+
+
+def cache_key(model: PreparedModel, settings: RuntimeSettings) -> str:
+    return (
+        f"{model.model_id} ort={ort.__version__} cv2={cv2.__version__} "
+        f"cpu={_cpu()} threads={settings.intra_op_threads}"
+    )
+
+
+def _trial(
+    model: PreparedModel, settings: RuntimeSettings, profile: ShapeProfile
+) -> tuple[Choice, InferenceRuntime]:
+    rng = np.random.default_rng(0)
+    batches = {
+        n: rng.uniform(0, 255, (n, *profile.opt_chw)).astype(np.float32)
+        for n in TRIAL_BATCHES
+        if n <= profile.max_batch
+    }
+    reference = OnnxRuntime(model.path, settings)
+    expected = {n: reference.run(b) for n, b in batches.items()}
+    runtimes: dict[str, InferenceRuntime] = {"onnxruntime": reference}
+    refused: dict[str, str] = {}
+    for name in CPU_BACKENDS[1:]:
+        try:
+            candidate = _build(name, model.path, settings)
+            for n, batch in batches.items():
+                got = candidate.run(batch)
+                worst = max(
+                    float(np.abs(a - b).max()) for a, b in zip(got, expected[n], strict=True)
+                )
+                if worst > TOLERANCE:
+                    raise FailedPrecondition(f"outputs differ from ONNX Runtime's by {worst:.2g}")
+            runtimes[name] = candidate
+        except FailedPrecondition as exc:
+            refused[name] = exc.message
+    ms = {
+        name: {str(n): round(_ms_per_batch(runtime, b), 3) for n, b in batches.items()}
+        for name, runtime in runtimes.items()
+    }
+    best = min(ms, key=lambda name: sum(ms[name].values()))
+    return Choice(best, ms, refused), runtimes[best]
+
+
+def _ms_per_batch(runtime: InferenceRuntime, batch: np.ndarray) -> float:
+    runtime.run(batch)  # warm up
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < TRIAL_SECONDS:
+        t0 = time.perf_counter()
+        runtime.run(batch)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def _build(name: str, path: Path, settings: RuntimeSettings) -> InferenceRuntime:
+    if name == "opencv":
+        return OpenCvRuntime(path, settings)
+    return OnnxRuntime(path, settings)
+
+
+def _cpu() -> str:
+    for line in (
+        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    ):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def _read(cache: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(cache.read_text())
+        return found if isinstance(found, dict) else {}
+    except (OSError, ValueError):
+        return {}

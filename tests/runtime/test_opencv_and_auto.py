@@ -1,0 +1,83 @@
+"""OpenCV DNN as a backend, and ``auto``: each forced backend agrees with ONNX Runtime, a model
+OpenCV cannot run is refused clearly, and the measured choice is cached and reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from facegallery.config import RuntimeSettings, Settings
+from facegallery.errors import FailedPrecondition
+from facegallery.models import ModelStore, PreparedModel
+from facegallery.runtime import ShapeProfile, create_runtime
+from facegallery.runtime.choice import cache_key, choose_runtime
+from facegallery.runtime.onnx import OnnxRuntime
+from facegallery.runtime.opencv import OpenCvRuntime
+
+CROP = ShapeProfile((3, 112, 112), (3, 112, 112), (3, 112, 112), 8)
+FRAME = ShapeProfile((3, 32, 32), (3, 480, 640), (3, 640, 640), 4)
+
+
+@pytest.mark.parametrize(("index", "profile"), [(0, FRAME), (1, CROP)])
+def test_opencv_agrees_with_onnx_runtime(
+    settings: Settings, index: int, profile: ShapeProfile
+) -> None:
+    model = ModelStore(settings.models).load_configured()[index]
+    forced = create_runtime(model, RuntimeSettings(backend="opencv"), profile)
+    assert isinstance(forced, OpenCvRuntime)
+    reference = OnnxRuntime(model.path, RuntimeSettings())
+    batch = np.random.default_rng(1).uniform(0, 255, (3, *profile.opt_chw)).astype(np.float32)
+    got, want = forced.run(batch), reference.run(batch)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
+
+
+def test_what_opencv_cannot_run_is_refused_and_auto_skips_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    sface = ModelStore(settings.models).load_configured()[1]
+    with pytest.raises(FailedPrecondition, match="OpenCV DNN cannot run"):
+        create_runtime(sface, RuntimeSettings(backend="opencv"), CROP).run(
+            np.zeros((1, 3, 480, 640), np.float32)  # not the shape SFace takes
+        )
+    # Hardmax: ONNX Runtime runs it, OpenCV 5.0's importer does not know it.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "hardmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = PreparedModel("hardmax", "sface", path, "hardmax-0", "test")
+    small = ShapeProfile((3, 8, 8), (3, 8, 8), (3, 8, 8), 4)
+    runtime, choice = choose_runtime(model, RuntimeSettings(engine_dir=tmp_path), small)
+    assert isinstance(runtime, OnnxRuntime) and choice.backend == "onnxruntime"
+    assert "OpenCV DNN cannot run hardmax.onnx" in choice.refused["opencv"]
+
+
+def test_auto_measures_once_then_reuses_the_cached_choice(
+    settings: Settings, tmp_path: Path
+) -> None:
+    model = ModelStore(settings.models).load_configured()[1]
+    runtime_settings = RuntimeSettings(backend="auto", engine_dir=tmp_path)
+    runtime, choice = choose_runtime(model, runtime_settings, CROP)
+    assert set(choice.ms) == {"onnxruntime", "opencv"} and choice.refused == {}
+    assert set(choice.ms["opencv"]) == {"1", "4"} and all(
+        ms > 0 for per in choice.ms.values() for ms in per.values()
+    )
+    fastest = min(choice.ms, key=lambda b: sum(choice.ms[b].values()))
+    assert choice.backend == fastest
+    assert isinstance(runtime, OpenCvRuntime if fastest == "opencv" else OnnxRuntime)
+
+    cache = tmp_path / "backend-choice.json"
+    stored = json.loads(cache.read_text())
+    assert list(stored) == [cache_key(model, runtime_settings)]
+    other = "onnxruntime" if fastest == "opencv" else "opencv"
+    stored[cache_key(model, runtime_settings)]["backend"] = other  # a verdict we can recognise
+    cache.write_text(json.dumps(stored))
+    reused = create_runtime(model, runtime_settings, CROP)
+    assert isinstance(reused, OpenCvRuntime if other == "opencv" else OnnxRuntime)
