@@ -164,3 +164,21 @@ def test_the_readme_demo_runs_through_the_service() -> None:
     assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in out
     assert "claims barack-obama: match" in out and "claims joe-biden: no match" in out
     assert "stopping: serving, milvus, redis" in out
+
+
+def test_a_failed_component_stops_what_was_started(stack: tuple[Path, dict[str, str]]) -> None:
+    """The served API's port is taken: Redis and Milvus had started, and are stopped again."""
+    import socket
+
+    data_dir, env = stack
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(env["FACEGALLERY_SERVING__HTTP_PORT"])))
+        squatter.listen()
+        failed = facegallery(env, "up", "--detach")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("error: cannot start serving: http port") and "in use" in line
+    assert (data_dir / "redis" / "redis.log").exists()  # they had started ...
+    assert (data_dir / "milvus" / "milvus.log").exists()
+    assert not list(data_dir.rglob("*.pid"))  # ... and were stopped again
+    assert "nothing was running" in facegallery(env, "down").stdout
