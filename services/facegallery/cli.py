@@ -24,6 +24,8 @@ from facegallery.cli_common import (
     echo_outcome,
     emit_json,
     person_folders,
+    read_image,
+    report_enrollment,
     report_folder,
     reports_errors,
 )
@@ -268,9 +270,7 @@ def serve_config(
     from facegallery.serving.app import serve_config as render
 
     settings = load_settings(config)
-    text = yaml.safe_dump(
-        render(settings, settings.model_dump(mode="json", exclude_defaults=True)), sort_keys=False
-    )
+    text = yaml.safe_dump(render(settings, settings.overrides()), sort_keys=False)
     if out is None:
         typer.echo(text, nl=False)
     else:
@@ -299,7 +299,7 @@ def serve_run(config: ConfigOption = None) -> None:
     cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
     ray.init(address="local", num_cpus=cpus, include_dashboard=False)
     try:
-        run_app(settings, settings.model_dump(mode="json", exclude_defaults=True))
+        run_app(settings, settings.overrides())
         serving = settings.serving
         typer.echo(
             f"serving: http://{serving.host}:{serving.http_port} (docs at /docs), "
@@ -399,7 +399,7 @@ def detect(
     """Faces in an image: boxes, landmarks, quality and why a face would be rejected."""
     from facegallery.pipeline import FacePipeline
 
-    data = _read_image(image)
+    data = read_image(image)
     pipeline = FacePipeline.from_settings(_settings(config, model_pack))
     faces = pipeline.analyze(data)
     if as_json:
@@ -474,7 +474,7 @@ def enroll(
     """Enroll a user from photos: each gives one template, or a reason it was refused."""
     from facegallery.service import ImageInput
 
-    inputs = [ImageInput(path.name, _read_image(path)) for path in images]
+    inputs = [ImageInput(path.name, read_image(path)) for path in images]
     if queued:
         queue = _queue(config)
         key = _content_key(gallery, user, inputs, face_index)
@@ -485,10 +485,7 @@ def enroll(
     if as_json:
         emit_json(result, None)
     else:
-        typer.echo(
-            f"enrolled {result['enrolled']} of {len(images)} image(s) for {user} in {gallery} "
-            f"({result['templates']} template(s) kept)"
-        )
+        report_enrollment(result["enrolled"], len(images), user, gallery, result["templates"])
         for outcome in result["images"]:
             echo_outcome(outcome)
     if result["enrolled"] == 0:
@@ -603,7 +600,7 @@ def identify(
 ) -> None:
     """Who is in this photo? Every face, its candidate users, and the decision."""
     service = _service(config)
-    answers = service.identify(gallery, _read_image(image), top_k, threshold)
+    answers = service.identify(gallery, read_image(image), top_k, threshold)
     limit = service.thresholds.threshold(service.model_id, threshold)
     if as_json:
         emit_json(
@@ -633,7 +630,7 @@ def verify(
     config: ConfigOption = None,
 ) -> None:
     """Is the largest face in this photo the claimed user? (1:1)"""
-    result = _service(config).verify(gallery, user, _read_image(image), threshold)
+    result = _service(config).verify(gallery, user, read_image(image), threshold)
     if as_json:
         emit_json(result.to_dict(), None)
         return
@@ -819,12 +816,6 @@ def _job_result(job: Job) -> dict[str, Any]:
     if job.status == "failed" or job.result is None:
         raise Unavailable(f"job {job.job_id} failed: {job.error}")
     return {**job.result, "images": job.outcomes}
-
-
-def _read_image(path: Path) -> bytes:
-    if not path.is_file():
-        raise InvalidInput(f"{path} is not a file")
-    return path.read_bytes()
 
 
 if __name__ == "__main__":

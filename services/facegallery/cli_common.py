@@ -81,3 +81,20 @@ def report_folder(summary: dict[str, Any], as_json: bool) -> None:
         typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
     for outcome in summary["rejected"]:
         echo_outcome(outcome)
+
+
+def read_image(path: Path) -> bytes:
+    """A photo's bytes, or a clear error when the path is not a file."""
+    if not path.is_file():
+        raise InvalidInput(f"{path} is not a file")
+    return path.read_bytes()
+
+
+def report_enrollment(
+    enrolled: int, images: int, user: str, gallery: str, templates: int, prefix: str = ""
+) -> None:
+    """The first line of an enrollment's summary (embedded, queued or through the service)."""
+    typer.echo(
+        f"{prefix}enrolled {enrolled} of {images} image(s) for {user} in {gallery} "
+        f"({templates} template(s) kept)"
+    )

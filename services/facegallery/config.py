@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -304,6 +304,11 @@ class DeploymentSettings(BaseModel):
     )
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
 
+    @property
+    def replica_floor(self) -> int:
+        """Replicas it runs at least: the fixed count, or the autoscaler's minimum."""
+        return self.min_replicas if self.num_replicas == "auto" else self.num_replicas
+
 
 class ServingSettings(BaseModel):
     """The Ray Serve application: ports, its deployments, and the gateway's own limits."""
@@ -403,6 +408,11 @@ class Settings(BaseSettings):
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",
     )
+
+    def overrides(self) -> dict[str, Any]:
+        """What differs from the defaults, as JSON-ready values: what a settings file needs to
+        say for another process to rebuild these settings."""
+        return self.model_dump(mode="json", exclude_defaults=True)
 
     @classmethod
     def settings_customise_sources(

@@ -155,11 +155,7 @@ class FacePipeline(FaceFinder):
         self, faces: list[list[AlignedFace]], embed_rejected: bool = True
     ) -> list[list[Face]]:
         """Embed every face (or only those that passed the gate) in one batched call."""
-        return attach_embeddings(faces, embed_rejected, self.model_id, self.embed_crops)
-
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        with timed("embed"):
-            return self.embedder.embed(crops)
+        return attach_embeddings(faces, embed_rejected, self.model_id, self.embedder.embed)
 
     def analyze(self, image: bytes | np.ndarray) -> list[Face]:
         """All faces of one image (bytes are decoded safely first)."""

@@ -94,8 +94,7 @@ class Stack:
 
     def _write_config(self) -> None:
         """The settings every server reads (``FACEGALLERY_CONFIG``), defaults left out."""
-        overrides = self.settings.model_dump(mode="json", exclude_defaults=True)
-        self.config_file.write_text(yaml.safe_dump(overrides, sort_keys=True))
+        self.config_file.write_text(yaml.safe_dump(self.settings.overrides(), sort_keys=True))
 
     def _first_key(self) -> str | None:
         """On the first `up`, an admin key, kept in the data directory (mode 600)."""

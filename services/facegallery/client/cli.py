@@ -23,6 +23,8 @@ from facegallery.cli_common import (
     echo_outcome,
     emit_json,
     person_folders,
+    read_image,
+    report_enrollment,
     report_folder,
     reports_errors,
 )
@@ -71,9 +73,7 @@ def _job_summary(job: JobView) -> dict[str, Any]:
 
 
 def _read(path: Path) -> tuple[str, bytes]:
-    if not path.is_file():
-        raise InvalidInput(f"{path} is not a file")
-    return path.name, path.read_bytes()
+    return path.name, read_image(path)
 
 
 @client_app.command("enroll")
@@ -98,10 +98,8 @@ def enroll(
     if as_json:
         emit_json(summary, None)
     else:
-        typer.echo(
-            f"job {job.job_id}: {job.status}; enrolled {summary['enrolled']} of {len(images)} "
-            f"image(s) for {user} in {gallery} ({job.templates} template(s) kept)"
-        )
+        prefix = f"job {job.job_id}: {job.status}; "
+        report_enrollment(summary["enrolled"], len(images), user, gallery, job.templates, prefix)
         for outcome in job.outcomes:
             echo_outcome(outcome.model_dump())
         if job.error:

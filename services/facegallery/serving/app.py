@@ -70,13 +70,10 @@ def deployment_options(
 
 def required_cpus(settings: Settings) -> float:
     """Logical CPUs the application asks Ray for (each deployment at its replica floor)."""
-    total = 0.0
-    for d in (settings.serving.gateway, settings.serving.detector, settings.serving.embedder):
-        replicas = d.min_replicas if d.num_replicas == "auto" else d.num_replicas
-        total += d.num_cpus * max(replicas, 1)
-    workers = settings.serving.workers
-    replicas = workers.min_replicas if workers.num_replicas == "auto" else workers.num_replicas
-    return total + workers.num_cpus * replicas
+    serving = settings.serving
+    answering = (serving.gateway, serving.detector, serving.embedder)  # at least one each
+    total = sum(d.num_cpus * max(d.replica_floor, 1) for d in answering)
+    return total + serving.workers.num_cpus * serving.workers.replica_floor
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -4,8 +4,7 @@ translate: the request becomes the schema's dict, `Api.call` does the work, the 
 error, through `errors.py`'s one mapping) goes back in the transport's terms."""
 
 import json
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -74,7 +73,7 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
 def error_response(error: FaceGalleryError) -> JSONResponse:
     headers = {}
     if error.retry_after_s is not None:
-        headers["Retry-After"] = str(math.ceil(error.retry_after_s))
+        headers["Retry-After"] = str(error.retry_after_s)
     body = s.ErrorResponse(
         error=s.ErrorDetail(code=error.grpc_code, reason=error.reason, message=error.message)
     )
@@ -117,15 +116,18 @@ async def read_payload(request: Request, **path: str) -> dict[str, Any]:
 # replicas (NameError at request time).
 
 
-def _http_token(request: Request) -> str | None:
-    bearer = request.headers.get("authorization", "")
-    return request.headers.get(API_KEY_HEADER) or bearer.removeprefix("Bearer ").strip() or None
+def _token(headers: Mapping[str, str]) -> str | None:
+    """The API key from HTTP headers or gRPC metadata: ``x-api-key``, else a bearer token."""
+    bearer = str(headers.get("authorization", ""))
+    return headers.get(API_KEY_HEADER) or bearer.removeprefix("Bearer ").strip() or None
 
 
 def _grpc_token(context: Any) -> str | None:
-    metadata = dict(context.invocation_metadata())
-    bearer = str(metadata.get("authorization", ""))
-    return metadata.get(API_KEY_HEADER) or bearer.removeprefix("Bearer ").strip() or None
+    return _token(dict(context.invocation_metadata()))
+
+
+def _proto(answer: BaseModel, reply: type[ProtoMessage]) -> ProtoMessage:
+    return json_format.ParseDict(answer.model_dump(mode="json", exclude_none=True), reply())
 
 
 def _as_dict(request: ProtoMessage) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def _set_error(context: Any, error: FaceGalleryError) -> None:
     context.set_details(error.message)
     trailing = [(REASON_METADATA, error.reason)]
     if error.retry_after_s is not None:
-        trailing.append(("retry-after", str(math.ceil(error.retry_after_s))))
+        trailing.append(("retry-after", str(error.retry_after_s)))
     context.set_trailing_metadata(trailing)
 
 
@@ -167,7 +169,7 @@ class Gateway:
     ) -> Response:
         try:
             payload = await read_payload(request, **path)
-            token = _http_token(request)
+            token = _token(request.headers)
             answer = await run_in_threadpool(self.api.call, operation, "http", token, payload)
         except Exception as exc:
             return error_response(as_error(exc))
@@ -226,7 +228,7 @@ class Gateway:
     @http.get("/v1/jobs/{job_id}/watch", responses=_ERRORS)
     async def watch_job(self, job_id: str, request: Request) -> Response:
         """The job as newline-delimited JSON (one WatchJobResponse per change) until it ends."""
-        token, payload = _http_token(request), {"job_id": job_id}
+        token, payload = _token(request.headers), {"job_id": job_id}
         stream = self.api.watch_job("http", token, payload)
         try:
             first = await run_in_threadpool(next, stream)
@@ -292,7 +294,7 @@ class Gateway:
         except Exception as exc:
             _set_error(context, as_error(exc))
             return reply()
-        return json_format.ParseDict(answer.model_dump(mode="json", exclude_none=True), reply())
+        return _proto(answer, reply)
 
     def Detect(self, request: Any, grpc_context: Any) -> ProtoMessage:
         return self._grpc("detect", request, grpc_context, pb.DetectResponse)
@@ -315,9 +317,7 @@ class Gateway:
     def WatchJob(self, request: Any, grpc_context: Any) -> Iterator[ProtoMessage]:
         try:
             for job in self.api.watch_job("grpc", _grpc_token(grpc_context), _as_dict(request)):
-                yield json_format.ParseDict(
-                    {"job": job.model_dump(mode="json", exclude_none=True)}, pb.WatchJobResponse()
-                )
+                yield _proto(s.WatchJobResponse(job=job), pb.WatchJobResponse)
         except Exception as exc:
             _set_error(grpc_context, as_error(exc))
 

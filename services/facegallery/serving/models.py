@@ -10,7 +10,7 @@ import numpy as np
 from ray import serve
 
 from facegallery.config import DeploymentSettings, Settings
-from facegallery.metrics import BATCH_SIZE, timed
+from facegallery.metrics import BATCH_SIZE
 from facegallery.models import ModelStore
 from facegallery.pipeline import DetectedImage, FaceFinder, build_detector, build_embedder
 
@@ -71,10 +71,6 @@ class Embedder:
     async def embed(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         faces = _faces_in(crops)
         BATCH_SIZE.labels("embedder").observe(faces)
-        vectors = await asyncio.to_thread(self._embed, np.concatenate(crops))
+        vectors = await asyncio.to_thread(self.embedder.embed, np.concatenate(crops))
         bounds = np.cumsum([len(c) for c in crops])[:-1]
         return list(np.split(vectors, bounds))
-
-    def _embed(self, crops: np.ndarray) -> np.ndarray:
-        with timed("embed"):
-            return self.embedder.embed(crops)

@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from facegallery.config import EmbedSettings, RecognizerFamily
+from facegallery.metrics import timed
 from facegallery.runtime import InferenceRuntime
 
 # (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.
@@ -49,7 +50,8 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # A flipped copy doubles each runtime batch; keep it within the configured size.
         step = max(1, self.settings.batch_size // (2 if self.settings.flip_tta else 1))
-        chunks = [self._embed_chunk(crops[i : i + step]) for i in range(0, len(crops), step)]
+        with timed("embed"):
+            chunks = [self._embed_chunk(crops[i : i + step]) for i in range(0, len(crops), step)]
         return np.concatenate(chunks)
 
     @cached_property
