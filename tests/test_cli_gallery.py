@@ -32,10 +32,20 @@ def test_enroll_identify_verify_users_stats_delete(samples: Samples) -> None:
 
     code, out, _ = _run("identify", "-g", "cli", str(photo("obama2.jpg")))
     assert code == 0 and "obama (score" in out
+    assert "(far_extended for FPIR 0.01 at 2 users)" in out  # too small to self-calibrate
     code, out, _ = _run("identify", "-g", "cli", str(photo("grace_hopper.jpg")), "--json")
     answer = json.loads(out)
     assert answer["faces"][0]["decision"] == "unknown" and answer["faces"][0]["searched"]
     assert answer["model_id"].endswith("+flip")
+    point = answer["operating_point"]
+    assert point["method"] == "far_extended" and answer["threshold"] == point["threshold"]
+    assert (point["gallery_users"], point["gallery_templates"]) == (2, 2)
+    code, out, _ = _run("identify", "-g", "cli", str(photo("obama2.jpg")), "--threshold", "0.99")
+    assert "unknown (closest obama" in out and "threshold 0.990 (explicit)" in out
+    code, out, _ = _run("calibrate-gallery", "-g", "cli", "--fpir", "0.1", "--json")
+    assert code == 0 and json.loads(out)["operating_point"]["target_fpir"] == 0.1
+    code, out, _ = _run("calibrate-gallery", "-g", "cli")
+    assert code == 0 and out.startswith("cli: 2 leave-one-out searches; threshold")
 
     code, out, _ = _run("verify", "-g", "cli", "-u", "obama", str(photo("obama2.jpg")), "--json")
     assert code == 0 and json.loads(out)["match"] is True
@@ -76,6 +86,8 @@ def test_clear_errors(samples: Samples, tmp_path: Path) -> None:
     assert code == 1 and "not enrolled" in err
     code, _, err = _run("identify", "-g", "cli-err", photo, "--threshold", "7")
     assert code == 2 and "threshold" in err
+    code, _, err = _run("identify", "-g", "cli-err", photo, "--fpir", "0.5")
+    assert code == 2 and "target FPIR must be in (0, 0.1]" in err
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), read_bgr(samples.photo("obama.jpg"))[:40, :40])
     code, out, err = _run("enroll", "-g", "cli-err", "-u", "someone", str(blank))
@@ -153,6 +165,7 @@ def test_eval_identify(samples: Samples, tmp_path: Path) -> None:
         and report["nonmated_probes"] == 2
     )
     assert report["rank1"] >= 0.9
+    assert report["operating_point"]["method"] == "far_extended"
     code, _, err = _run(
         "eval", "identify", "--root", str(root), "--enroll-per-identity", "2", "--min-images", "2"
     )

@@ -18,8 +18,10 @@ from tqdm import tqdm
 
 from facegallery.cli_common import (
     ConfigOption,
+    FpirOption,
     GalleryOption,
     JsonFlag,
+    ThresholdOption,
     UserOption,
     echo_outcome,
     emit_json,
@@ -69,11 +71,6 @@ PairsOption = Annotated[
 ]
 PackOption = Annotated[
     str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
-]
-
-ThresholdOption = Annotated[
-    float | None,
-    typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
 ]
 
 
@@ -595,25 +592,28 @@ def identify(
     gallery: GalleryOption,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Candidates per face.")] = None,
     threshold: ThresholdOption = None,
+    fpir: FpirOption = None,
     as_json: JsonFlag = False,
     config: ConfigOption = None,
 ) -> None:
-    """Who is in this photo? Every face, its candidate users, and the decision."""
+    """Who is in this photo? Every face, its candidate users, and the decision (unknown below
+    the threshold for the gallery's target FPIR at its current size)."""
     service = _service(config)
-    answers = service.identify(gallery, read_image(image), top_k, threshold)
-    limit = service.thresholds.threshold(service.model_id, threshold)
+    result = service.identify_batch(gallery, [read_image(image)], top_k, threshold, fpir)
+    answers, point = result.images[0], result.operating_point
     if as_json:
         emit_json(
             {
                 "gallery": gallery,
-                "threshold": limit,
+                "threshold": point.threshold,
+                "operating_point": point.to_dict(),
                 "model_id": service.model_id,
                 "faces": [a.to_dict() for a in answers],
             },
             None,
         )
         return
-    typer.echo(f"{image}: {len(answers)} face(s), threshold {limit:.3f}")
+    typer.echo(f"{image}: {len(answers)} face(s), {point.describe()}")
     for i, answer in enumerate(answers, start=1):
         x1, y1, x2, y2 = (round(float(v)) for v in answer.detection.box)
         typer.echo(f"  {i}. ({x1},{y1})-({x2},{y2}) {answer.describe()}")
@@ -747,6 +747,26 @@ def calibrate(
     )
 
 
+@app.command("calibrate-gallery")
+@reports_errors
+def calibrate_gallery(
+    gallery: GalleryOption,
+    fpir: FpirOption = None,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Self-calibrate a gallery now: search a sample of its templates, each with its own user
+    left out, store the evidence beside the gallery, and show the operating point."""
+    service = _service(config)
+    sample = service.openset.calibrate(gallery)
+    point = service.openset.operating_point(gallery, fpir)
+    if as_json:
+        emit_json({"gallery": gallery, "operating_point": point.to_dict()}, None)
+        return
+    searched = f"{sample.searches} leave-one-out searches" if sample else "an empty gallery"
+    typer.echo(f"{gallery}: {searched}; {point.describe()}")
+
+
 @eval_app.command("identify")
 @reports_errors
 def eval_identify(
@@ -758,17 +778,30 @@ def eval_identify(
         int | None,
         typer.Option("--min-images", help="N: people with fewer are not enrolled (default K+1)."),
     ] = None,
+    distractors: Annotated[
+        Path | None,
+        typer.Option(
+            "--distractors",
+            help="Folder-per-identity people enrolled as extra users (K photos each), never "
+            "searched: a bigger gallery.",
+        ),
+    ] = None,
+    fpir: FpirOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
     config: ConfigOption = None,
     model_pack: PackOption = None,
 ) -> None:
-    """Rank-1, rank-5 and FNIR@FPIR with the real gallery (a temporary one)."""
+    """Rank-1, rank-5, FNIR@FPIR and the product's operating point (measured FPIR and FNIR
+    at the threshold identify would use) with the real gallery (a temporary one)."""
     from facegallery.evaluation.identify import evaluate_identification
     from facegallery.pipeline import FacePipeline
 
-    pipeline = FacePipeline.from_settings(_settings(config, model_pack))
+    settings = _settings(config, model_pack)
+    pipeline = FacePipeline.from_settings(settings)
     minimum = min_images if min_images is not None else enroll_per_identity + 1
-    report = evaluate_identification(pipeline, root, enroll_per_identity, minimum)
+    report = evaluate_identification(
+        pipeline, root, enroll_per_identity, minimum, settings.matching, distractors, fpir
+    )
     emit_json(report, json_out)
 
 

@@ -20,6 +20,16 @@ ConfigOption = Annotated[
 GalleryOption = Annotated[str, typer.Option("--gallery", "-g", help="Gallery id.")]
 UserOption = Annotated[str, typer.Option("--user", "-u", help="User id.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option("--threshold", help="Cosine threshold for this request (default: calibrated)."),
+]
+FpirOption = Annotated[
+    float | None,
+    typer.Option(
+        "--fpir", help="Target false positive identification rate (default: the gallery's)."
+    ),
+]
 F = TypeVar("F", bound=Callable[..., Any])
 
 

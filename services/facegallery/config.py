@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -370,7 +370,8 @@ class AuthSettings(BaseModel):
 
 
 class MatchingSettings(BaseModel):
-    """Decisions: thresholds per model id, and what a duplicate identity at enrollment does."""
+    """Decisions: 1:1 thresholds per model id, the open-set operating point of each gallery
+    (``facegallery.openset``), and what a duplicate identity at enrollment does."""
 
     thresholds_file: Path = Field(
         default_factory=lambda: _data_home() / "thresholds.json",
@@ -381,6 +382,44 @@ class MatchingSettings(BaseModel):
         default="warn",
         description="When an enrollment face already matches a different user of the gallery.",
     )
+    target_fpir: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=0.1,
+        description="Identify answers unknown below the threshold at which this fraction of "
+        "strangers would be matched to someone, at the gallery's current size.",
+    )
+    gallery_fpir: dict[str, Annotated[float, Field(gt=0.0, le=0.1)]] = Field(
+        default_factory=dict,
+        description="Target FPIR per gallery id, overriding target_fpir (a request's own "
+        "target or threshold overrides both).",
+    )
+    calibration_sample: int = Field(
+        default=4000,
+        ge=100,
+        le=16384,
+        description="Templates searched (each with its own user left out) to self-calibrate "
+        "a gallery; a seeded, uniform sample when the gallery holds more.",
+    )
+    min_false_positives: int = Field(
+        default=10,
+        ge=1,
+        description="Self-calibration needs sample x FPIR >= this many false positives to "
+        "set a threshold (10: about +-30% on the FPIR it gives); below it, the pair "
+        "calibration extended to the gallery's size is used.",
+    )
+    recalibrate_growth: float = Field(
+        default=0.2,
+        gt=0.0,
+        description="Self-calibrate again once the number of users has changed by this "
+        "fraction since the last calibration (in the background; the old one serves).",
+    )
+    calibration_check_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="How often a process re-reads a gallery's size and stored calibration.",
+    )
+    calibration_seed: int = Field(default=0, description="Seeds the template sample.")
 
 
 class Settings(BaseSettings):

@@ -36,22 +36,42 @@ class Calibration:
     genuine_pairs: int
     impostor_pairs: int
     source: str
+    # A normal fit to the impostor scores: the per-comparison false accept rate at any
+    # threshold, which open-set identification extends to a small gallery's size.
+    impostor_mean: float | None = None
+    impostor_std: float | None = None
 
 
-def _celeba_150(model_id: str, threshold: float, tar: float) -> Calibration:
-    return Calibration(model_id, threshold, 0.001, 0.001, tar, 3000, 3000, "celeba_150/pairs.csv")
+def _celeba_150(
+    model_id: str, threshold: float, tar: float, impostors: tuple[float, float]
+) -> Calibration:
+    return Calibration(
+        model_id, threshold, 0.001, 0.001, tar, 3000, 3000, "celeba_150/pairs.csv", *impostors
+    )
 
 
 # Shipped defaults: `facegallery calibrate --far 0.001` on the development set celeba_150
-# (3,000 genuine and 3,000 impostor pairs), see README "Thresholds". Galleries of other people
+# (3,000 genuine and 3,000 impostor pairs), see README "Thresholds", with the mean and standard
+# deviation of the impostor scores. Galleries of other people
 # and cameras should calibrate on pairs of their own.
 SHIPPED: dict[str, Calibration] = {
     c.model_id: c
     for c in (
-        _celeba_150("sface-2021dec-728d3b367af3+flip", 0.34931904077529913, 0.895333),
-        _celeba_150("arcface-w600k-mbf-35b35e093ed0+flip", 0.25579136610031133, 0.938),
-        _celeba_150("sface-2021dec-728d3b367af3", 0.356260359287262, 0.880667),
-        _celeba_150("arcface-w600k-mbf-35b35e093ed0", 0.25031709671020513, 0.938),
+        _celeba_150(
+            "sface-2021dec-728d3b367af3+flip", 0.34931904077529913, 0.895333, (0.087891, 0.089295)
+        ),
+        _celeba_150(
+            "arcface-w600k-mbf-35b35e093ed0+flip",
+            0.25579136610031133,
+            0.938,
+            (0.00355, 0.070104),
+        ),
+        _celeba_150(
+            "sface-2021dec-728d3b367af3", 0.356260359287262, 0.880667, (0.085983, 0.089206)
+        ),
+        _celeba_150(
+            "arcface-w600k-mbf-35b35e093ed0", 0.25031709671020513, 0.938, (0.003304, 0.070133)
+        ),
     )
 }
 
@@ -72,6 +92,7 @@ def calibrate(
     tar, threshold = measured
     filled = np.where(np.isnan(scores), -np.inf, scores)
     far = float((filled[~same.astype(bool)] >= threshold).mean())
+    scored = scores[~same.astype(bool) & ~np.isnan(scores)]
     return Calibration(
         model_id=model_id,
         threshold=threshold,  # exact: rounding down could admit one more impostor
@@ -81,6 +102,8 @@ def calibrate(
         genuine_pairs=int(same.astype(bool).sum()),
         impostor_pairs=impostors,
         source=source,
+        impostor_mean=round(float(scored.mean()), 6),
+        impostor_std=round(float(scored.std()), 6),
     )
 
 

@@ -18,6 +18,7 @@ from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, Us
 from facegallery.gallery.policy import templates_to_keep
 from facegallery.matching import UNKNOWN, Identification, Thresholds, Verification, decide
 from facegallery.metrics import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
+from facegallery.openset import OpenSetCalibrator, OperatingPoint
 from facegallery.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
 
@@ -30,6 +31,14 @@ class ImageInput:
 
     name: str
     data: bytes | np.ndarray
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The faces found in each image, in order, and the operating point they were decided at."""
+
+    images: list[list[Identification]]
+    operating_point: OperatingPoint
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class FaceService:
         self.gallery = gallery
         self.thresholds = thresholds
         self.settings = settings
+        self.openset = OpenSetCalibrator(gallery, thresholds, settings.matching)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FaceService:
@@ -236,10 +246,11 @@ class FaceService:
         image: bytes | np.ndarray,
         top_k: int | None = None,
         threshold: float | None = None,
+        fpir: float | None = None,
     ) -> list[Identification]:
         """Every face of the image: candidates (one per user) and a decision. Faces that fail
         the quality gate are reported with their reasons and not searched."""
-        return self.identify_batch(gallery, [image], top_k, threshold)[0]
+        return self.identify_batch(gallery, [image], top_k, threshold, fpir).images[0]
 
     def identify_batch(
         self,
@@ -247,15 +258,18 @@ class FaceService:
         images: Sequence[bytes | np.ndarray],
         top_k: int | None = None,
         threshold: float | None = None,
-    ) -> list[list[Identification]]:
+        fpir: float | None = None,
+    ) -> Identified:
         """`identify` for several images (frames of one camera): one detection batch, one
         embedding batch and one gallery search for all their faces. An undecodable image
-        fails the call, naming it."""
+        fails the call, naming it. Decided at the gallery's operating point for the target
+        FPIR (``fpir``, else the gallery's, else the default) unless ``threshold`` is given."""
         gallery = ids.gallery_id(gallery)
         top_k = self.settings.gallery.top_k if top_k is None else top_k
         if not 1 <= top_k <= 100:
             raise InvalidInput(f"top_k must be between 1 and 100, got {top_k}")
-        limit = self.thresholds.threshold(self.model_id, threshold)
+        point = self.openset.operating_point(gallery, fpir, threshold)
+        limit = point.threshold
         found = self.analyze(images, embed_rejected=False)
         per_image = [
             _or_raise(f, f"image {i}: " if len(images) > 1 else "") for i, f in enumerate(found)
@@ -281,7 +295,7 @@ class FaceService:
                 else:
                     answer.append(Identification(face.detection, face.quality))
             answers.append(answer)
-        return answers
+        return Identified(answers, point)
 
     def detect(self, image: bytes | np.ndarray) -> list[Face]:
         """Faces of one image with their quality verdicts; nothing is embedded or searched."""
@@ -337,11 +351,12 @@ class FaceService:
         accepted: list[_Accepted],
         outcomes: dict[int, EnrollOutcome],
     ) -> None:
-        """A new face that already matches a *different* user is a warning (or a refusal)."""
+        """A new face that identify would match to a *different* user (at the gallery's
+        operating point) is a warning (or a refusal)."""
         if not accepted:
             return
         try:
-            limit = self.thresholds.threshold(self.model_id)
+            limit = self.openset.operating_point(gallery).threshold
         except FailedPrecondition:
             for a in accepted:
                 a.warnings.append("no threshold for this model: duplicate identities not checked")

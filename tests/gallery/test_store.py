@@ -17,7 +17,7 @@ import pytest
 
 from facegallery.config import GallerySettings
 from facegallery.errors import InvalidInput, NotFound
-from facegallery.gallery import Gallery, NewTemplate
+from facegallery.gallery import Gallery, ImpostorSample, NewTemplate
 from facegallery.gallery.store import collection_name
 from facegallery.servers import MilvusServer
 
@@ -289,3 +289,32 @@ def test_server_grouping_where_it_exists_and_why_it_is_not_the_default(
     else:
         assert len(client) == 3
         assert len(server) < 3, "server 2.3 grouped by user: revisit the default"
+
+
+def test_template_sample_is_a_seeded_range_of_about_the_asked_size(gallery: Gallery) -> None:
+    batch = {f"s{u}": _templates(f"s{u}", _unit(u), 4, tag="sample") for u in range(250)}
+    gallery.add_many("sampled", batch)
+    users, vectors = gallery.sample_templates("sampled", 200, seed=1)
+    assert 140 <= len(users) <= 260  # a range of 1/5 of the id space: binomial around 200
+    assert vectors.shape == (len(users), DIM)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert sorted(gallery.sample_templates("sampled", 200, seed=1)[0]) == sorted(users)
+    # Other seeds start elsewhere (some ranges wrap around the end of the id space).
+    samples = [gallery.sample_templates("sampled", 200, seed=s)[0] for s in range(2, 10)]
+    assert all(140 <= len(s) <= 260 for s in samples)
+    assert any(sorted(s) != sorted(users) for s in samples)
+    everyone, _ = gallery.sample_templates("sampled", 5000, seed=1)
+    assert sorted(everyone) == sorted(u for u in batch for _ in range(4))
+
+
+def test_calibration_is_stored_beside_the_gallery(
+    gallery: Gallery, gallery_settings: GallerySettings
+) -> None:
+    assert gallery.calibrations.get("calibrated") is None
+    first = ImpostorSample("calibrated", 10, 30, 30, (0.61, 0.5, 0.25), 1)
+    gallery.calibrations.put(first)
+    second = ImpostorSample("calibrated", 12, 36, 36, (0.6, 0.45), 2)
+    gallery.calibrations.put(second)  # replaces, never duplicates
+    reader = Gallery(gallery_settings, MODEL, DIM)  # another process's view
+    assert reader.calibrations.get("calibrated") == second
+    assert reader.calibrations.get("elsewhere") is None

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from facegallery.client import GrpcClient, HttpClient
+from facegallery.errors import InvalidInput
 from facegallery.samples import Samples
 from tests.serving.conftest import Served
 
@@ -60,6 +61,28 @@ def test_enroll_identify_verify_delete(client: Client, samples: Samples) -> None
     after = client.identify(gallery, samples.photo("obama2.jpg"))
     assert [f.decision for f in after.faces] == ["unknown"]
     assert client.gallery_stats(gallery).users == 0
+
+
+def test_every_answer_says_its_operating_point(client: Client, samples: Samples) -> None:
+    gallery = new_gallery()
+    assert client.wait_job(client.enroll(gallery, "obama", [samples.photo("obama.jpg")]).job_id)
+    probe = samples.photo("obama2.jpg")
+    found = client.identify(gallery, probe)
+    point = found.operating_point
+    assert (point.method, point.target_fpir) == ("far_extended", 0.01)  # one user: too few
+    assert (point.gallery_users, point.gallery_templates) == (1, 1)
+    assert found.threshold == point.threshold and found.faces[0].decision == "obama"
+
+    strict = client.identify(gallery, probe, threshold=0.99)
+    assert (strict.operating_point.method, strict.threshold) == ("explicit", 0.99)
+    assert strict.operating_point.target_fpir is None
+    assert strict.faces[0].decision == "unknown"
+    looser = client.identify(gallery, probe, target_fpir=0.1)
+    assert looser.operating_point.target_fpir == 0.1 and looser.threshold < found.threshold
+    batch = client.identify_batch(gallery, [probe, probe], target_fpir=0.1)
+    assert [r.operating_point for r in batch.results] == [looser.operating_point] * 2
+    with pytest.raises(InvalidInput, match="target_fpir"):
+        client.identify(gallery, probe, target_fpir=0.5)
 
 
 def test_both_protocols_give_the_same_answers(served: Served, samples: Samples) -> None:

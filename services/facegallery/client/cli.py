@@ -17,8 +17,10 @@ import typer
 from tqdm import tqdm
 
 from facegallery.cli_common import (
+    FpirOption,
     GalleryOption,
     JsonFlag,
+    ThresholdOption,
     UserOption,
     echo_outcome,
     emit_json,
@@ -165,16 +167,19 @@ def identify(
     image: Annotated[Path, typer.Argument(help="A photo with any number of faces.")],
     gallery: GalleryOption,
     top_k: Annotated[int, typer.Option("--top-k", help="Candidates per face (0: default).")] = 0,
+    threshold: ThresholdOption = None,
+    fpir: FpirOption = None,
     as_json: JsonFlag = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
     """Who is in the photo: every face against the gallery."""
-    answer = connect(url, api_key).identify(gallery, _read(image), top_k)
+    answer = connect(url, api_key).identify(gallery, _read(image), top_k, threshold, fpir)
     if as_json:
         emit_json(answer.model_dump(mode="json"), None)
         return
-    typer.echo(f"{image.name}: {len(answer.faces)} face(s) (threshold {answer.threshold:.3f})")
+    point = answer.operating_point.describe()
+    typer.echo(f"{image.name}: {len(answer.faces)} face(s), {point}")
     for n, face in enumerate(answer.faces, 1):
         b = face.face.box
         where = f"  {n}. box ({b.x1:.0f},{b.y1:.0f})-({b.x2:.0f},{b.y2:.0f})"

@@ -35,15 +35,37 @@ class GrpcClient:
         request = pb.DetectRequest(image=_image(image))
         return self._unary(self.stub.Detect, request, s.DetectResponse)
 
-    def identify(self, gallery: str, image: ImageArg, top_k: int = 0) -> s.IdentifyResponse:
-        request = pb.IdentifyRequest(gallery=gallery, image=_image(image), top_k=top_k)
+    def identify(
+        self,
+        gallery: str,
+        image: ImageArg,
+        top_k: int = 0,
+        threshold: float | None = None,
+        target_fpir: float | None = None,
+    ) -> s.IdentifyResponse:
+        request = pb.IdentifyRequest(
+            gallery=gallery,
+            image=_image(image),
+            top_k=top_k,
+            threshold=threshold,
+            target_fpir=target_fpir,
+        )
         return self._unary(self.stub.Identify, request, s.IdentifyResponse)
 
     def identify_batch(
-        self, gallery: str, images: Sequence[ImageArg], top_k: int = 0
+        self,
+        gallery: str,
+        images: Sequence[ImageArg],
+        top_k: int = 0,
+        threshold: float | None = None,
+        target_fpir: float | None = None,
     ) -> s.IdentifyBatchResponse:
         request = pb.IdentifyBatchRequest(
-            gallery=gallery, images=[_image(im, i) for i, im in enumerate(images)], top_k=top_k
+            gallery=gallery,
+            images=[_image(im, i) for i, im in enumerate(images)],
+            top_k=top_k,
+            threshold=threshold,
+            target_fpir=target_fpir,
         )
         return self._unary(self.stub.IdentifyBatch, request, s.IdentifyBatchResponse)
 

@@ -29,17 +29,39 @@ class HttpClient:
     def detect(self, image: ImageArg) -> s.DetectResponse:
         return self._post("/v1/detect", s.DetectResponse, [("image", image)])
 
-    def identify(self, gallery: str, image: ImageArg, top_k: int = 0) -> s.IdentifyResponse:
+    def identify(
+        self,
+        gallery: str,
+        image: ImageArg,
+        top_k: int = 0,
+        threshold: float | None = None,
+        target_fpir: float | None = None,
+    ) -> s.IdentifyResponse:
         return self._post(
-            f"/v1/galleries/{gallery}/identify", s.IdentifyResponse, [("image", image)], top_k=top_k
+            f"/v1/galleries/{gallery}/identify",
+            s.IdentifyResponse,
+            [("image", image)],
+            top_k=top_k,
+            threshold=threshold,
+            target_fpir=target_fpir,
         )
 
     def identify_batch(
-        self, gallery: str, images: Sequence[ImageArg], top_k: int = 0
+        self,
+        gallery: str,
+        images: Sequence[ImageArg],
+        top_k: int = 0,
+        threshold: float | None = None,
+        target_fpir: float | None = None,
     ) -> s.IdentifyBatchResponse:
         files = [("images", i) for i in images]
         return self._post(
-            f"/v1/galleries/{gallery}/identify-batch", s.IdentifyBatchResponse, files, top_k=top_k
+            f"/v1/galleries/{gallery}/identify-batch",
+            s.IdentifyBatchResponse,
+            files,
+            top_k=top_k,
+            threshold=threshold,
+            target_fpir=target_fpir,
         )
 
     def verify(self, gallery: str, user_id: str, image: ImageArg) -> s.VerifyResponse:
@@ -100,7 +122,7 @@ class HttpClient:
         self, path: str, model: type[_M], files: list[tuple[str, ImageArg]], **fields: Any
     ) -> _M:
         upload = [(field, named(image, i)) for i, (field, image) in enumerate(files)]
-        data = {k: str(v) for k, v in fields.items()}
+        data = {k: str(v) for k, v in fields.items() if v is not None}
         answer = self._call(lambda: self.http.post(path, files=upload, data=data))
         return _parse(answer, model)
 

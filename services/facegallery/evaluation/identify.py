@@ -2,7 +2,8 @@
 
 People with at least ``min_images`` photos get their first ``k`` (sorted by name) enrolled;
 their other photos are mated searches. People with fewer photos are not enrolled: their
-photos are non-mated searches, which measure false positive identification. Rank-1 / rank-5
+photos are non-mated searches, which measure false positive identification. Distractors
+(another folder-per-identity set) grow the gallery: enrolled, never searched. Rank-1 / rank-5
 count a mated search as a hit when the mate is among the first 1 / 5 users returned;
 FNIR@FPIR follows NIST FRVT (rank 1, threshold set on the non-mated searches). Each image
 contributes its largest face, without the quality gate: this measures recognition, and a
@@ -11,23 +12,29 @@ photo without a face is a failure to enroll or a failed search, never skipped.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facegallery.config import GallerySettings
+from facegallery.config import GallerySettings, MatchingSettings
 from facegallery.errors import InvalidInput
-from facegallery.evaluation.metrics import FPIR_TARGETS, fnir_at_fpir
+from facegallery.evaluation.metrics import FPIR_TARGETS, fnir_at_fpir, open_set_rates
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.gallery import Candidate, Gallery, NewTemplate
+from facegallery.matching import Thresholds
+from facegallery.openset import OpenSetCalibrator
 from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
 
 EVAL_GALLERY = "eval"
+DISTRACTOR = "distractor-"
 RANKS = 5
 
 
@@ -62,61 +69,145 @@ def split_identities(root: Path, k: int, min_images: int) -> Split:
     return Split(enroll, mated, nonmated)
 
 
-def evaluate_identification(
-    pipeline: FacePipeline, root: Path, k: int, min_images: int, progress: bool = True
-) -> dict[str, Any]:
-    """``facegallery eval identify``: enroll, search, report (JSON-ready)."""
-    start = time.perf_counter()
-    split = split_identities(root, k, min_images)
-    embed = largest_face_embedder(pipeline)
-    enroll_paths = [p for paths in split.enroll.values() for p in paths]
-    searches = [p for p, _ in split.mated] + split.nonmated
-    vectors = embed_images(embed, enroll_paths + searches, progress)
+def distractor_people(root: Path, k: int) -> dict[str, list[Path]]:
+    """Every person of a folder-per-identity set with their first ``k`` photos: enrolled as
+    extra users to grow the gallery, never searched."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        raise InvalidInput(f"--distractors {root} has no identity folders")
+    people = {
+        folder.name: sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:k]
+        for folder in folders
+    }
+    return {name: photos for name, photos in people.items() if photos}
 
+
+@dataclass(frozen=True)
+class Searches:
+    """Every search's outcome: the mate's rank (0: absent) and the top score of each mated
+    search, and the top score of each non-mated one (NaN: no face)."""
+
+    mate_rank: np.ndarray
+    mated_score: np.ndarray
+    nonmated_score: np.ndarray
+
+
+@contextmanager
+def eval_gallery(
+    people: dict[str, list[Path]],
+    vectors: dict[Path, np.ndarray | None],
+    model_id: str,
+    dimension: int,
+) -> Iterator[tuple[Gallery, set[str]]]:
+    """A temporary Milvus Lite gallery (``EVAL_GALLERY``) holding these people (user id ->
+    photos, those with an embedding), with the users that got at least one template."""
     with tempfile.TemporaryDirectory() as scratch:
         settings = GallerySettings(uri=str(Path(scratch) / "eval.db"), index_type="FLAT")
-        gallery = Gallery(settings, pipeline.model_id, pipeline.embedder.dimension)
-        failed_to_enroll = 0
-        for number, (person, paths) in enumerate(split.enroll.items()):
+        gallery = Gallery(settings, model_id, dimension)
+        enrolled: set[str] = set()
+        batch: dict[str, list[NewTemplate]] = {}
+        for user, paths in people.items():
             templates = [
-                NewTemplate(f"{number:016x}{i:016x}", vector, 1.0, p.name)
-                for i, p in enumerate(paths)
+                NewTemplate(_template_id(user, p), vector, 1.0, p.name)
+                for p in paths
                 if (vector := vectors[p]) is not None
             ]
-            if not templates:
-                failed_to_enroll += 1
-                continue
-            gallery.add(EVAL_GALLERY, _user(person), templates, settle=False)
+            if templates:
+                enrolled.add(user)
+                batch[user] = templates
+            if len(batch) == 1000:
+                gallery.add_many(EVAL_GALLERY, batch, settle=False)
+                batch = {}
+        gallery.add_many(EVAL_GALLERY, batch, settle=False)
         gallery.settle()
-        found = {p: v for p in searches if (v := vectors[p]) is not None}
-        hits = gallery.search(EVAL_GALLERY, np.stack(list(found.values())), RANKS) if found else []
-        results = dict(zip(found, hits, strict=True))
+        yield gallery, enrolled
 
-    mate_rank = np.array([_rank(results.get(p), _user(person)) for p, person in split.mated])
+
+def search(gallery: Gallery, split: Split, vectors: dict[Path, np.ndarray | None]) -> Searches:
+    """Every mated and non-mated search of the split, in one gallery search."""
+    searches = [p for p, _ in split.mated] + split.nonmated
+    found = {p: v for p in searches if (v := vectors[p]) is not None}
+    hits = gallery.search(EVAL_GALLERY, np.stack(list(found.values())), RANKS) if found else []
+    results = dict(zip(found, hits, strict=True))
     top = {p: (c[0].score if c else np.nan) for p, c in results.items()}
-    mated_score = np.array([top.get(p, np.nan) for p, _ in split.mated])
-    nonmated_score = np.array([top.get(p, np.nan) for p in split.nonmated])
+    return Searches(
+        mate_rank=np.array([_rank(results.get(p), user_id(person)) for p, person in split.mated]),
+        mated_score=np.array([top.get(p, np.nan) for p, _ in split.mated]),
+        nonmated_score=np.array([top.get(p, np.nan) for p in split.nonmated]),
+    )
+
+
+def evaluate_identification(
+    pipeline: FacePipeline,
+    root: Path,
+    k: int,
+    min_images: int,
+    matching: MatchingSettings,
+    distractors: Path | None = None,
+    fpir: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``facegallery eval identify``: enroll, search, report (JSON-ready): rank-k, the
+    FNIR@FPIR curve (thresholds set on the non-mated searches themselves, an oracle), and the
+    decision the product would really make at its default operating point on that gallery."""
+    start = time.perf_counter()
+    split = split_identities(root, k, min_images)
+    extra = distractor_people(distractors, k) if distractors is not None else {}
+    enroll_paths = [p for paths in [*split.enroll.values(), *extra.values()] for p in paths]
+    searches = [p for p, _ in split.mated] + split.nonmated
+    embed = largest_face_embedder(pipeline)
+    vectors = embed_images(embed, enroll_paths + searches, progress)
+    people = {user_id(name): paths for name, paths in split.enroll.items()}
+    extras = {DISTRACTOR + user_id(name): paths for name, paths in extra.items()}
+    dimension = pipeline.embedder.dimension
+    with eval_gallery({**people, **extras}, vectors, pipeline.model_id, dimension) as (
+        gallery,
+        enrolled,
+    ):
+        result = search(gallery, split, vectors)
+        calibrator = OpenSetCalibrator(gallery, Thresholds(matching), matching)
+        point = calibrator.operating_point(EVAL_GALLERY, fpir)
+    mate_ok = result.mate_rank == 1
     fnir = {}
-    for fpir in FPIR_TARGETS:
-        value = fnir_at_fpir(mate_rank == 1, mated_score, nonmated_score, fpir)
+    for target in FPIR_TARGETS:
+        value = fnir_at_fpir(mate_ok, result.mated_score, result.nonmated_score, target)
         if value is not None:
-            fnir[str(fpir)] = round(value, 6)
+            fnir[str(target)] = round(value, 6)
+    measured_fpir, measured_fnir = open_set_rates(
+        point.threshold, mate_ok, result.mated_score, result.nonmated_score
+    )
     mated_count = max(1, len(split.mated))
     return {
-        "rank1": round(float((mate_rank == 1).sum() / mated_count), 6),
-        "rank5": round(float(((mate_rank >= 1) & (mate_rank <= 5)).sum() / mated_count), 6),
+        "rank1": round(float(mate_ok.sum() / mated_count), 6),
+        "rank5": round(
+            float(((result.mate_rank >= 1) & (result.mate_rank <= 5)).sum() / mated_count), 6
+        ),
         "fnir_at_fpir": fnir,
-        "gallery_users": len(split.enroll) - failed_to_enroll,
+        "operating_point": {
+            "method": point.method,
+            "target_fpir": point.target_fpir,
+            "threshold": round(point.threshold, 6),
+            "gallery_users": point.gallery_users,
+            "measured_fpir": round(measured_fpir, 6),
+            "measured_fnir": round(measured_fnir, 6),
+        },
+        "gallery_users": point.gallery_users,
+        "distractor_users": len(enrolled - set(people)),
         "mated_probes": len(split.mated),
         "nonmated_probes": len(split.nonmated),
-        "failed_to_enroll": failed_to_enroll,
+        "failed_to_enroll": len(set(people) - enrolled),
         "failed_probes": sum(vectors[p] is None for p in searches),
         "seconds": round(time.perf_counter() - start, 2),
         "model_id": pipeline.model_id,
     }
 
 
-def _user(folder: str) -> str:
+def _template_id(user: str, photo: Path) -> str:
+    """Hash-uniform, as the service makes them (self-calibration samples by id range)."""
+    return hashlib.sha256(f"{user}\0{photo}".encode()).hexdigest()[:32]
+
+
+def user_id(folder: str) -> str:
     """Folder names become user ids; anything outside the id alphabet becomes '_'."""
     cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.@:-") else "_" for c in folder)
     return cleaned if cleaned[:1].isalnum() else "u" + cleaned

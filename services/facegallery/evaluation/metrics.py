@@ -96,12 +96,21 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
     None when there are too few impostor pairs to measure that rate (fewer than 1 / far)."""
     filled = np.where(np.isnan(scores), -np.inf, scores)
     y = same.astype(bool)
-    impostors = np.sort(filled[~y])[::-1]
-    if len(impostors) * far < 1.0:
+    threshold = threshold_at_rate(filled[~y], far)
+    if threshold is None:
         return None
-    allowed = int(np.floor(far * len(impostors)))
-    threshold = float(np.nextafter(impostors[allowed], np.inf))
     return float((filled[y] >= threshold).mean()), threshold
+
+
+def threshold_at_rate(negatives: np.ndarray, rate: float) -> float | None:
+    """The lowest threshold that at most a fraction ``rate`` of these negative scores (impostor
+    pairs, or the best scores of non-mated searches) reach: just above the
+    ``floor(rate * n)``-th highest. NaN never reaches it. None when there are fewer than
+    1 / ``rate`` scores, too few to measure that rate."""
+    ranked = np.sort(np.where(np.isnan(negatives), -np.inf, negatives))[::-1]
+    if len(ranked) * rate < 1.0:
+        return None
+    return float(np.nextafter(ranked[int(np.floor(rate * len(ranked)))], np.inf))
 
 
 FPIR_TARGETS = (0.003, 0.01, 0.1)
@@ -117,10 +126,23 @@ def fnir_at_fpir(
     candidate (NIST FRVT 1:N, rank 1): a mated search is a miss unless its top candidate is
     the mate *and* scores at least the threshold. NaN scores (no face) never pass. None when
     there are fewer than 1 / ``fpir`` non-mated searches."""
-    nonmated = np.sort(np.where(np.isnan(nonmated_top_score), -np.inf, nonmated_top_score))[::-1]
-    if len(nonmated) * fpir < 1.0 or len(mated_top_score) == 0:
+    threshold = threshold_at_rate(nonmated_top_score, fpir)
+    if threshold is None or len(mated_top_score) == 0:
         return None
-    threshold = float(np.nextafter(nonmated[int(np.floor(fpir * len(nonmated)))], np.inf))
+    return open_set_rates(threshold, mated_top_user_ok, mated_top_score, nonmated_top_score)[1]
+
+
+def open_set_rates(
+    threshold: float,
+    mated_top_user_ok: np.ndarray,
+    mated_top_score: np.ndarray,
+    nonmated_top_score: np.ndarray,
+) -> tuple[float, float]:
+    """(FPIR, FNIR) of the decision at ``threshold``: a non-mated search is a false positive
+    when its top candidate reaches it; a mated search is a miss unless its top candidate is
+    the mate and reaches it. NaN scores (no face) never reach it."""
+    nonmated = np.where(np.isnan(nonmated_top_score), -np.inf, nonmated_top_score)
     mated = np.where(np.isnan(mated_top_score), -np.inf, mated_top_score)
     hits = mated_top_user_ok & (mated >= threshold)
-    return float(1.0 - hits.mean())
+    fpir = float((nonmated >= threshold).mean()) if len(nonmated) else 0.0
+    return fpir, float(1.0 - hits.mean()) if len(mated) else 0.0

@@ -1,6 +1,7 @@
 """The gallery: enrolled people as sets of templates in Milvus, the user registry beside them,
 and the policy that keeps them."""
 
+from facegallery.gallery.calibrations import ImpostorSample
 from facegallery.gallery.registry import UserRecord
 from facegallery.gallery.store import (
     Candidate,
@@ -16,6 +17,7 @@ __all__ = [
     "Candidate",
     "Gallery",
     "GalleryStats",
+    "ImpostorSample",
     "NewTemplate",
     "Template",
     "TemplateInfo",

@@ -18,6 +18,7 @@ handled once, in ``connection.py``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from pymilvus import DataType, MilvusClient
 from facegallery import ids
 from facegallery.config import GallerySettings
 from facegallery.errors import InvalidInput, NotFound, Unavailable
+from facegallery.gallery.calibrations import CalibrationStore
 from facegallery.gallery.connection import (
     MAX_LIMIT,
     MilvusConnection,
@@ -130,11 +132,14 @@ class Gallery:
         self.collection = collection_name(model_id)
         self.connection = MilvusConnection(settings)
         self.embedded = self.connection.embedded
-        self.registry = UserRegistry(self.connection, "users_" + self.collection[len("faces_") :])
+        suffix = self.collection[len("faces_") :]
+        self.registry = UserRegistry(self.connection, "users_" + suffix)
+        self.calibrations = CalibrationStore(self.connection, "opsets_" + suffix)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._ensure_collection()
         if self.registry.ensure():
             self.rebuild_registry()
+        self.calibrations.ensure()
 
     def add(
         self, gallery: str, user_id: str, templates: list[NewTemplate], settle: bool = True
@@ -197,6 +202,32 @@ class Gallery:
             **grouping,
         )
         return [_best_per_user(hits, top_k) for hits in results]
+
+    def sample_templates(self, gallery: str, size: int, seed: int) -> tuple[list[str], np.ndarray]:
+        """About ``size`` of a gallery's templates, (user ids, embeddings (n, D)), read by one
+        query. Template ids are hash digests, so the templates whose ids fall in a range are
+        a uniform sample: a range of ``size / templates`` of the id space, starting where
+        ``seed`` and the gallery name put it (the same sample every time, plus the new
+        templates that fall in it)."""
+        gallery = ids.gallery_id(gallery)
+        total = self.connection.count(self.collection, gallery_filter(gallery))
+        expression = gallery_filter(gallery)
+        if total > size:
+            space = 16**8  # the first 8 hex digits of the id
+            width = int(space * size / total)
+            digest = hashlib.sha256(f"{seed}\0{gallery}".encode()).digest()
+            start = int.from_bytes(digest[:4], "big") % space
+            end = start + width
+            low, high = f'"{start:08x}"', f'"{end % space:08x}"'
+            joined = "and" if end < space else "or"
+            expression += f" and (template_id >= {low} {joined} template_id < {high})"
+        # The range holds about ``size`` (binomially); the limit only guards the read.
+        rows = self.connection.query(
+            self.collection, expression, ["user_id", "embedding"], min(MAX_LIMIT, 2 * size)
+        )
+        users = [r["user_id"] for r in rows]
+        vectors = np.asarray([r["embedding"] for r in rows], np.float32)
+        return users, vectors.reshape(len(rows), self.dimension)
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         """Every template of one user, with embeddings."""
@@ -308,6 +339,7 @@ class Gallery:
         """Remove the whole collection and its registry (every gallery of this model)."""
         self.connection.call("drop_collection", self.collection)
         self.connection.call("drop_collection", self.registry.collection)
+        self.connection.call("drop_collection", self.calibrations.collection)
 
     def _stored(self, template_ids: list[str]) -> set[str]:
         """Which of these template ids are stored already (a primary-key lookup)."""

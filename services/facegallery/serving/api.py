@@ -142,7 +142,13 @@ class Api:
         return s.DetectResponse.of(self.service.detect(r.image.data), self.service.model_id)
 
     def _identify(self, r: s.IdentifyRequest) -> s.IdentifyResponse:
-        batch = s.IdentifyBatchRequest(gallery=r.gallery, images=[r.image], top_k=r.top_k)
+        batch = s.IdentifyBatchRequest(
+            gallery=r.gallery,
+            images=[r.image],
+            top_k=r.top_k,
+            threshold=r.threshold,
+            target_fpir=r.target_fpir,
+        )
         return self._identify_batch(batch).results[0]
 
     def _identify_batch(self, r: s.IdentifyBatchRequest) -> s.IdentifyBatchResponse:
@@ -150,18 +156,19 @@ class Api:
         if len(r.images) > limit:
             raise InvalidInput(f"at most {limit} images per call, got {len(r.images)}")
         answers = self.service.identify_batch(
-            r.gallery, [i.data for i in r.images], r.top_k or None
+            r.gallery, [i.data for i in r.images], r.top_k or None, r.threshold, r.target_fpir
         )
         self.galleries_seen.add(r.gallery)
-        threshold = self.service.thresholds.threshold(self.service.model_id)
+        point = s.OperatingPoint.of(answers.operating_point)
         return s.IdentifyBatchResponse(
             results=[
                 s.IdentifyResponse(
                     faces=[s.IdentifiedFace.of(a) for a in faces],
-                    threshold=threshold,
+                    threshold=point.threshold,
                     model_id=self.service.model_id,
+                    operating_point=point,
                 )
-                for faces in answers
+                for faces in answers.images
             ]
         )
 

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from facegallery import openset
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
 from facegallery.matching import Identification, Verification, describe_decision
+from facegallery.openset import MAX_FPIR
 from facegallery.pipeline import Face as PipelineFace
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality as PipelineQuality
@@ -136,22 +138,48 @@ class DetectResponse(Message):
         return cls(faces=[Face.of(f.detection, f.quality) for f in faces], model_id=model_id)
 
 
+_THRESHOLD = "Decide at this cosine threshold instead of the gallery's operating point."
+_FPIR = "Target false positive identification rate for this call (default: the gallery's)."
+
+
 class IdentifyRequest(Message):
     gallery: str
     image: Image
     top_k: int = Field(default=0, ge=0, le=100, description="0: the configured default.")
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description=_THRESHOLD)
+    target_fpir: float | None = Field(default=None, gt=0.0, le=MAX_FPIR, description=_FPIR)
+
+
+class OperatingPoint(Message):
+    method: str
+    threshold: float
+    target_fpir: float | None = None
+    gallery_users: int
+    gallery_templates: int
+    evidence: int
+    calibrated_users: int
+
+    @classmethod
+    def of(cls, point: openset.OperatingPoint) -> OperatingPoint:
+        return cls(**point.to_dict())
+
+    def describe(self) -> str:
+        return openset.OperatingPoint(**self.model_dump()).describe()
 
 
 class IdentifyResponse(Message):
     faces: list[IdentifiedFace]
     threshold: float
     model_id: str
+    operating_point: OperatingPoint
 
 
 class IdentifyBatchRequest(Message):
     gallery: str
     images: list[Image] = Field(min_length=1)
     top_k: int = Field(default=0, ge=0, le=100)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description=_THRESHOLD)
+    target_fpir: float | None = Field(default=None, gt=0.0, le=MAX_FPIR, description=_FPIR)
 
 
 class IdentifyBatchResponse(Message):

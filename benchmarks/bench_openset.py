@@ -1,0 +1,361 @@
+"""Open-set identification as the gallery grows: measured FPIR and FNIR against gallery size.
+
+Mates and strangers come from one folder-per-identity set (``celeba_150``), split into two
+seeded halves of people: in one fold the first half is enrolled (their first 3 photos, fewer
+for people with fewer than 4) and their other photos are mated searches, while every photo of
+the second half is a non-mated search (a stranger); the second fold swaps the halves, and the
+counts of both folds are pooled. The gallery grows with distractors: people of another set
+(``celeba_train``, identity-disjoint) enrolled with up to 3 photos and never searched.
+
+At each size, through the real gallery (Milvus Lite, exact search) and the product's own
+calibrator, the decision at the threshold of:
+
+- ``fixed_1to1``: the shipped 1:1 threshold (FAR 1e-3 on pairs), what identify used before;
+- ``far_extended``: the pair calibration's impostor model extended to the gallery's templates;
+- ``self_calibrated``: leave-one-user-out searches of the gallery's own templates (here at
+  every size, even where too few templates make it noisy);
+- ``default``: what identify does by default (self-calibrated where the gallery holds enough
+  templates for ``min_false_positives``, else far_extended);
+
+and ``oracle``: FNIR at the threshold set on the non-mated searches themselves (the best any
+threshold rule could do at that FPIR, the usual FNIR@FPIR). Template fusion (a user's score
+from their templates: the best one, the mean of the best two, or the cosine to their mean
+template) is compared in numpy on the same templates and searches, each at its own
+self-calibrated threshold (all templates searched) and at the oracle threshold.
+
+    .venv/bin/python benchmarks/bench_openset.py --json benchmarks/results/openset.json \\
+        --plot benchmarks/results/openset.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facegallery.config import MatchingSettings, load_settings
+from facegallery.evaluation.identify import (
+    DISTRACTOR,
+    EVAL_GALLERY,
+    Split,
+    eval_gallery,
+    search,
+    user_id,
+)
+from facegallery.evaluation.metrics import open_set_rates, threshold_at_rate
+from facegallery.evaluation.runner import embed_images, largest_face_embedder
+from facegallery.matching import Thresholds
+from facegallery.openset import OpenSetCalibrator, far_extended_threshold
+from facegallery.pipeline import FacePipeline
+from facegallery.vision.decode import IMAGE_SUFFIXES
+from report import emit
+
+PER_USER = 3
+SEED = 7
+THRESHOLD_METHODS = ("fixed_1to1", "far_extended", "self_calibrated", "default")
+FUSIONS = ("max", "top2_mean", "mean_template")
+
+
+def people(root: Path) -> dict[str, list[Path]]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    return {
+        f.name: sorted(p for p in f.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for f in folders
+    }
+
+
+def embeddings(
+    pipeline: FacePipeline, photos: list[Path], cache: Path, name: str
+) -> dict[Path, np.ndarray | None]:
+    """Every photo's largest-face embedding, cached per model id and set."""
+    path = cache / f"openset-{pipeline.model_id}-{name}.npz"
+    if path.is_file():
+        stored = np.load(path)
+        found = dict(zip(stored["paths"].tolist(), stored["vectors"], strict=True))
+        if set(found) >= {str(p) for p in photos}:
+            return {
+                p: (v if np.isfinite(v).all() else None)
+                for p, v in ((p, found[str(p)]) for p in photos)
+            }
+    vectors = embed_images(largest_face_embedder(pipeline), photos, progress=True)
+    dim = pipeline.embedder.dimension
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        paths=np.array([str(p) for p in photos]),
+        vectors=np.stack([v if v is not None else np.full(dim, np.nan) for v in vectors.values()]),
+    )
+    return vectors
+
+
+def fold_split(mates: dict[str, list[Path]], enrolled: set[str]) -> Split:
+    enroll, mated, nonmated = {}, [], []
+    for name, photos in mates.items():
+        if name in enrolled:
+            k = min(PER_USER, len(photos) - 1)
+            enroll[name] = photos[:k]
+            mated += [(p, name) for p in photos[k:]]
+        else:
+            nonmated += photos
+    return Split(enroll, mated, nonmated)
+
+
+@dataclass
+class Tally:
+    """Pooled counts over the folds for one way of choosing the threshold."""
+
+    false_positives: int = 0
+    nonmated: int = 0
+    misses: int = 0
+    mated: int = 0
+    thresholds: list[float] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+
+    def add(
+        self, threshold: float, ok: np.ndarray, mated: np.ndarray, nonmated: np.ndarray
+    ) -> None:
+        fpir, fnir = open_set_rates(threshold, ok, mated, nonmated)
+        self.false_positives += round(fpir * len(nonmated))
+        self.nonmated += len(nonmated)
+        self.misses += round(fnir * len(mated))
+        self.mated += len(mated)
+        self.thresholds.append(round(threshold, 4))
+
+    def fpir(self) -> float:
+        return self.false_positives / self.nonmated
+
+    def fnir(self) -> float:
+        return self.misses / self.mated
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "threshold": self.thresholds,
+            "fpir": round(self.fpir(), 5),
+            "fnir": round(self.fnir(), 5),
+            "false_positives": self.false_positives,
+        }
+        if self.methods:
+            out["method"] = self.methods
+        return out
+
+
+def fused_scores(
+    probes: np.ndarray, templates: list[np.ndarray], fusion: str, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(best user index, best score) per probe with a user's score fused from their
+    templates; ``exclude[i]``: a user the i-th probe may not match (its own), or -1."""
+    users = len(templates)
+    k = max(len(t) for t in templates)
+    dim = probes.shape[1]
+    padded = np.zeros((users, k, dim), np.float32)
+    valid = np.zeros((users, k), bool)
+    for u, t in enumerate(templates):
+        padded[u, : len(t)] = t
+        valid[u, : len(t)] = True
+    means = padded.sum(axis=1) / valid.sum(axis=1, keepdims=True)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    top_user = np.zeros(len(probes), int)
+    top_score = np.zeros(len(probes))
+    for start in range(0, len(probes), 256):
+        chunk = probes[start : start + 256]
+        if fusion == "mean_template":
+            per_user = chunk @ means.T
+        else:
+            scores = (chunk @ padded.reshape(-1, dim).T).reshape(len(chunk), users, k)
+            scores = np.where(valid[None], scores, -np.inf)
+            if fusion == "max":
+                per_user = scores.max(axis=2)
+            else:
+                ranked = -np.sort(-scores, axis=2)[:, :, :2]
+                two = valid.sum(axis=1) >= 2
+                per_user = np.where(two[None], ranked.mean(axis=2), ranked[:, :, 0])
+        if exclude is not None:
+            rows = np.arange(len(chunk))
+            per_user[rows, exclude[start : start + 256]] = -np.inf
+        top_user[start : start + len(chunk)] = per_user.argmax(axis=1)
+        top_score[start : start + len(chunk)] = per_user.max(axis=1)
+    return top_user, top_score
+
+
+def fusion_tallies(
+    gallery_people: dict[str, list[Path]],
+    split: Split,
+    vectors: dict[Path, np.ndarray | None],
+    fpir: float,
+    tallies: dict[str, dict[str, Tally]],
+) -> None:
+    names = [u for u, ps in gallery_people.items() if any(vectors[p] is not None for p in ps)]
+    templates = [
+        np.stack([v for p in gallery_people[u] if (v := vectors[p]) is not None]) for u in names
+    ]
+    index = {u: i for i, u in enumerate(names)}
+    owner = np.concatenate([np.full(len(t), i) for i, t in enumerate(templates)])
+    everything = np.concatenate(templates)
+    mated = [(v, index[user_id(n)]) for p, n in split.mated if (v := vectors[p]) is not None]
+    nonmated = np.stack([v for p in split.nonmated if (v := vectors[p]) is not None])
+    mated_vectors = np.stack([v for v, _ in mated])
+    mate = np.array([u for _, u in mated])
+    missing_mated = len(split.mated) - len(mated)
+    missing_nonmated = len(split.nonmated) - len(nonmated)
+    for fusion in FUSIONS:
+        _, impostor = fused_scores(everything, templates, fusion, owner)
+        self_threshold = threshold_at_rate(impostor, fpir)
+        top, mated_score = fused_scores(mated_vectors, templates, fusion, None)
+        _, nonmated_score = fused_scores(nonmated, templates, fusion, None)
+        ok = np.concatenate([top == mate, np.zeros(missing_mated, bool)])
+        mated_all = np.concatenate([mated_score, np.full(missing_mated, np.nan)])
+        nonmated_all = np.concatenate([nonmated_score, np.full(missing_nonmated, np.nan)])
+        oracle = threshold_at_rate(nonmated_all, fpir)
+        assert self_threshold is not None and oracle is not None
+        tallies[fusion]["self_calibrated"].add(self_threshold, ok, mated_all, nonmated_all)
+        tallies[fusion]["oracle"].add(oracle, ok, mated_all, nonmated_all)
+
+
+class Bench:
+    """The two folds' people and embeddings, and the product's calibration settings."""
+
+    def __init__(
+        self,
+        matching: MatchingSettings,
+        fpir: float,
+        pipeline: FacePipeline,
+        mates: dict[str, list[Path]],
+        extra: dict[str, list[Path]],
+        vectors: dict[Path, np.ndarray | None],
+    ) -> None:
+        self.matching = matching
+        self.forced = matching.model_copy(update={"min_false_positives": 1})
+        self.thresholds = Thresholds(matching)
+        self.pairs = self.thresholds.get(pipeline.model_id)
+        self.fpir = fpir
+        self.pipeline = pipeline
+        self.mates, self.extra, self.vectors = mates, extra, vectors
+        rng = np.random.default_rng(SEED)
+        order = list(rng.permutation(sorted(mates)))
+        self.halves = [set(order[: len(order) // 2]), set(order[len(order) // 2 :])]
+        self.distractor_order = list(rng.permutation(sorted(extra)))
+
+    def measure(self, size: int) -> dict[str, Any]:
+        """Both folds at one gallery size, pooled."""
+        tallies = {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")}
+        fusion = {f: {"self_calibrated": Tally(), "oracle": Tally()} for f in FUSIONS}
+        users = templates = 0
+        calibration_s = []
+        for enrolled in self.halves:
+            split = fold_split(self.mates, enrolled)
+            count = max(0, min(size - len(split.enroll), len(self.distractor_order)))
+            gallery_people = {user_id(n): ps for n, ps in split.enroll.items()} | {
+                DISTRACTOR + user_id(n): self.extra[n][:PER_USER]
+                for n in self.distractor_order[:count]
+            }
+            model, dim = self.pipeline.model_id, self.pipeline.embedder.dimension
+            with eval_gallery(gallery_people, self.vectors, model, dim) as (gallery, _):
+                found = search(gallery, split, self.vectors)
+                default = OpenSetCalibrator(gallery, self.thresholds, self.matching)
+                point = default.operating_point(EVAL_GALLERY, self.fpir)
+                start = time.perf_counter()
+                forced = OpenSetCalibrator(gallery, self.thresholds, self.forced)
+                self_point = forced.operating_point(EVAL_GALLERY, self.fpir)
+                calibration_s.append(round(time.perf_counter() - start, 2))
+            users, templates = point.gallery_users, point.gallery_templates
+            chosen = {
+                "fixed_1to1": self.pairs.threshold,
+                "far_extended": far_extended_threshold(self.pairs, templates, self.fpir),
+                "self_calibrated": self_point.threshold,
+                "default": point.threshold,
+                "oracle": threshold_at_rate(found.nonmated_score, self.fpir) or 1.0,
+            }
+            ok = found.mate_rank == 1
+            for method, threshold in chosen.items():
+                tallies[method].add(threshold, ok, found.mated_score, found.nonmated_score)
+            tallies["default"].methods.append(point.method)
+            fusion_tallies(gallery_people, split, self.vectors, self.fpir, fusion)
+        return {
+            "gallery_users": users,
+            "gallery_templates": templates,
+            "mated_searches": tallies["default"].mated,
+            "nonmated_searches": tallies["default"].nonmated,
+            "methods": {m: t.report() for m, t in tallies.items()},
+            "fusion": {f: {m: t.report() for m, t in ts.items()} for f, ts in fusion.items()},
+            "self_calibration_seconds": calibration_s,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "faces"
+    parser.add_argument("--mates", type=Path, default=shared / "celeba_150")
+    parser.add_argument("--distractors", type=Path, default=shared / "celeba_train")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[150, 500, 1000, 2900])
+    parser.add_argument("--fpir", type=float, default=None, help="default: the configured one")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/facegallery/bench")
+    parser.add_argument("--json", type=Path, help="also write the JSON here")
+    parser.add_argument("--plot", type=Path, help="write the FPIR / FNIR plot here")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    fpir = args.fpir if args.fpir is not None else settings.matching.target_fpir
+    pipeline = FacePipeline.from_settings(settings)
+    mates = people(args.mates)
+    extra = people(args.distractors)
+    vectors = embeddings(
+        pipeline, [p for ps in mates.values() for p in ps], args.cache, args.mates.name
+    )
+    vectors |= embeddings(
+        pipeline, [p for ps in extra.values() for p in ps], args.cache, args.distractors.name
+    )
+    bench = Bench(settings.matching, fpir, pipeline, mates, extra, vectors)
+    rows = []
+    for size in args.sizes:
+        rows.append(bench.measure(size))
+        methods = rows[-1]["methods"]
+        summary = ", ".join(f"{m} {r['fpir']:.4f}/{r['fnir']:.4f}" for m, r in methods.items())
+        print(f"{rows[-1]['gallery_users']} users, FPIR/FNIR: {summary}", flush=True)
+
+    results = {
+        "benchmark": "openset",
+        "model_id": pipeline.model_id,
+        "target_fpir": fpir,
+        "mates": args.mates.name,
+        "distractors": args.distractors.name,
+        "per_user": PER_USER,
+        "sizes": rows,
+    }
+    emit(results, args.json)
+    if args.plot:
+        plot(rows, fpir, args.plot)
+
+
+def plot(rows: list[dict[str, Any]], fpir: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    users = [r["gallery_users"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for method in (*THRESHOLD_METHODS, "oracle"):
+        fpirs = [max(r["methods"][method]["fpir"], 1e-4) for r in rows]
+        fnirs = [r["methods"][method]["fnir"] for r in rows]
+        if method != "oracle":
+            left.plot(users, fpirs, marker="o", label=method)
+        right.plot(users, fnirs, marker="o", label=method)
+    left.axhspan(fpir / 2, fpir * 2, color="green", alpha=0.1, label="0.5x-2x target")
+    left.axhline(fpir, color="green", linestyle="--", linewidth=1)
+    left.set(xscale="log", yscale="log", xlabel="gallery users", ylabel="measured FPIR")
+    right.set(xscale="log", xlabel="gallery users", ylabel="measured FNIR (rank 1)")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"identify at target FPIR {fpir}: strangers matched, mates missed")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The open-set calibration of each gallery, stored beside it so every process reads the same.
+
+A self-calibration (``facegallery.openset``) searches a sample of the gallery's templates with
+their own user left out; what it keeps is the highest of those best impostor scores (enough
+to answer any target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
+in a small collection next to the templates and the user registry, written with the same
+delete-then-insert as the others. Milvus needs a vector field in every collection; this one's
+is a 2-d placeholder that is never searched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pymilvus import DataType, MilvusClient
+
+from facegallery import ids
+from facegallery.gallery.connection import MilvusConnection, quoted
+
+_PLACEHOLDER_DIM = 2
+# The tail of the largest sample (16,384 searches: 1,639 scores, 12 characters each) fits.
+_TAIL_MAX_CHARS = 65535
+
+
+@dataclass(frozen=True)
+class ImpostorSample:
+    """A gallery's leave-one-user-out evidence: ``searches`` templates searched when it held
+    ``users`` users and ``templates`` templates; ``tail``: the highest best-impostor scores,
+    descending; ``calibrated_at`` in ms since the epoch."""
+
+    gallery: str
+    users: int
+    templates: int
+    searches: int
+    tail: tuple[float, ...]
+    calibrated_at: int
+
+
+class CalibrationStore:
+    """One row per gallery of one embedding model."""
+
+    def __init__(self, connection: MilvusConnection, collection: str) -> None:
+        self.connection = connection
+        self.collection = collection
+
+    def ensure(self) -> None:
+        client = self.connection.client
+        if client.has_collection(self.collection):
+            self.connection.call("load_collection", self.collection)
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("gallery", DataType.VARCHAR, is_primary=True, max_length=ids.GALLERY_MAX)
+        schema.add_field("users", DataType.INT64)
+        schema.add_field("templates", DataType.INT64)
+        schema.add_field("searches", DataType.INT64)
+        schema.add_field("calibrated_at", DataType.INT64)
+        schema.add_field("tail", DataType.VARCHAR, max_length=_TAIL_MAX_CHARS)
+        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=_PLACEHOLDER_DIM)
+        index = client.prepare_index_params()
+        index.add_index("placeholder", metric_type="L2", index_type="FLAT", params={})
+        self.connection.call(
+            "create_collection", self.collection, schema=schema, index_params=index
+        )
+
+    def get(self, gallery: str) -> ImpostorSample | None:
+        rows = self.connection.lookup(self.collection, "gallery", [gallery], _FIELDS)
+        return _sample(rows[0]) if rows else None
+
+    def put(self, sample: ImpostorSample) -> None:
+        row = {
+            "gallery": ids.gallery_id(sample.gallery),
+            "users": sample.users,
+            "templates": sample.templates,
+            "searches": sample.searches,
+            "calibrated_at": sample.calibrated_at,
+            "tail": json.dumps(list(sample.tail)),
+            "placeholder": [0.0] * _PLACEHOLDER_DIM,
+        }
+        self.connection.delete(self.collection, f"gallery in [{quoted([sample.gallery])}]")
+        self.connection.call("insert", self.collection, [row])
+        self.connection.settle(self.collection)
+
+
+_FIELDS = ["gallery", "users", "templates", "searches", "calibrated_at", "tail"]
+
+
+def _sample(row: dict[str, Any]) -> ImpostorSample:
+    return ImpostorSample(
+        row["gallery"],
+        int(row["users"]),
+        int(row["templates"]),
+        int(row["searches"]),
+        tuple(float(s) for s in json.loads(row["tail"])),
+        int(row["calibrated_at"]),
+    )

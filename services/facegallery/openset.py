@@ -1,0 +1,259 @@
+"""Open-set identification: the "unknown" threshold for a target FPIR at a gallery's real size.
+
+A 1:1 threshold is chosen for a false accept rate (FAR): the chance that *one* comparison of
+two different people reaches it. Identification compares a stranger with every enrolled
+user, so the chance that *some* user reaches it, the false positive identification rate
+(FPIR), grows with the gallery: about ``1 - (1 - FAR) ** N`` for N independent comparisons.
+A threshold right for 100 users is wrong for 10,000. So the operator states a target FPIR
+(per gallery, or per request) and the threshold is found for the gallery as it is now:
+
+- **self_calibrated**: the gallery's own templates are non-mated searches for every *other*
+  user. A seeded sample of templates is searched against the gallery, each leaving its own
+  user out (the best candidate that is someone else), and the threshold is the one that a
+  fraction FPIR of those best impostor scores reach. The evidence (the highest scores and
+  the gallery's size) is stored beside the gallery and re-gathered when the number of users
+  has changed by ``matching.recalibrate_growth`` since.
+- **far_extended**: too few templates to measure the rate (fewer than
+  ``min_false_positives / FPIR`` searches): the per-comparison impostor distribution of the
+  stored pair calibration (a normal fit to its impostor scores) is extended to the gallery's
+  template count, solving ``1 - (1 - FAR(t)) ** templates = FPIR`` for ``t``.
+- **explicit**: a threshold in the request wins, as before.
+
+Every answer says which method, threshold, target and gallery size it used.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from facegallery import ids
+from facegallery.config import MatchingSettings
+from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.evaluation.metrics import threshold_at_rate
+from facegallery.gallery import Gallery, GalleryStats, ImpostorSample
+from facegallery.matching import Calibration, Thresholds
+
+SELF_CALIBRATED = "self_calibrated"
+FAR_EXTENDED = "far_extended"
+EXPLICIT = "explicit"
+SEARCH_BATCH = 512
+# Targets above this are not a useful "unknown" (and the stored tail answers up to it).
+MAX_FPIR = 0.1
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The threshold an identification used, and why: ``method`` is one of
+    self_calibrated, far_extended, explicit; ``evidence`` counts the non-mated searches
+    (self_calibrated) or impostor pairs (far_extended) behind it; ``calibrated_users`` is the
+    gallery's size when the self-calibration ran (0 otherwise)."""
+
+    method: str
+    threshold: float
+    target_fpir: float | None
+    gallery_users: int
+    gallery_templates: int
+    evidence: int = 0
+    calibrated_users: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """The phrase for people (both command lines print it)."""
+        if self.target_fpir is None:
+            return f"threshold {self.threshold:.3f} ({self.method})"
+        return (
+            f"threshold {self.threshold:.3f} ({self.method} for FPIR {self.target_fpir:g} "
+            f"at {self.gallery_users} users)"
+        )
+
+
+def check_fpir(fpir: float) -> float:
+    if not 0.0 < fpir <= MAX_FPIR:
+        raise InvalidInput(f"target FPIR must be in (0, {MAX_FPIR}], got {fpir}")
+    return fpir
+
+
+def self_calibrated_threshold(
+    sample: ImpostorSample, fpir: float, min_false_positives: int
+) -> float | None:
+    """The threshold a fraction ``fpir`` of the sample's best impostor scores reach; None
+    when the sample is too small to have ``min_false_positives`` above it."""
+    if sample.searches * fpir < min_false_positives:
+        return None
+    # Scores below the stored tail are all lower than it: -inf stands in for them.
+    padded = np.full(sample.searches, -np.inf)
+    padded[: len(sample.tail)] = sample.tail
+    return threshold_at_rate(padded, fpir)
+
+
+def far_extended_threshold(calibration: Calibration, comparisons: int, fpir: float) -> float:
+    """The threshold whose FPIR over ``comparisons`` independent impostor comparisons is
+    ``fpir``, from the normal model of the pair calibration's impostor scores."""
+    if calibration.impostor_mean is None or calibration.impostor_std is None:
+        raise FailedPrecondition(
+            f"the calibration of {calibration.model_id} has no impostor statistics, which "
+            "open-set identification needs for small galleries: re-run `facegallery calibrate`"
+        )
+    far = -math.expm1(math.log1p(-fpir) / max(1, comparisons))
+    return calibration.impostor_mean - calibration.impostor_std * NormalDist().inv_cdf(far)
+
+
+def tail_length(searches: int) -> int:
+    """How many of the highest scores to keep so any target up to MAX_FPIR is answerable."""
+    return min(searches, math.floor(MAX_FPIR * searches) + 1)
+
+
+@dataclass
+class _State:
+    """What one process knows of a gallery: its size and stored sample, and when it read them."""
+
+    stats: GalleryStats
+    sample: ImpostorSample | None
+    read_at: float
+
+
+class OpenSetCalibrator:
+    """Operating points for the galleries of one embedding model (one per process)."""
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        thresholds: Thresholds,
+        settings: MatchingSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gallery = gallery
+        self.thresholds = thresholds
+        self.settings = settings
+        self.clock = clock
+        self._states: dict[str, _State] = {}
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate")
+        self._pending: dict[str, Future[_State]] = {}
+
+    def target(self, gallery: str, fpir: float | None = None) -> float:
+        """The request's target, else the gallery's own, else the default."""
+        if fpir is None:
+            fpir = self.settings.gallery_fpir.get(gallery, self.settings.target_fpir)
+        return check_fpir(fpir)
+
+    def operating_point(
+        self, gallery: str, fpir: float | None = None, threshold: float | None = None
+    ) -> OperatingPoint:
+        """The threshold identify uses on ``gallery`` now (an explicit one wins)."""
+        gallery = ids.gallery_id(gallery)
+        if threshold is not None:
+            stats = self._state(gallery).stats
+            limit = self.thresholds.threshold(self.gallery.model_id, threshold)
+            return OperatingPoint(EXPLICIT, limit, None, stats.users, stats.templates)
+        target = self.target(gallery, fpir)
+        state = self._state(gallery)
+        if self._wants_calibration(state, target):
+            if state.sample is None:
+                state = self._calibration(gallery).result()  # nothing to serve meanwhile
+            else:
+                self._calibration(gallery)  # the stored sample serves until it is replaced
+        stats, sample = state.stats, state.sample
+        if sample is not None:
+            measured = self_calibrated_threshold(sample, target, self.settings.min_false_positives)
+            if measured is not None:
+                return OperatingPoint(
+                    SELF_CALIBRATED,
+                    measured,
+                    target,
+                    stats.users,
+                    stats.templates,
+                    sample.searches,
+                    sample.users,
+                )
+        pairs = self.thresholds.get(self.gallery.model_id)
+        extended = far_extended_threshold(pairs, stats.templates, target)
+        return OperatingPoint(
+            FAR_EXTENDED, extended, target, stats.users, stats.templates, pairs.impostor_pairs
+        )
+
+    def calibrate(self, gallery: str) -> ImpostorSample | None:
+        """Gather the gallery's evidence now and store it (`facegallery calibrate-gallery`);
+        None for an empty gallery."""
+        return self._calibration(ids.gallery_id(gallery)).result().sample
+
+    def settle(self) -> None:
+        """Wait for a recalibration running in the background (tests, shutdown)."""
+        for future in list(self._pending.values()):
+            future.result()
+
+    def _state(self, gallery: str) -> _State:
+        state = self._states.get(gallery)
+        if state is None or self.clock() - state.read_at >= self.settings.calibration_check_s:
+            state = _State(
+                self.gallery.stats(gallery), self.gallery.calibrations.get(gallery), self.clock()
+            )
+            self._states[gallery] = state
+        return state
+
+    def _wants_calibration(self, state: _State, target: float) -> bool:
+        """Worth searching: enough templates to measure the target, and no stored sample or
+        one taken when the gallery was a different size by more than the allowed growth."""
+        searches = min(state.stats.templates, self.settings.calibration_sample)
+        if searches * target < self.settings.min_false_positives:
+            return False
+        if state.sample is None:
+            return True
+        changed = abs(state.stats.users - state.sample.users)
+        return changed > self.settings.recalibrate_growth * max(1, state.sample.users)
+
+    def _calibration(self, gallery: str) -> Future[_State]:
+        """One calibration per gallery at a time, in the background thread."""
+        with self._lock:
+            pending = self._pending.get(gallery)
+            if pending is None or pending.done():
+                pending = self._worker.submit(self._gather, gallery)
+                self._pending[gallery] = pending
+            return pending
+
+    def _gather(self, gallery: str) -> _State:
+        """Leave-one-user-out searches of a seeded sample of templates; store the result."""
+        stats = self.gallery.stats(gallery)
+        users, vectors = self.gallery.sample_templates(
+            gallery, self.settings.calibration_sample, self.settings.calibration_seed
+        )
+        sample = None
+        if len(users):
+            best = self.best_impostor_scores(gallery, users, vectors)
+            tail = np.sort(best)[::-1][: tail_length(len(best))]
+            sample = ImpostorSample(
+                gallery,
+                stats.users,
+                stats.templates,
+                len(best),
+                tuple(round(float(s), 7) for s in tail),  # as stored, so all processes agree
+                int(time.time() * 1000),
+            )
+            self.gallery.calibrations.put(sample)
+        state = _State(stats, sample, self.clock())
+        self._states[gallery] = state
+        return state
+
+    def best_impostor_scores(
+        self, gallery: str, users: list[str], vectors: np.ndarray
+    ) -> np.ndarray:
+        """For each template, the best score of a user other than its own (-1 when the
+        gallery holds nobody else): what a stranger with that face would get."""
+        best = np.full(len(users), -1.0)
+        for start in range(0, len(users), SEARCH_BATCH):
+            hits = self.gallery.search(gallery, vectors[start : start + SEARCH_BATCH], 2)
+            for i, candidates in enumerate(hits, start):
+                other = next((c for c in candidates if c.user_id != users[i]), None)
+                if other is not None:
+                    best[i] = other.score
+        return best

@@ -1,0 +1,210 @@
+"""Open-set operating points on real Milvus Lite galleries of synthetic templates whose score
+distribution is known: random unit vectors in D dimensions, whose cosine with any other has
+the density (1 - t^2)^((D - 3) / 2). For independent templates the FPIR at threshold t over
+``c`` comparisons is 1 - (1 - P(cos >= t))^c, so the right threshold for a gallery's size is
+known exactly and the self-calibration can be checked against it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facegallery.config import GallerySettings, MatchingSettings
+from facegallery.errors import InvalidInput
+from facegallery.evaluation.metrics import threshold_at_rate
+from facegallery.gallery import Gallery, ImpostorSample, NewTemplate
+from facegallery.matching import SHIPPED, Thresholds
+from facegallery.openset import (
+    EXPLICIT,
+    FAR_EXTENDED,
+    SELF_CALIBRATED,
+    OpenSetCalibrator,
+    far_extended_threshold,
+    self_calibrated_threshold,
+)
+
+DIM = 64
+MODEL = "sface-2021dec-728d3b367af3+flip"  # shipped pair calibration: the fallback's model
+PER_USER = 4
+
+
+class Clock:
+    """A clock the test moves by hand (the calibrator re-reads a gallery's size only every
+    ``calibration_check_s``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def exact_threshold(comparisons: int, fpir: float) -> float:
+    """The t with 1 - (1 - P(cos >= t))^comparisons = fpir for random unit vectors."""
+    t = np.linspace(0.0, 1.0, 400_001)
+    density = (1.0 - t**2) ** ((DIM - 3) / 2)
+    tail = np.cumsum(density[::-1])[::-1] * (t[1] - t[0]) / (2 * np.trapezoid(density, t))
+    per_comparison = -math.expm1(math.log1p(-fpir) / comparisons)
+    return float(t[np.searchsorted(-tail, -per_comparison)])
+
+
+def add_users(gallery: Gallery, name: str, first: int, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    batch = {}
+    for u in range(first, first + count):
+        vectors = rng.normal(size=(PER_USER, DIM))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        batch[f"user{u}"] = [
+            NewTemplate(_tid(name, u, i), v.astype(np.float32), 1.0, f"{u}-{i}.jpg")
+            for i, v in enumerate(vectors)
+        ]
+    gallery.add_many(name, batch)
+
+
+def _tid(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Gallery:
+    path = tmp_path_factory.mktemp("openset") / "g.db"
+    return Gallery(GallerySettings(uri=str(path), index_type="FLAT"), MODEL, DIM)
+
+
+def calibrator(
+    gallery: Gallery, tmp_path: Path, clock: Clock | None = None, **changes: object
+) -> OpenSetCalibrator:
+    settings = MatchingSettings(thresholds_file=tmp_path / "thresholds.json", **changes)
+    return OpenSetCalibrator(gallery, Thresholds(settings), settings, clock or Clock())
+
+
+def test_threshold_rises_with_gallery_size_as_the_known_distribution_says(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    fpir = 0.05
+    chosen = []
+    for total in (100, 400, 1600):
+        before = gallery.stats("grows").users
+        add_users(gallery, "grows", before, total - before, seed=total)
+        calibrated = calibrator(gallery, tmp_path)
+        calibrated.operating_point("grows", fpir)  # the last size's sample serves meanwhile
+        calibrated.settle()
+        point = calibrated.operating_point("grows", fpir)
+        assert point.method == SELF_CALIBRATED
+        assert point.gallery_users == total
+        # Each search leaves its own user out: (N - 1) x K independent comparisons.
+        expected = exact_threshold((total - 1) * PER_USER, fpir)
+        assert point.threshold == pytest.approx(expected, abs=0.02)
+        chosen.append(point.threshold)
+    assert chosen[0] < chosen[1] < chosen[2]
+    assert chosen[2] - chosen[0] > 0.05
+
+
+def test_self_calibration_leaves_each_users_own_templates_out(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    """Each user's templates are near copies of one another: a search that did not leave its
+    own user out would score about 1.0."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, DIM))
+    batch = {}
+    for u, centre in enumerate(centres):
+        vectors = centre + 0.01 * rng.normal(size=(3, DIM))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        batch[f"twin{u}"] = [
+            NewTemplate(_tid("twins", u, i), v.astype(np.float32), 1.0, "x.jpg")
+            for i, v in enumerate(vectors)
+        ]
+    gallery.add_many("twins", batch)
+    users, vectors = gallery.sample_templates("twins", 1000, seed=0)
+    assert len(users) == 120
+    best = calibrator(gallery, tmp_path).best_impostor_scores("twins", users, vectors)
+    owner = np.array(users)
+    scores = vectors @ vectors.T
+    exact = [scores[i][owner != owner[i]].max() for i in range(len(users))]
+    np.testing.assert_allclose(best, exact, atol=1e-5)
+    assert best.max() < 0.9
+
+
+def test_small_gallery_uses_and_reports_the_far_extended_fallback(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    add_users(gallery, "small", 0, 20, seed=1)  # 80 templates: 0.8 false positives at 0.01
+    point = calibrator(gallery, tmp_path).operating_point("small")
+    assert point.method == FAR_EXTENDED
+    assert point.target_fpir == 0.01
+    assert (point.gallery_users, point.gallery_templates) == (20, 80)
+    assert point.evidence == SHIPPED[MODEL].impostor_pairs
+    assert point.threshold == far_extended_threshold(SHIPPED[MODEL], 80, 0.01)
+    assert gallery.calibrations.get("small") is None  # nothing searched, nothing stored
+
+
+def test_far_extended_model_follows_the_union_bound() -> None:
+    pairs = SHIPPED[MODEL]
+    assert pairs.impostor_mean is not None and pairs.impostor_std is not None
+    one = far_extended_threshold(pairs, 1, 0.01)
+    assert one == pytest.approx(pairs.impostor_mean + 2.3263 * pairs.impostor_std, abs=1e-4)
+    sizes = [far_extended_threshold(pairs, n, 0.01) for n in (1, 10, 1000, 100_000)]
+    assert sizes == sorted(sizes) and sizes[-1] - sizes[0] > 0.2
+    assert far_extended_threshold(pairs, 1000, 0.001) > far_extended_threshold(pairs, 1000, 0.01)
+
+
+def test_the_stored_tail_gives_the_same_threshold_as_every_score() -> None:
+    scores = np.random.default_rng(0).normal(size=5000)
+    ranked = tuple(float(s) for s in np.sort(scores)[::-1][:501])
+    sample = ImpostorSample("g", 100, 5000, 5000, ranked, 0)
+    for fpir in (0.002, 0.01, 0.05, 0.1):
+        assert self_calibrated_threshold(sample, fpir, 10) == threshold_at_rate(scores, fpir)
+    assert self_calibrated_threshold(sample, 0.001, 10) is None  # 5 false positives: too few
+
+
+def test_an_explicit_threshold_overrides_and_targets_are_checked(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    add_users(gallery, "explicit", 0, 5, seed=2)
+    calibrated = calibrator(gallery, tmp_path, gallery_fpir={"explicit": 0.001})
+    point = calibrated.operating_point("explicit", threshold=0.9)
+    assert (point.method, point.threshold, point.target_fpir) == (EXPLICIT, 0.9, None)
+    assert calibrated.operating_point("explicit").target_fpir == 0.001  # the gallery's own
+    assert calibrated.operating_point("explicit", fpir=0.05).target_fpir == 0.05  # the call's
+    for bad in (0.0, 0.5, -1.0):
+        with pytest.raises(InvalidInput, match="FPIR"):
+            calibrated.operating_point("explicit", fpir=bad)
+    with pytest.raises(InvalidInput, match="threshold"):
+        calibrated.operating_point("explicit", threshold=2.0)
+
+
+def test_recalibrates_once_the_gallery_has_grown_by_the_configured_fraction(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    clock = Clock()
+    add_users(gallery, "recal", 0, 300, seed=4)  # 1,200 templates: self-calibrated at 0.01
+    first = calibrator(gallery, tmp_path, clock, recalibrate_growth=0.2, calibration_check_s=60)
+    point = first.operating_point("recal")
+    assert (point.method, point.calibrated_users) == (SELF_CALIBRATED, 300)
+    stored = gallery.calibrations.get("recal")
+    assert stored is not None and stored.users == 300
+
+    add_users(gallery, "recal", 300, 50, seed=5)  # +17%: within the allowed growth
+    clock.now += 61
+    assert first.operating_point("recal").calibrated_users == 300
+    first.settle()
+    assert gallery.calibrations.get("recal") == stored
+
+    add_users(gallery, "recal", 350, 20, seed=6)  # +23% since the calibration
+    assert first.operating_point("recal").calibrated_users == 300  # cached for 60 s
+    clock.now += 61
+    served = first.operating_point("recal")  # the old sample serves while the new one runs
+    assert served.calibrated_users == 300 and served.gallery_users == 370
+    first.settle()
+    renewed = gallery.calibrations.get("recal")
+    assert renewed is not None and renewed.users == 370 and renewed.searches == 370 * PER_USER
+    assert first.operating_point("recal").calibrated_users == 370
+
+    # Stored beside the gallery: another process reads it instead of searching again.
+    other = calibrator(gallery, tmp_path)
+    assert other.operating_point("recal") == first.operating_point("recal")
