@@ -369,6 +369,10 @@ class AuthSettings(BaseModel):
     )
 
 
+# Targets above this are not a useful "unknown" (and a stored calibration answers up to it).
+MAX_FPIR = 0.1
+
+
 class MatchingSettings(BaseModel):
     """Decisions: 1:1 thresholds per model id, the open-set operating point of each gallery
     (``facegallery.openset``), and what a duplicate identity at enrollment does."""
@@ -385,11 +389,11 @@ class MatchingSettings(BaseModel):
     target_fpir: float = Field(
         default=0.01,
         gt=0.0,
-        le=0.1,
+        le=MAX_FPIR,
         description="Identify answers unknown below the threshold at which this fraction of "
         "strangers would be matched to someone, at the gallery's current size.",
     )
-    gallery_fpir: dict[str, Annotated[float, Field(gt=0.0, le=0.1)]] = Field(
+    gallery_fpir: dict[str, Annotated[float, Field(gt=0.0, le=MAX_FPIR)]] = Field(
         default_factory=dict,
         description="Target FPIR per gallery id, overriding target_fpir (a request's own "
         "target or threshold overrides both).",

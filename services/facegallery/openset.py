@@ -35,7 +35,7 @@ from statistics import NormalDist
 import numpy as np
 
 from facegallery import ids
-from facegallery.config import MatchingSettings
+from facegallery.config import MAX_FPIR, MatchingSettings
 from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.evaluation.metrics import threshold_at_rate
 from facegallery.gallery import Gallery, GalleryStats, ImpostorSample
@@ -45,8 +45,6 @@ SELF_CALIBRATED = "self_calibrated"
 FAR_EXTENDED = "far_extended"
 EXPLICIT = "explicit"
 SEARCH_BATCH = 512
-# Targets above this are not a useful "unknown" (and the stored tail answers up to it).
-MAX_FPIR = 0.1
 
 
 @dataclass(frozen=True)

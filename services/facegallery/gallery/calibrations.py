@@ -17,7 +17,7 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
-from facegallery.gallery.connection import MilvusConnection, quoted
+from facegallery.gallery.connection import MilvusConnection
 
 _PLACEHOLDER_DIM = 2
 # The tail of the largest sample (16,384 searches: 1,639 scores, 12 characters each) fits.
@@ -78,8 +78,7 @@ class CalibrationStore:
             "tail": json.dumps(list(sample.tail)),
             "placeholder": [0.0] * _PLACEHOLDER_DIM,
         }
-        self.connection.delete(self.collection, f"gallery in [{quoted([sample.gallery])}]")
-        self.connection.call("insert", self.collection, [row])
+        self.connection.replace(self.collection, "gallery", [row], {sample.gallery})
         self.connection.settle(self.collection)
 
 

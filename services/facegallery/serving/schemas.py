@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from facegallery import openset
+from facegallery.config import MAX_FPIR
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
 from facegallery.matching import Identification, Verification, describe_decision
-from facegallery.openset import MAX_FPIR
 from facegallery.pipeline import Face as PipelineFace
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality as PipelineQuality
