@@ -287,6 +287,7 @@ def serve_run(config: ConfigOption = None) -> None:
     from ray import serve
 
     from facegallery.serving.app import required_cpus, run_app
+    from facegallery.serving.local_ray import start_local_ray
 
     settings = load_settings(config)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -294,7 +295,7 @@ def serve_run(config: ConfigOption = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+    start_local_ray(cpus)
     try:
         run_app(settings, settings.overrides())
         serving = settings.serving

@@ -75,13 +75,14 @@ def served(
     from ray import serve
 
     from facegallery.serving.app import run_app
+    from facegallery.serving.local_ray import start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     overrides = served_overrides(
         settings, milvus_server, redis_server, tmp_path_factory.mktemp("metrics")
     )
     app_settings = Settings(**overrides)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(2, log_to_driver=False)
     try:
         run_app(app_settings, overrides)
         keys = KeyStore(app_settings.queue.url, app_settings.queue.prefix)
