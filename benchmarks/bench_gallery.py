@@ -8,6 +8,9 @@ users (as bulk enrollment writes), time to index and to load, server RSS; then p
 per call, and against the exact answer over the same vectors: top-1 agreement (the identify
 decision) on mated probes (a user's unseen sample) and non-mated probes (a stranger), the
 best-score error, and recall@10 of the top-10 users; plus a users page and stats latency.
+The sweep and its exact baseline score each user by their best template (``fusion: max``);
+``fusion_ms`` then times the same searches at the configured ``ef`` under each fusion, the
+default ``top2_mean`` reading the templates of users with one template among the hits.
 
     .venv/bin/python benchmarks/bench_gallery.py --json benchmarks/results/gallery.json
 """
@@ -155,6 +158,31 @@ def rss_mb(server: MilvusServer | None) -> float | None:
     return None
 
 
+def fusion_latency(
+    settings: GallerySettings, model_id: str, strangers: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """Stranger searches at the configured ``ef`` under each fusion, on the same collection."""
+    turn = iter(range(10**9))
+    timings = {}
+    for fusion in ("max", "top2_mean"):
+        fused = Gallery(
+            settings.model_copy(update={"fusion": fusion}), model_id, strangers.shape[1]
+        )
+
+        def one(g: Gallery = fused) -> object:
+            return g.search(GALLERY, strangers[next(turn) % PROBES][None], TOP_K)
+
+        def batch(g: Gallery = fused) -> object:
+            return g.search(GALLERY, strangers[:32], TOP_K)
+
+        timings[fusion] = {
+            "ef": max(settings.search_ef, TOP_K * settings.max_templates_per_user),
+            "1_probe": percentiles(one, 100),
+            "32_probes": percentiles(batch, 20),
+        }
+    return timings
+
+
 def measure(
     label: str,
     settings: GallerySettings,
@@ -173,7 +201,8 @@ def measure(
     picks = rng.integers(0, len(centres), PROBES)
     mated = model.around(centres[picks], 1, rng)
     strangers = model.around(model.centres(PROBES, rng), 1, rng)
-    gallery = Gallery(settings, f"bench-{label}-{n}", len(model.mean))
+    model_id = f"bench-{label}-{n}"
+    gallery = Gallery(settings.model_copy(update={"fusion": "max"}), model_id, len(model.mean))
     row: dict[str, Any] = {
         "backend": label,
         "templates": n,
@@ -219,6 +248,7 @@ def measure(
         sweep.append(point)
         print(json.dumps({"backend": label, "templates": n, **point}), flush=True)
     row["sweep"] = sweep
+    row["fusion_ms"] = fusion_latency(settings, model_id, strangers)
     gallery.settings.read_consistency = "Strong"
     row["search_1_probe_strong_ms"] = percentiles(
         lambda: gallery.search(GALLERY, mated[:1], TOP_K), 30

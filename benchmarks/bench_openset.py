@@ -5,22 +5,27 @@ seeded halves of people: in one fold the first half is enrolled (their first 3 p
 for people with fewer than 4) and their other photos are mated searches, while every photo of
 the second half is a non-mated search (a stranger); the second fold swaps the halves, and the
 counts of both folds are pooled. The gallery grows with distractors: people of another set
-(``celeba_train``, identity-disjoint) enrolled with up to 3 photos and never searched.
+(``celeba_train``, identity-disjoint) enrolled with up to 3 photos and never searched as
+mates. A seeded ``--holdout`` of that set's people is never enrolled: their photos are a
+second group of strangers, from the population most of the large galleries are made of.
 
 At each size, through the real gallery (Milvus Lite, exact search) and the product's own
-calibrator, the decision at the threshold of:
+calibrator, once for each template fusion the product offers (``gallery.fusion``: ``max``,
+``top2_mean``), the decision at the threshold of:
 
 - ``fixed_1to1``: the shipped 1:1 threshold (FAR 1e-3 on pairs), what identify used before;
-- ``far_extended``: the pair calibration's impostor model extended to the gallery's templates;
+- ``far_extended``: the pair calibration's impostor model extended to the gallery
+  (``openset.far_comparisons``);
 - ``self_calibrated``: leave-one-user-out searches of the gallery's own templates (here at
   every size, even where too few templates make it noisy);
 - ``default``: what identify does by default (self-calibrated where the gallery holds enough
   templates for ``min_false_positives``, else far_extended);
 
-and ``oracle``: FNIR at the threshold set on the non-mated searches themselves (the best any
-threshold rule could do at that FPIR, the usual FNIR@FPIR). Template fusion (a user's score
-from their templates: the best one, the mean of the best two, or the cosine to their mean
-template) is compared in numpy on the same templates and searches, each at its own
+and ``oracle``: FNIR at the threshold set on the celeba_150 non-mated searches themselves
+(the best any threshold rule could do at that FPIR, the usual FNIR@FPIR). ``fpir`` counts the
+celeba_150 strangers, ``holdout_fpir`` the held-out celeba_train ones. ``numpy_fusion``
+compares three fusions exactly in numpy on the same templates and searches (the best
+template, the mean of the best two, the cosine to the user's mean template), each at its own
 self-calibrated threshold (all templates searched) and at the oracle threshold.
 
     .venv/bin/python benchmarks/bench_openset.py --json benchmarks/results/openset.json \\
@@ -49,7 +54,7 @@ from facegallery.evaluation.identify import (
 from facegallery.evaluation.metrics import open_set_rates, threshold_at_rate
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.matching import Thresholds
-from facegallery.openset import OpenSetCalibrator, far_extended_threshold
+from facegallery.openset import OpenSetCalibrator, far_comparisons, far_extended_threshold
 from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
 from report import emit
@@ -57,6 +62,7 @@ from report import emit
 PER_USER = 3
 SEED = 7
 THRESHOLD_METHODS = ("fixed_1to1", "far_extended", "self_calibrated", "default")
+PRODUCT_FUSIONS = ("max", "top2_mean")
 FUSIONS = ("max", "top2_mean", "mean_template")
 
 
@@ -112,17 +118,27 @@ class Tally:
     nonmated: int = 0
     misses: int = 0
     mated: int = 0
+    holdout_false_positives: int = 0
+    holdout: int = 0
     thresholds: list[float] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
 
     def add(
-        self, threshold: float, ok: np.ndarray, mated: np.ndarray, nonmated: np.ndarray
+        self,
+        threshold: float,
+        ok: np.ndarray,
+        mated: np.ndarray,
+        nonmated: np.ndarray,
+        holdout: np.ndarray | None = None,
     ) -> None:
         fpir, fnir = open_set_rates(threshold, ok, mated, nonmated)
         self.false_positives += round(fpir * len(nonmated))
         self.nonmated += len(nonmated)
         self.misses += round(fnir * len(mated))
         self.mated += len(mated)
+        if holdout is not None and len(holdout):
+            self.holdout_false_positives += int((holdout >= threshold).sum())
+            self.holdout += len(holdout)
         self.thresholds.append(round(threshold, 4))
 
     def fpir(self) -> float:
@@ -138,6 +154,8 @@ class Tally:
             "fnir": round(self.fnir(), 5),
             "false_positives": self.false_positives,
         }
+        if self.holdout:
+            out["holdout_fpir"] = round(self.holdout_false_positives / self.holdout, 5)
         if self.methods:
             out["method"] = self.methods
         return out
@@ -226,6 +244,7 @@ class Bench:
         mates: dict[str, list[Path]],
         extra: dict[str, list[Path]],
         vectors: dict[Path, np.ndarray | None],
+        holdout: int,
     ) -> None:
         self.matching = matching
         self.forced = matching.model_copy(update={"min_false_positives": 1})
@@ -237,14 +256,17 @@ class Bench:
         rng = np.random.default_rng(SEED)
         order = list(rng.permutation(sorted(mates)))
         self.halves = [set(order[: len(order) // 2]), set(order[len(order) // 2 :])]
-        self.distractor_order = list(rng.permutation(sorted(extra)))
+        distractors = list(rng.permutation(sorted(extra)))
+        self.distractor_order = distractors[: len(distractors) - holdout]
+        held = distractors[len(distractors) - holdout :]
+        self.holdout = [p for n in held for p in extra[n]]
 
     def measure(self, size: int) -> dict[str, Any]:
-        """Both folds at one gallery size, pooled."""
-        tallies = {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")}
+        """Both folds at one gallery size, pooled, for each product fusion."""
+        tallies = {f: {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")} for f in PRODUCT_FUSIONS}
         fusion = {f: {"self_calibrated": Tally(), "oracle": Tally()} for f in FUSIONS}
         users = templates = 0
-        calibration_s = []
+        calibration_s: dict[str, list[float]] = {f: [] for f in PRODUCT_FUSIONS}
         for enrolled in self.halves:
             split = fold_split(self.mates, enrolled)
             count = max(0, min(size - len(split.enroll), len(self.distractor_order)))
@@ -252,37 +274,63 @@ class Bench:
                 DISTRACTOR + user_id(n): self.extra[n][:PER_USER]
                 for n in self.distractor_order[:count]
             }
-            model, dim = self.pipeline.model_id, self.pipeline.embedder.dimension
-            with eval_gallery(gallery_people, self.vectors, model, dim) as (gallery, _):
-                found = search(gallery, split, self.vectors)
-                default = OpenSetCalibrator(gallery, self.thresholds, self.matching)
-                point = default.operating_point(EVAL_GALLERY, self.fpir)
-                start = time.perf_counter()
-                forced = OpenSetCalibrator(gallery, self.thresholds, self.forced)
-                self_point = forced.operating_point(EVAL_GALLERY, self.fpir)
-                calibration_s.append(round(time.perf_counter() - start, 2))
-            users, templates = point.gallery_users, point.gallery_templates
-            chosen = {
-                "fixed_1to1": self.pairs.threshold,
-                "far_extended": far_extended_threshold(self.pairs, templates, self.fpir),
-                "self_calibrated": self_point.threshold,
-                "default": point.threshold,
-                "oracle": threshold_at_rate(found.nonmated_score, self.fpir) or 1.0,
-            }
-            ok = found.mate_rank == 1
-            for method, threshold in chosen.items():
-                tallies[method].add(threshold, ok, found.mated_score, found.nonmated_score)
-            tallies["default"].methods.append(point.method)
+            for product_fusion in PRODUCT_FUSIONS:
+                users, templates = self.measure_fusion(
+                    product_fusion, gallery_people, split, tallies, calibration_s
+                )
             fusion_tallies(gallery_people, split, self.vectors, self.fpir, fusion)
+        first = tallies[PRODUCT_FUSIONS[0]]["default"]
         return {
             "gallery_users": users,
             "gallery_templates": templates,
-            "mated_searches": tallies["default"].mated,
-            "nonmated_searches": tallies["default"].nonmated,
-            "methods": {m: t.report() for m, t in tallies.items()},
-            "fusion": {f: {m: t.report() for m, t in ts.items()} for f, ts in fusion.items()},
+            "mated_searches": first.mated,
+            "nonmated_searches": first.nonmated,
+            "holdout_searches": first.holdout,
+            "fusions": {f: {m: t.report() for m, t in ts.items()} for f, ts in tallies.items()},
+            "numpy_fusion": {f: {m: t.report() for m, t in ts.items()} for f, ts in fusion.items()},
             "self_calibration_seconds": calibration_s,
         }
+
+    def measure_fusion(
+        self,
+        product_fusion: str,
+        gallery_people: dict[str, list[Path]],
+        split: Split,
+        tallies: dict[str, dict[str, Tally]],
+        calibration_s: dict[str, list[float]],
+    ) -> tuple[int, int]:
+        """One fold through a real gallery scoring users by ``product_fusion``."""
+        model, dim = self.pipeline.model_id, self.pipeline.embedder.dimension
+        strangers = Split({}, [], self.holdout)
+        with eval_gallery(gallery_people, self.vectors, model, dim, product_fusion) as (
+            gallery,
+            _,
+        ):
+            found = search(gallery, split, self.vectors)
+            held = search(gallery, strangers, self.vectors).nonmated_score
+            default = OpenSetCalibrator(gallery, self.thresholds, self.matching)
+            point = default.operating_point(EVAL_GALLERY, self.fpir)
+            start = time.perf_counter()
+            forced = OpenSetCalibrator(gallery, self.thresholds, self.forced)
+            self_point = forced.operating_point(EVAL_GALLERY, self.fpir)
+            calibration_s[product_fusion].append(round(time.perf_counter() - start, 2))
+            stats = gallery.stats(EVAL_GALLERY)
+        comparisons = far_comparisons(stats, product_fusion)
+        chosen = {
+            "fixed_1to1": self.pairs.threshold,
+            "far_extended": far_extended_threshold(self.pairs, comparisons, self.fpir),
+            "self_calibrated": self_point.threshold,
+            "default": point.threshold,
+            "oracle": threshold_at_rate(found.nonmated_score, self.fpir) or 1.0,
+        }
+        ok = found.mate_rank == 1
+        held = held[np.isfinite(held)]
+        for method, threshold in chosen.items():
+            tallies[product_fusion][method].add(
+                threshold, ok, found.mated_score, found.nonmated_score, held
+            )
+        tallies[product_fusion]["default"].methods.append(point.method)
+        return stats.users, stats.templates
 
 
 def main() -> None:
@@ -290,7 +338,10 @@ def main() -> None:
     shared = Path(__file__).resolve().parents[2] / "shared" / "faces"
     parser.add_argument("--mates", type=Path, default=shared / "celeba_150")
     parser.add_argument("--distractors", type=Path, default=shared / "celeba_train")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[150, 500, 1000, 2900])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[150, 500, 1000, 2600])
+    parser.add_argument(
+        "--holdout", type=int, default=300, help="distractor-set people never enrolled"
+    )
     parser.add_argument("--fpir", type=float, default=None, help="default: the configured one")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/facegallery/bench")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
@@ -308,13 +359,16 @@ def main() -> None:
     vectors |= embeddings(
         pipeline, [p for ps in extra.values() for p in ps], args.cache, args.distractors.name
     )
-    bench = Bench(settings.matching, fpir, pipeline, mates, extra, vectors)
+    bench = Bench(settings.matching, fpir, pipeline, mates, extra, vectors, args.holdout)
     rows = []
     for size in args.sizes:
         rows.append(bench.measure(size))
-        methods = rows[-1]["methods"]
-        summary = ", ".join(f"{m} {r['fpir']:.4f}/{r['fnir']:.4f}" for m, r in methods.items())
-        print(f"{rows[-1]['gallery_users']} users, FPIR/FNIR: {summary}", flush=True)
+        for name, methods in rows[-1]["fusions"].items():
+            summary = ", ".join(
+                f"{m} {r['fpir']:.4f}/{r.get('holdout_fpir', 0):.4f}/{r['fnir']:.4f}"
+                for m, r in methods.items()
+            )
+            print(f"{rows[-1]['gallery_users']} users, {name}: FPIR/holdout/FNIR: {summary}")
 
     results = {
         "benchmark": "openset",
@@ -323,34 +377,42 @@ def main() -> None:
         "mates": args.mates.name,
         "distractors": args.distractors.name,
         "per_user": PER_USER,
+        "holdout_people": args.holdout,
+        "product_fusion": settings.gallery.fusion,
         "sizes": rows,
     }
     emit(results, args.json)
     if args.plot:
-        plot(rows, fpir, args.plot)
+        plot(rows, fpir, settings.gallery.fusion, args.plot)
 
 
-def plot(rows: list[dict[str, Any]], fpir: float, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], fpir: float, fusion: str, path: Path) -> None:
+    """Each threshold rule under the product's fusion (solid), the fixed threshold and the
+    default under ``max`` (dashed: before), the default's FPIR on held-out strangers (dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     users = [r["gallery_users"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for method in (*THRESHOLD_METHODS, "oracle"):
-        fpirs = [max(r["methods"][method]["fpir"], 1e-4) for r in rows]
-        fnirs = [r["methods"][method]["fnir"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    lines = [(fusion, m, "-") for m in (*THRESHOLD_METHODS, "oracle")]
+    lines += [("max", "fixed_1to1", "--"), ("max", "default", "--"), ("max", "oracle", "--")]
+    for i, (name, method, style) in enumerate(lines):
+        results = [r["fusions"][name][method] for r in rows]
+        look = {"marker": "o", "label": f"{method} ({name})", "color": f"C{i}"}
         if method != "oracle":
-            left.plot(users, fpirs, marker="o", label=method)
-        right.plot(users, fnirs, marker="o", label=method)
+            left.plot(users, [max(x["fpir"], 1e-4) for x in results], style, **look)
+        right.plot(users, [x["fnir"] for x in results], style, **look)
+    held = [max(r["fusions"][fusion]["default"].get("holdout_fpir", 0), 1e-4) for r in rows]
+    left.plot(users, held, ":", marker="s", color="black", label=f"default ({fusion}), held-out")
     left.axhspan(fpir / 2, fpir * 2, color="green", alpha=0.1, label="0.5x-2x target")
     left.axhline(fpir, color="green", linestyle="--", linewidth=1)
     left.set(xscale="log", yscale="log", xlabel="gallery users", ylabel="measured FPIR")
     right.set(xscale="log", xlabel="gallery users", ylabel="measured FNIR (rank 1)")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(f"identify at target FPIR {fpir}: strangers matched, mates missed")
     fig.tight_layout()
     fig.savefig(path)

@@ -32,7 +32,11 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("detect:\n  score_threshold: 2\n", "is invalid"), ("nonsense_section: 1\n", "is invalid")],
+    [
+        ("detect:\n  score_threshold: 2\n", "is invalid"),
+        ("nonsense_section: 1\n", "is invalid"),
+        ("gallery:\n  grouping: server\n", "needs fusion: max"),
+    ],
 )
 def test_invalid_files_are_explained(tmp_path: Path, content: str, message: str) -> None:
     config = tmp_path / "settings.yaml"

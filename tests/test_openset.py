@@ -2,7 +2,9 @@
 distribution is known: random unit vectors in D dimensions, whose cosine with any other has
 the density (1 - t^2)^((D - 3) / 2). For independent templates the FPIR at threshold t over
 ``c`` comparisons is 1 - (1 - P(cos >= t))^c, so the right threshold for a gallery's size is
-known exactly and the self-calibration can be checked against it."""
+known exactly and the self-calibration can be checked against it. That is the law of a
+user's best template, so these galleries score users by ``max``; the top2_mean fusion's
+fallback is checked on its own."""
 
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def _tid(*parts: object) -> str:
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory: pytest.TempPathFactory) -> Gallery:
     path = tmp_path_factory.mktemp("openset") / "g.db"
-    return Gallery(GallerySettings(uri=str(path), index_type="FLAT"), MODEL, DIM)
+    return Gallery(GallerySettings(uri=str(path), index_type="FLAT", fusion="max"), MODEL, DIM)
 
 
 def calibrator(
@@ -141,6 +143,17 @@ def test_small_gallery_uses_and_reports_the_far_extended_fallback(
     assert point.evidence == SHIPPED[MODEL].impostor_pairs
     assert point.threshold == far_extended_threshold(SHIPPED[MODEL], 80, 0.01)
     assert gallery.calibrations.get("small") is None  # nothing searched, nothing stored
+
+
+def test_under_top2_mean_the_fallback_counts_users(gallery: Gallery, tmp_path: Path) -> None:
+    """The mean of a user's two best templates is about one comparison with that person."""
+    add_users(gallery, "small-fused", 0, 20, seed=4)
+    fused = Gallery(gallery.settings.model_copy(update={"fusion": "top2_mean"}), MODEL, DIM)
+    point = calibrator(fused, tmp_path).operating_point("small-fused")
+    assert point.method == FAR_EXTENDED
+    assert (point.gallery_users, point.gallery_templates) == (20, 80)
+    assert point.threshold == far_extended_threshold(SHIPPED[MODEL], 20, 0.01)
+    assert point.threshold < calibrator(gallery, tmp_path).operating_point("small-fused").threshold
 
 
 def test_far_extended_model_follows_the_union_bound() -> None:

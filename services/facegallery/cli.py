@@ -801,7 +801,14 @@ def eval_identify(
     pipeline = FacePipeline.from_settings(settings)
     minimum = min_images if min_images is not None else enroll_per_identity + 1
     report = evaluate_identification(
-        pipeline, root, enroll_per_identity, minimum, settings.matching, distractors, fpir
+        pipeline,
+        root,
+        enroll_per_identity,
+        minimum,
+        settings.matching,
+        settings.gallery.fusion,
+        distractors,
+        fpir,
     )
     emit_json(report, json_out)
 

@@ -15,8 +15,10 @@ A threshold right for 100 users is wrong for 10,000. So the operator states a ta
   has changed by ``matching.recalibrate_growth`` since.
 - **far_extended**: too few templates to measure the rate (fewer than
   ``min_false_positives / FPIR`` searches): the per-comparison impostor distribution of the
-  stored pair calibration (a normal fit to its impostor scores) is extended to the gallery's
-  template count, solving ``1 - (1 - FAR(t)) ** templates = FPIR`` for ``t``.
+  stored pair calibration (a normal fit to its impostor scores) is extended to the gallery,
+  solving ``1 - (1 - FAR(t)) ** n = FPIR`` for ``t``, where ``n`` counts the comparisons a
+  stranger makes (``far_comparisons``: templates under ``max`` fusion, users under
+  ``top2_mean``).
 - **explicit**: a threshold in the request wins, as before.
 
 Every answer says which method, threshold, target and gallery size it used.
@@ -39,6 +41,7 @@ from facegallery.config import MAX_FPIR, MatchingSettings
 from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.evaluation.metrics import threshold_at_rate
 from facegallery.gallery import Gallery, GalleryStats, ImpostorSample
+from facegallery.gallery.fusion import MAX
 from facegallery.matching import Calibration, Thresholds
 
 SELF_CALIBRATED = "self_calibrated"
@@ -104,6 +107,15 @@ def far_extended_threshold(calibration: Calibration, comparisons: int, fpir: flo
         )
     far = -math.expm1(math.log1p(-fpir) / max(1, comparisons))
     return calibration.impostor_mean - calibration.impostor_std * NormalDist().inv_cdf(far)
+
+
+def far_comparisons(stats: GalleryStats, fusion: str) -> int:
+    """How many independent pair comparisons a stranger's search is worth under ``fusion``.
+    ``max``: every template (a user's best of k templates is k chances). ``top2_mean``: every
+    user, since the mean of a user's two best is about one comparison with that person. At
+    150-2,535 users, counting templates put the top2_mean threshold 0.014-0.028 above the
+    one measured on strangers, counting users within 0.011 (benchmarks/bench_openset.py)."""
+    return stats.templates if fusion == MAX else stats.users
 
 
 def tail_length(searches: int) -> int:
@@ -175,7 +187,8 @@ class OpenSetCalibrator:
                     sample.users,
                 )
         pairs = self.thresholds.get(self.gallery.model_id)
-        extended = far_extended_threshold(pairs, stats.templates, target)
+        comparisons = far_comparisons(stats, self.gallery.settings.fusion)
+        extended = far_extended_threshold(pairs, comparisons, target)
         return OperatingPoint(
             FAR_EXTENDED, extended, target, stats.users, stats.templates, pairs.impostor_pairs
         )

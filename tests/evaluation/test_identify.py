@@ -53,11 +53,13 @@ def test_evaluate_identification(tmp_path: Path, samples: Samples, pipeline: Fac
             cv2.imwrite(str(distractors / f"d{p}" / f"{k}.png"), image)
     matching = MatchingSettings(thresholds_file=tmp_path / "none.json")
     report = evaluate_identification(
-        pipeline, root, 1, 2, matching, distractors, fpir=0.05, progress=False
+        pipeline, root, 1, 2, matching, "top2_mean", distractors, fpir=0.05, progress=False
     )
     assert report["gallery_users"] == 30 and report["distractor_users"] == 20
+    assert report["fusion"] == "top2_mean"
     assert report["failed_to_enroll"] == 0
-    # 30 templates cannot measure an FPIR of 0.05: the pair calibration extended to 30.
+    # 30 templates cannot measure an FPIR of 0.05: the pair calibration extended to the 30
+    # users (one comparison each under top2_mean).
     point = report["operating_point"]
     assert point["method"] == "far_extended" and point["target_fpir"] == 0.05
     expected = far_extended_threshold(SHIPPED[pipeline.model_id], 30, 0.05)

@@ -59,23 +59,99 @@ def _templates(
     ]
 
 
+def _fused(stored: np.ndarray, probe: np.ndarray, fusion: str) -> float:
+    """The exact fused score of one user's templates (n, D), in numpy."""
+    scores = np.sort(stored @ probe)[::-1]
+    return float(scores[0] if fusion == "max" or len(scores) == 1 else scores[:2].mean())
+
+
+def _with_fusion(gallery: Gallery, fusion: str) -> Gallery:
+    """The same collections, searched with another fusion."""
+    return Gallery(gallery.settings.model_copy(update={"fusion": fusion}), MODEL, DIM)
+
+
 def test_search_groups_by_user(gallery: Gallery) -> None:
     people = {f"user{u}": _unit(u) for u in range(8)}
     for user, base in people.items():
         gallery.add("grouping", user, _templates(user, base, 6 if user == "user0" else 2))
     probe = _unit(999, people["user0"], 0.1)
-    hits = gallery.search("grouping", probe[None], top_k=5)[0]
-    users = [h.user_id for h in hits]
-    assert users[0] == "user0"
-    assert len(users) == len(set(users)) == 5  # user0's six templates count once
-    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    best = max(float(t.embedding @ probe) for t in gallery.templates("grouping", "user0"))
-    assert hits[0].score == pytest.approx(best, abs=1e-5)  # a user scores by their best template
+    stored = np.stack([t.embedding for t in gallery.templates("grouping", "user0")])
+    for fusion in ("max", "top2_mean"):
+        hits = _with_fusion(gallery, fusion).search("grouping", probe[None], top_k=5)[0]
+        users = [h.user_id for h in hits]
+        assert users[0] == "user0"
+        assert len(users) == len(set(users)) == 5  # user0's six templates count once
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert hits[0].score == pytest.approx(_fused(stored, probe, fusion), abs=1e-5)
 
 
-def test_near_identical_templates_count_once_and_match_exact_search(gallery: Gallery) -> None:
+def test_two_good_templates_outrank_one_lucky_one(gallery: Gallery) -> None:
+    """A stranger close to one photo of a user (and far from their other) scores above a user
+    whose two photos are both fairly close under max, below them under top2_mean."""
+    probe = _unit(1234)
+    lucky = [_unit(1, probe, 0.15), _unit(2)]
+    steady = [_unit(3, probe, 0.3), _unit(4, probe, 0.3)]
+    for user, vectors in (("lucky", lucky), ("steady", steady)):
+        gallery.add(
+            "fusion",
+            user,
+            [NewTemplate(_tid(user, i), v, 0.9, f"{i}.jpg") for i, v in enumerate(vectors)],
+        )
+    assert [
+        c.user_id for c in _with_fusion(gallery, "max").search("fusion", probe[None], 2)[0]
+    ] == [
+        "lucky",
+        "steady",
+    ]
+    fused = _with_fusion(gallery, "top2_mean").search("fusion", probe[None], 2)[0]
+    assert [c.user_id for c in fused] == ["steady", "lucky"]
+    assert fused[1].score == pytest.approx(_fused(np.stack(lucky), probe, "top2_mean"), abs=1e-5)
+
+
+def test_top_two_mean_reads_the_templates_below_the_cut(
+    gallery: Gallery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a shortlist of 3 the search retrieves ``3 x cap`` templates: most shortlisted
+    users have one of them there, and their second best is read and scored, so every
+    candidate's score is the exact top-two mean, and a mate's search finds them first."""
+    fused = Gallery(
+        gallery.settings.model_copy(update={"fusion": "top2_mean", "fusion_shortlist": 3}),
+        MODEL,
+        DIM,
+    )
+    people = {f"c{u}": _unit(2000 + u) for u in range(40)}
+    stored = {}
+    for user, base in people.items():
+        templates = _templates(user, base, 3, noise=0.3, tag="cut")
+        gallery.add("cut", user, templates)
+        stored[user] = np.stack([t.embedding for t in templates])
+    read: list[int] = []
+    embeddings = fused._embeddings
+
+    def counted(g: str, users: set[str]) -> dict[str, np.ndarray]:
+        read.append(len(users))
+        return embeddings(g, users)
+
+    monkeypatch.setattr(fused, "_embeddings", counted)
+    strangers = np.stack([_unit(3000 + i) for i in range(20)])
+    mates = np.stack([_unit(4000 + i, people[f"c{i}"], 0.2) for i in range(10)])
+    for probe, hits in zip(strangers, fused.search("cut", strangers, 3), strict=True):
+        assert len(hits) == 3
+        for h in hits:
+            assert h.score == pytest.approx(_fused(stored[h.user_id], probe, "top2_mean"), abs=1e-4)
+    assert read and read[0] >= 5, "shortlisted users with one retrieved template were read"
+    for i, (probe, hits) in enumerate(zip(mates, fused.search("cut", mates, 1), strict=True)):
+        exact = max(stored, key=lambda u: _fused(stored[u], probe, "top2_mean"))
+        assert hits[0].user_id == exact == f"c{i}"
+
+
+@pytest.mark.parametrize("fusion", ["max", "top2_mean"])
+def test_near_identical_templates_count_once_and_match_exact_search(
+    gallery: Gallery, fusion: str
+) -> None:
     """Users holding the full cap of near-copies: each appears once, and the ranking is the
-    exact one (numpy over the same templates, best template per user)."""
+    exact one (numpy over the same templates, fused the same way)."""
+    searcher = _with_fusion(gallery, fusion)
     cap = gallery.settings.max_templates_per_user
     people = {f"twin{u}": _unit(400 + u) for u in range(12)}
     stored = {}
@@ -84,13 +160,13 @@ def test_near_identical_templates_count_once_and_match_exact_search(gallery: Gal
         gallery.add("twins", user, templates)
         stored[user] = np.stack([t.embedding for t in templates])
     probes = np.stack([_unit(500 + i, people[f"twin{i}"], 0.8) for i in range(6)])
-    for probe, hits in zip(probes, gallery.search("twins", probes, top_k=5), strict=True):
+    for probe, hits in zip(probes, searcher.search("twins", probes, top_k=5), strict=True):
         users = [h.user_id for h in hits]
         assert len(users) == len(set(users)) == 5
-        exact = sorted(stored, key=lambda u: -float(np.max(stored[u] @ probe)))[:5]
+        exact = sorted(stored, key=lambda u: -_fused(stored[u], probe, fusion))[:5]
         assert users == exact
         for h in hits:
-            assert h.score == pytest.approx(float(np.max(stored[h.user_id] @ probe)), abs=1e-4)
+            assert h.score == pytest.approx(_fused(stored[h.user_id], probe, fusion), abs=1e-4)
 
 
 def test_many_probes_in_one_call(gallery: Gallery) -> None:
@@ -273,15 +349,16 @@ def test_lite_file_held_by_another_process_is_a_clear_error(tmp_path: Path) -> N
 def test_server_grouping_where_it_exists_and_why_it_is_not_the_default(
     gallery_settings: GallerySettings, gallery: Gallery
 ) -> None:
-    """``grouping: server`` agrees with the client-side grouping on Lite. Milvus server 2.3
+    """``grouping: server`` agrees with the client-side grouping (max) on Lite. Milvus server 2.3
     ignores ``group_by_field``: its 3 hits are templates of one user, so asking for 3 users
     yields fewer, where the client-side grouping yields 3."""
     people = {f"g{u}": _unit(700 + u) for u in range(6)}
     for user, base in people.items():
         gallery.add("modes", user, _templates(user, base, 5, noise=0.05))
     probe = _unit(777, people["g0"], 0.2)
-    client = gallery.search("modes", probe[None], 3)[0]
-    grouped = Gallery(gallery_settings.model_copy(update={"grouping": "server"}), MODEL, DIM)
+    client = _with_fusion(gallery, "max").search("modes", probe[None], 3)[0]
+    server_settings = gallery_settings.model_copy(update={"grouping": "server", "fusion": "max"})
+    grouped = Gallery(server_settings, MODEL, DIM)
     server = grouped.search("modes", probe[None], 3)[0]
     if gallery.embedded:
         assert [c.user_id for c in server] == [c.user_id for c in client]

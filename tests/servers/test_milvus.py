@@ -27,8 +27,8 @@ DIM = 8
 
 def _templates(users: int, per_user: int, rng: np.random.Generator) -> dict[str, list[NewTemplate]]:
     batch = {}
-    for u in range(users):
-        vectors = rng.normal(size=(per_user, DIM)).astype(np.float32)
+    for u in range(users):  # one person's photos: near copies of one face
+        vectors = (rng.normal(size=DIM) + 0.2 * rng.normal(size=(per_user, DIM))).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         batch[f"user{u:03d}"] = [
             NewTemplate(f"{u:016x}{k:016x}", v, 0.8, f"u{u}-{k}.jpg") for k, v in enumerate(vectors)

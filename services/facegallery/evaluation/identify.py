@@ -98,11 +98,15 @@ def eval_gallery(
     vectors: dict[Path, np.ndarray | None],
     model_id: str,
     dimension: int,
+    fusion: str,
 ) -> Iterator[tuple[Gallery, set[str]]]:
-    """A temporary Milvus Lite gallery (``EVAL_GALLERY``) holding these people (user id ->
-    photos, those with an embedding), with the users that got at least one template."""
+    """A temporary Milvus Lite gallery (``EVAL_GALLERY``, exact search, users scored by
+    ``fusion``) holding these people (user id -> photos, those with an embedding), with the
+    users that got at least one template."""
     with tempfile.TemporaryDirectory() as scratch:
-        settings = GallerySettings(uri=str(Path(scratch) / "eval.db"), index_type="FLAT")
+        settings = GallerySettings.model_validate(
+            {"uri": str(Path(scratch) / "eval.db"), "index_type": "FLAT", "fusion": fusion}
+        )
         gallery = Gallery(settings, model_id, dimension)
         enrolled: set[str] = set()
         batch: dict[str, list[NewTemplate]] = {}
@@ -143,6 +147,7 @@ def evaluate_identification(
     k: int,
     min_images: int,
     matching: MatchingSettings,
+    fusion: str,
     distractors: Path | None = None,
     fpir: float | None = None,
     progress: bool = True,
@@ -160,7 +165,7 @@ def evaluate_identification(
     people = {user_id(name): paths for name, paths in split.enroll.items()}
     extras = {DISTRACTOR + user_id(name): paths for name, paths in extra.items()}
     dimension = pipeline.embedder.dimension
-    with eval_gallery({**people, **extras}, vectors, pipeline.model_id, dimension) as (
+    with eval_gallery({**people, **extras}, vectors, pipeline.model_id, dimension, fusion) as (
         gallery,
         enrolled,
     ):
@@ -183,6 +188,7 @@ def evaluate_identification(
             float(((result.mate_rank >= 1) & (result.mate_rank <= 5)).sum() / mated_count), 6
         ),
         "fnir_at_fpir": fnir,
+        "fusion": fusion,
         "operating_point": {
             "method": point.method,
             "target_fpir": point.target_fpir,

@@ -2,9 +2,9 @@
 and the policy that keeps them."""
 
 from facegallery.gallery.calibrations import ImpostorSample
+from facegallery.gallery.fusion import Candidate
 from facegallery.gallery.registry import UserRecord
 from facegallery.gallery.store import (
-    Candidate,
     Gallery,
     GalleryStats,
     NewTemplate,

@@ -6,10 +6,12 @@ duplicating), ``gallery`` (partition key), ``user_id``, ``embedding`` (COSINE), 
 the user registry (``registry.py``) keeps one row per user for listing and stats.
 
 Identification is one search per batch of probes, grouped by user: each candidate is a user,
-scored by their best template. By default the grouping is done here, not by Milvus: server
-2.3 silently ignores ``group_by_field``. The search fetches ``top_k x max_templates_per_user``
-templates and keeps each user's best, which is exact for an exact search: a user holds at most
-``cap`` templates, so the k-th best user's best template ranks at most ``(k - 1) * cap + 1``.
+scored from their templates by ``gallery.fusion`` (``fusion.py``). By default the grouping is
+done here, not by Milvus: server 2.3 silently ignores ``group_by_field``. The search fetches
+``top_k x max_templates_per_user`` templates and groups them by user; for ``max`` (each
+user's best) that is exact for an exact search: a user holds at most ``cap`` templates, so
+the k-th best user's best template ranks at most ``(k - 1) * cap + 1``; ``top2_mean`` fetches
+enough for ``max(top_k, fusion_shortlist)`` users and fuses those.
 Every id is validated (``facegallery.ids``) before it is written into a filter expression.
 
 Backend differences (upsert, read-your-writes, Lite's brute force on unsealed data) are
@@ -38,6 +40,7 @@ from facegallery.gallery.connection import (
     gallery_filter,
     quoted,
 )
+from facegallery.gallery.fusion import MAX, Candidate, best_template, fuse_top_two
 from facegallery.gallery.registry import UserRecord, UserRegistry
 
 SOURCE_MAX = 512
@@ -103,15 +106,6 @@ class User:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A user returned by a search, scored by their best template's cosine similarity."""
-
-    user_id: str
-    score: float
-    template_id: str
-
-
-@dataclass(frozen=True)
 class GalleryStats:
     users: int
     templates: int
@@ -134,7 +128,8 @@ class Gallery:
         self.embedded = self.connection.embedded
         suffix = self.collection[len("faces_") :]
         self.registry = UserRegistry(self.connection, "users_" + suffix)
-        self.calibrations = CalibrationStore(self.connection, "opsets_" + suffix)
+        # Scores differ by fusion, and so do their calibrations: one store for each.
+        self.calibrations = CalibrationStore(self.connection, f"opsets_{settings.fusion}_{suffix}")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._ensure_collection()
         if self.registry.ensure():
@@ -188,7 +183,9 @@ class Gallery:
             return []
         cap = self.settings.max_templates_per_user
         server_groups = self.settings.grouping == "server"
-        limit = top_k if server_groups else min(top_k * cap, MAX_LIMIT)
+        fused = not server_groups and self.settings.fusion != MAX
+        users = max(top_k, self.settings.fusion_shortlist) if fused else top_k
+        limit = top_k if server_groups else min(users * cap, MAX_LIMIT)
         grouping: dict[str, Any] = {"group_by_field": "user_id"} if server_groups else {}
         results = self.connection.call(
             "search",
@@ -201,7 +198,11 @@ class Gallery:
             consistency_level=self.settings.read_consistency,
             **grouping,
         )
-        return [_best_per_user(hits, top_k) for hits in results]
+        if not fused:
+            return [best_template(hits, top_k) for hits in results]
+        return fuse_top_two(
+            results, probes, limit, top_k, users, lambda found: self._embeddings(gallery, found)
+        )
 
     def sample_templates(self, gallery: str, size: int, seed: int) -> tuple[list[str], np.ndarray]:
         """About ``size`` of a gallery's templates, (user ids, embeddings (n, D)), read by one
@@ -341,6 +342,23 @@ class Gallery:
         self.connection.call("drop_collection", self.registry.collection)
         self.connection.call("drop_collection", self.calibrations.collection)
 
+    def _embeddings(self, gallery: str, users: set[str]) -> dict[str, np.ndarray]:
+        """Every template embedding (n, D) of each of ``users``: a few queries."""
+        cap = self.settings.max_templates_per_user
+        ordered, vectors = sorted(users), dict[str, np.ndarray]()
+        per_query = max(1, MAX_LIMIT // cap)
+        for start in range(0, len(ordered), per_query):
+            chunk = [ids.user_id(u) for u in ordered[start : start + per_query]]
+            expression = f"{gallery_filter(gallery)} and user_id in [{quoted(chunk)}]"
+            rows = self.connection.query(
+                self.collection, expression, ["user_id", "embedding"], len(chunk) * cap
+            )
+            found: dict[str, list[list[float]]] = {}
+            for row in rows:
+                found.setdefault(row["user_id"], []).append(row["embedding"])
+            vectors |= {u: np.asarray(v, np.float32) for u, v in found.items()}
+        return vectors
+
     def _stored(self, template_ids: list[str]) -> set[str]:
         """Which of these template ids are stored already (a primary-key lookup)."""
         rows = self.connection.lookup(self.collection, "template_id", template_ids, ["template_id"])
@@ -413,18 +431,6 @@ class Gallery:
         if self.index_type == "IVF_FLAT":
             return {"nprobe": self.settings.ivf_nprobe}
         return {}
-
-
-def _best_per_user(hits: list[dict[str, Any]], top_k: int) -> list[Candidate]:
-    """Each user's best hit, best users first, at most ``top_k`` (hits come best first)."""
-    best: dict[str, Candidate] = {}
-    for hit in sorted(hits, key=lambda h: -float(h["distance"])):
-        user = hit["entity"]["user_id"]
-        if user not in best:
-            best[user] = Candidate(user, float(hit["distance"]), hit["entity"]["template_id"])
-            if len(best) == top_k:
-                break
-    return list(best.values())
 
 
 def _user_filter(gallery: str, user_id: str) -> str:
