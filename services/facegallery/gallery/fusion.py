@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 MAX = "max"
-TOP2_MEAN = "top2_mean"
 
 
 @dataclass(frozen=True)
