@@ -43,9 +43,16 @@ def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
         grpc_client.identify(gallery, samples.photo("grace_hopper.jpg"))  # unknown
     with pytest.raises(Exception, match="image"):
         http.detect(b"junk")
+    refused = '{code="INVALID_ARGUMENT",operation="verify",protocol="http"}'
+    before = _samples(httpx.get(f"{served.http_url}/metrics").text, "facegallery_requests_total")
+    url = f"{served.http_url}/v1/galleries/{gallery}/users/obama/verify"
+    headers = {"authorization": f"Bearer {served.admin}", "content-type": "application/json"}
+    assert httpx.post(url, content=b"{not json", headers=headers).status_code == 400
 
     text = httpx.get(f"{served.http_url}/metrics").text
     requests = _samples(text, "facegallery_requests_total")
+    # A body refused before the API call is counted too:
+    assert requests[refused] == before.get(refused, 0) + 1
     assert requests['{code="OK",operation="identify",protocol="http"}'] >= 3
     assert requests['{code="OK",operation="identify",protocol="grpc"}'] >= 3
     assert requests['{code="INVALID_ARGUMENT",operation="detect",protocol="http"}'] >= 1

@@ -23,6 +23,7 @@ from facegallery.auth import KeyStore
 from facegallery.config import Settings
 from facegallery.errors import FaceGalleryError, InvalidInput
 from facegallery.jobs.queue import EnrollmentQueue
+from facegallery.metrics import REQUESTS
 from facegallery.serving import schemas as s
 from facegallery.serving.api import Api, as_error
 from facegallery.serving.service import served_service
@@ -169,6 +170,11 @@ class Gateway:
     ) -> Response:
         try:
             payload = await read_payload(request, **path)
+        except Exception as exc:  # refused before Api.call, which counts everything after
+            error = as_error(exc)
+            REQUESTS.labels(operation, "http", error.grpc_code).inc()
+            return error_response(error)
+        try:
             token = _token(request.headers)
             answer = await run_in_threadpool(self.api.call, operation, "http", token, payload)
         except Exception as exc:
