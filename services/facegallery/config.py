@@ -186,7 +186,7 @@ class GallerySettings(BaseModel):
         description="A user's score from their templates. top2_mean: the mean of their two "
         "best templates' cosines (their one template's, when they hold one); at the same "
         "FPIR it missed fewer mates than the best template alone, by more as the gallery "
-        "grew (23% to 15% at 2,835 users; README, open-set identification). max: the best "
+        "grew (22% to 15% at 2,535 users; README, open-set identification). max: the best "
         "template's cosine. A change of fusion needs a gallery's recalibration (automatic).",
     )
     fusion_shortlist: int = Field(

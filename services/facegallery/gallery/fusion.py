@@ -41,14 +41,8 @@ class Candidate:
 
 def best_template(hits: list[dict[str, Any]], top_k: int) -> list[Candidate]:
     """``max``: each user's best hit, best users first, at most ``top_k``."""
-    best: dict[str, Candidate] = {}
-    for hit in sorted(hits, key=lambda h: -float(h["distance"])):
-        user = hit["entity"]["user_id"]
-        if user not in best:
-            best[user] = Candidate(user, float(hit["distance"]), hit["entity"]["template_id"])
-            if len(best) == top_k:
-                break
-    return list(best.values())
+    users = list(_by_user(hits).items())[:top_k]
+    return [Candidate(user, scores[0][0], scores[0][1]) for user, scores in users]
 
 
 def top_two_mean(scores: np.ndarray) -> float:
