@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from facegallery.config import DecodeSettings
 from facegallery.errors import ImageTooLarge, InvalidImage
@@ -68,6 +68,22 @@ def test_exif_orientation_is_applied() -> None:
     assert decoded.shape == (64, 48, 3)
     expected = np.asarray(image.transpose(Image.Transpose.ROTATE_270))[:, :, ::-1]
     assert np.abs(decoded.astype(int) - expected.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_transpose(fmt: str, orientation: int) -> None:
+    """JPEG takes OpenCV's decoder and the project's orientation table, PNG takes Pillow's
+    exif_transpose: both must give Pillow's upright image for all eight orientations."""
+    image = _gradient(64, 48)
+    image.putpixel((3, 5), (255, 255, 255))  # an asymmetric mark: mirror images differ
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _pil_bytes(image, fmt, quality=100, exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = decode_image(data, LIMITS)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded[:, :, ::-1].astype(int) - expected.astype(int)).mean() < 1.5
 
 
 def test_empty_bytes_are_refused() -> None:
