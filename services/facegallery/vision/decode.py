@@ -6,10 +6,11 @@ decoded. A decompression bomb is refused before it allocates anything. EXIF orie
 applied so that faces are upright for the detector, which is not rotation invariant.
 
 JPEG, what cameras send, is decoded by OpenCV once the header has passed: ``cv2.imdecode``
-writes BGR directly and ran 5x faster than Pillow's decode and conversion at 1080p
-(``benchmarks/bench_pipeline.py``, "decode"). The orientation still comes from the EXIF that
-Pillow read with the header, applied by the same table as ``ImageOps.exif_transpose``. A JPEG
-that OpenCV cannot decode (truncated, corrupt) goes to Pillow, whose error names the fault.
+writes BGR directly and ran 3x faster than Pillow's decode and conversion at 1080p, 4x at 4K
+(``benchmarks/bench_pipeline.py``, ``camera.decode_ms``). The orientation still comes from the
+EXIF that Pillow read with the header, applied by the same table as ``ImageOps.exif_transpose``.
+A JPEG that OpenCV cannot decode (truncated, corrupt) goes to Pillow, whose error names the
+fault.
 """
 
 from __future__ import annotations
