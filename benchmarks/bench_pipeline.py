@@ -8,7 +8,8 @@ flip averaging, which doubles the recognizer's work by design.
 Camera frames: JPEG decode at 720p, 1080p and 4K (the product's decoder beside Pillow's
 decode-and-convert, the decoder used before, and OpenCV's full and half-scale decode), and a
 1080p frame holding the sample photos' faces timed per stage (decode, detect, align, embed)
-and end to end from JPEG bytes, beside OpenCV's pipeline on the same bytes.
+and end to end from JPEG bytes, beside OpenCV's pipeline on the same bytes; and detection on a
+frame without a face, what most camera frames are.
 
     .venv/bin/python benchmarks/bench_pipeline.py --json benchmarks/results/speed.json
 """
@@ -29,7 +30,8 @@ import onnxruntime as ort
 from PIL import Image, ImageOps
 
 from facegallery.config import Settings, load_settings
-from facegallery.pipeline import FacePipeline
+from facegallery.models import ModelStore
+from facegallery.pipeline import FacePipeline, build_detector
 from facegallery.samples import fetch_samples
 from facegallery.vision.align import align_face
 from facegallery.vision.decode import decode_image
@@ -39,6 +41,7 @@ from report import emit
 
 CAMERA_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 JPEG_QUALITY = 90
+FACELESS_SIZES = {"640x480": (640, 480), "1080p": (1920, 1080)}  # a grey frame, no face
 PHOTOS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "group.jpg", "biden.jpg")
 
 
@@ -115,7 +118,7 @@ def decode_speed(frame: np.ndarray, settings: Settings, s: float) -> dict[str, o
             {
                 "facegallery": partial(decode_image, data, settings.decode),
                 "pillow_before": partial(pillow_decode, data),
-                "opencv_imdecode": partial(cv2.imdecode, buffer, cv2.IMREAD_COLOR),
+                "opencv_imdecode": partial(opencv_decode, buffer),
                 "opencv_half_scale": partial(cv2.imdecode, buffer, cv2.IMREAD_REDUCED_COLOR_2),
             },
             s,
@@ -237,6 +240,24 @@ def main() -> None:
         detect[k] / len(images) for k in ("opencv", "one", "batch")
     )
 
+    faceless = {name: np.full((h, w, 3), 90, np.uint8) for name, (w, h) in FACELESS_SIZES.items()}
+    uncapped_settings = settings.model_copy(deep=True)
+    uncapped_settings.detect.tight_crop_max_side = 10**6  # the second search as it was before
+    uncapped = build_detector(ModelStore(settings.models).load_configured()[0], uncapped_settings)
+    empty = timed(
+        {
+            **{
+                f"uncapped_before_{n}": partial(uncapped.detect, [im]) for n, im in faceless.items()
+            },
+            **{f"opencv_{n}": partial(reference.detect, im) for n, im in faceless.items()},
+            **{
+                f"facegallery_{n}": partial(ours.detector.detect, [im])
+                for n, im in faceless.items()
+            },
+        },
+        s,
+    )
+
     embed: dict[str, object] = {}
     for batch in (1, 32):
         chunk = np.resize(crops, (batch, *crops.shape[1:]))
@@ -293,6 +314,7 @@ def main() -> None:
             "speedup_batch_1": round(detect_ref / detect_one, 2),
             f"speedup_batch_{len(images)}": round(detect_ref / detect_batch, 2),
         },
+        "faceless_frame_detection_ms": {k: round(1000 * v, 2) for k, v in empty.items()},
         "embedding": embed,
         "end_to_end_faces_per_s": {
             "opencv": round(faces_per_pass / e2e_ref, 1),

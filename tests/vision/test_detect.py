@@ -127,6 +127,42 @@ def test_padding_is_what_finds_tight_crops_for_scrfd(
     np.testing.assert_allclose(found[0].landmarks + offset, reference.landmarks, atol=12)
 
 
+def test_a_large_tight_crop_is_found_on_the_capped_canvas(
+    insightface_pipeline: FacePipeline, samples: Samples
+) -> None:
+    """A face filling a large frame (a tight crop, 3x upscaled) is found by the padded second
+    search on its canvas downscaled to ``tight_crop_max_side``, in the frame's own pixels."""
+    detector = insightface_pipeline.detector
+    image = read_bgr(samples.photo("obama.jpg"))
+    reference = detector.detect([image])[0][0]
+    offset = np.round(reference.box[:2])
+    big = cv2.resize(_tight_crop(image, reference), None, fx=3, fy=3)
+    assert max(big.shape[:2]) * 2 > detector.settings.tight_crop_max_side  # the cap applies
+    found = detector.detect([big])[0]
+    assert len(found) == 1
+    np.testing.assert_allclose(found[0].landmarks, (reference.landmarks - offset) * 3, atol=24)
+
+
+def test_a_faceless_frame_costs_one_capped_second_pass(
+    pipeline: FacePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most camera frames hold no face: the second search runs on a canvas no larger than
+    ``tight_crop_max_side``, not on the padded frame (four times its pixels)."""
+    detector = pipeline.detector
+    shapes: list[tuple[int, ...]] = []
+    run = detector.runtime.run
+
+    def recording(batch: np.ndarray) -> list[np.ndarray]:
+        shapes.append(batch.shape)
+        return run(batch)
+
+    monkeypatch.setattr(detector.runtime, "run", recording)
+    frame = np.full((960, 1280, 3), 90, np.uint8)
+    assert detector.detect([frame]) == [[]]
+    cap = detector.settings.tight_crop_max_side
+    assert shapes == [(1, 3, 960, 1280), (1, 3, cap * 3 // 4, cap)]
+
+
 def test_batch_equals_one_by_one(any_pipeline: FacePipeline, samples: Samples) -> None:
     images = [read_bgr(samples.photo(n)) for n in ("astronaut.png", "group.jpg", "obama.jpg")]
     together = any_pipeline.detector.detect(images)

@@ -42,9 +42,15 @@ class Detection:
             "detector_score": round(self.score, 4),
         }
 
-    def shifted(self, dx: float, dy: float) -> Detection:
+    def from_canvas(self, scale: float, dx: float, dy: float) -> Detection:
+        """This detection mapped from a canvas (the image placed at (dx, dy), then resized by
+        ``scale``) back to the image's own pixels."""
         offset = np.array([dx, dy], dtype=np.float32)
-        return Detection(self.box - np.tile(offset, 2), self.landmarks - offset, self.score)
+        return Detection(
+            (self.box / scale - np.tile(offset, 2)).astype(np.float32),
+            (self.landmarks / scale - offset).astype(np.float32),
+            self.score,
+        )
 
 
 class Detector(ABC):
@@ -75,22 +81,24 @@ class Detector(ABC):
         empty = [i for i, faces in enumerate(results) if not faces]
         if not empty:
             return
-        padded, offsets = [], []
+        padded, placements = [], []
         for i in empty:
             h, w = images[i].shape[:2]
             dy, dx = (
                 round(h * self.settings.tight_crop_padding),
                 round(w * self.settings.tight_crop_padding),
             )
-            padded.append(
-                cv2.copyMakeBorder(images[i], dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=0)
+            canvas, scale = fit_long_side(
+                cv2.copyMakeBorder(images[i], dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=0),
+                self.settings.tight_crop_max_side,
             )
-            offsets.append((dx, dy))
+            padded.append(canvas)
+            placements.append((scale, dx, dy))
         found: list[list[Detection]] = []
         for start in range(0, len(padded), self.max_batch):
             found.extend(self._detect_batch(padded[start : start + self.max_batch]))
-        for i, faces, (dx, dy) in zip(empty, found, offsets, strict=True):
-            results[i] = [face.shifted(dx, dy) for face in faces]
+        for i, faces, placement in zip(empty, found, placements, strict=True):
+            results[i] = [face.from_canvas(*placement) for face in faces]
 
     def _suppress(
         self, boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray, scale: float
@@ -115,6 +123,16 @@ class Detector(ABC):
             )
             for k in order[: self.settings.max_faces]
         ]
+
+
+def fit_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` downscaled so its long side is at most ``max_side``, and the scale used (1.0
+    when it already fits)."""
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    if scale < 1.0:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, scale
 
 
 def largest(faces: list[Detection], confident_score: float = 0.0) -> Detection | None:

@@ -7,10 +7,9 @@ strides) and ``kps`` (5 points as cell offsets), as OpenCV's ``FaceDetectorYN`` 
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from facegallery.vision.detect import Detection, Detector
+from facegallery.vision.detect import Detection, Detector, fit_long_side
 
 STRIDES = (8, 16, 32)
 DIVISOR = 32
@@ -18,7 +17,8 @@ DIVISOR = 32
 
 class YuNetDetector(Detector):
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
-        scaled, scales = zip(*(self._fit(image) for image in images), strict=True)
+        fitted = (fit_long_side(image, self.settings.max_side) for image in images)
+        scaled, scales = zip(*fitted, strict=True)
         height = _round_up(max(s.shape[0] for s in scaled))
         width = _round_up(max(s.shape[1] for s in scaled))
         batch = np.zeros((len(scaled), 3, height, width), dtype=np.float32)
@@ -26,14 +26,6 @@ class YuNetDetector(Detector):
             batch[i, :, : image.shape[0], : image.shape[1]] = image.transpose(2, 0, 1)
         outputs = dict(zip(self.runtime.output_names, self.runtime.run(batch), strict=True))
         return [self._decode(outputs, i, height, width, scale) for i, scale in enumerate(scales)]
-
-    def _fit(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Downscale so the long side is at most ``max_side``; returns the image and its scale."""
-        scale = min(1.0, self.settings.max_side / max(image.shape[:2]))
-        if scale < 1.0:
-            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        return image, scale
 
     def _decode(
         self, outputs: dict[str, np.ndarray], i: int, height: int, width: int, scale: float
