@@ -21,6 +21,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from PIL import Image, ImageOps
 from facegallery.config import Settings, load_settings
 from facegallery.models import ModelStore
 from facegallery.pipeline import FacePipeline, build_detector
+from facegallery.runtime.choice import measured_choice
 from facegallery.samples import fetch_samples
 from facegallery.vision.align import align_face
 from facegallery.vision.decode import decode_image
@@ -205,6 +207,15 @@ def stages_1080p(
     }
 
 
+def _auto_trials(settings: Settings) -> dict[str, object]:
+    """What ``auto`` measured and kept per model here (backend, threads, ms per batch)."""
+    found: dict[str, object] = {}
+    for model in ModelStore(settings.models).load_configured():
+        choice = measured_choice(model, settings.runtime)
+        found[model.model_id] = asdict(choice) if choice else None
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the JSON here")
@@ -305,6 +316,7 @@ def main() -> None:
             "detector": type(ours.detector.runtime).__name__,
             "recognizer": type(ours.embedder.runtime).__name__,
             "setting": settings.runtime.backend,
+            "auto_trial": _auto_trials(settings),
         },
         "images": f"{len(images)} sample photos at 640x480, {faces_per_pass} faces",
         "detection_ms_per_image": {

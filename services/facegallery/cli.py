@@ -127,7 +127,10 @@ def models_list(config: ConfigOption = None) -> None:
                 state = model.model_id
                 choice = measured_choice(model, settings.runtime)
                 if choice is not None:
-                    state += f"  (auto: {choice.backend}, ms per batch {choice.ms})"
+                    state += (
+                        f"  (auto: {choice.backend}, {choice.threads} thread(s); "
+                        f"ms per batch {choice.ms})"
+                    )
             except FaceGalleryError:
                 state = "not prepared"
             typer.echo(f"  {spec.family:8} {spec.name:22} {state}")

@@ -71,7 +71,18 @@ class RuntimeSettings(BaseModel):
         description="ONNX Runtime execution providers in priority order; those not available "
         "on this machine are skipped (CUDA needs onnxruntime-gpu and a GPU).",
     )
-    intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime decide.")
+    intra_op_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads per model run. 0: backend auto measures 1 thread and all usable "
+        "cores per model and keeps the faster; a forced backend uses its library's default.",
+    )
+    ort_spin_wait: bool = Field(
+        default=False,
+        description="Let ONNX Runtime's idle threads spin for work after a run. Off: they "
+        "would spin on the cores OpenCV's DNN, decode and alignment need next (the pipeline "
+        "alternates models, so OpenCV's DNN runs right after ORT's detector).",
+    )
     engine_dir: Path = Field(default_factory=lambda: _cache_home() / "engines")
     tensorrt_fp16: bool = True
     max_batch: int = Field(default=32, ge=1, description="Largest batch a runtime is built for.")

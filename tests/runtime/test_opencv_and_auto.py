@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -15,7 +16,12 @@ from facegallery.config import RuntimeSettings, Settings
 from facegallery.errors import FailedPrecondition
 from facegallery.models import ModelStore, PreparedModel
 from facegallery.runtime import ShapeProfile, create_runtime
-from facegallery.runtime.choice import cache_key, choose_runtime
+from facegallery.runtime.choice import (
+    cache_key,
+    choose_runtime,
+    thread_candidates,
+    usable_cores,
+)
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
 
@@ -65,19 +71,50 @@ def test_auto_measures_once_then_reuses_the_cached_choice(
     model = ModelStore(settings.models).load_configured()[1]
     runtime_settings = RuntimeSettings(backend="auto", engine_dir=tmp_path)
     runtime, choice = choose_runtime(model, runtime_settings, CROP)
-    assert set(choice.ms) == {"onnxruntime", "opencv"} and choice.refused == {}
-    assert set(choice.ms["opencv"]) == {"1", "4"} and all(
+    threads = sorted({1, usable_cores()})
+    assert thread_candidates(runtime_settings) == threads
+    assert set(choice.ms) == {f"{b}:{t}" for b in ("onnxruntime", "opencv") for t in threads}
+    assert choice.refused == {}
+    assert set(choice.ms["opencv:1"]) == {"1", "4"} and all(
         ms > 0 for per in choice.ms.values() for ms in per.values()
     )
     fastest = min(choice.ms, key=lambda b: sum(choice.ms[b].values()))
-    assert choice.backend == fastest
-    assert isinstance(runtime, OpenCvRuntime if fastest == "opencv" else OnnxRuntime)
+    assert f"{choice.backend}:{choice.threads}" == fastest
+    assert isinstance(runtime, OpenCvRuntime if choice.backend == "opencv" else OnnxRuntime)
 
     cache = tmp_path / "backend-choice.json"
     stored = json.loads(cache.read_text())
     assert list(stored) == [cache_key(model, runtime_settings)]
-    other = "onnxruntime" if fastest == "opencv" else "opencv"
-    stored[cache_key(model, runtime_settings)]["backend"] = other  # a verdict we can recognise
+    other = "onnxruntime" if choice.backend == "opencv" else "opencv"
+    verdict = stored[cache_key(model, runtime_settings)]
+    verdict.update(backend=other, threads=3)  # a verdict we can recognise
     cache.write_text(json.dumps(stored))
     reused = create_runtime(model, runtime_settings, CROP)
     assert isinstance(reused, OpenCvRuntime if other == "opencv" else OnnxRuntime)
+    if isinstance(reused, OpenCvRuntime):
+        assert reused.threads == 3
+    else:
+        assert reused.session.get_session_options().intra_op_num_threads == 3
+
+
+def test_a_configured_thread_count_is_the_only_one_tried(
+    settings: Settings, tmp_path: Path
+) -> None:
+    model = ModelStore(settings.models).load_configured()[1]
+    pinned = RuntimeSettings(backend="auto", engine_dir=tmp_path, intra_op_threads=1)
+    assert cache_key(model, pinned) != cache_key(model, RuntimeSettings(engine_dir=tmp_path))
+    _, choice = choose_runtime(model, pinned, CROP)
+    assert choice.threads == 1 and set(choice.ms) == {"onnxruntime:1", "opencv:1"}
+
+
+def test_each_opencv_net_runs_on_its_own_thread_count(settings: Settings) -> None:
+    """OpenCV's pool is process-wide; each net sets its count for its own runs."""
+    sface = ModelStore(settings.models).load_configured()[1]
+    one, two = (OpenCvRuntime(sface.path, RuntimeSettings(intra_op_threads=n)) for n in (1, 2))
+    batch = np.zeros((1, 3, 112, 112), np.float32)
+    one.run(batch)
+    assert cv2.getNumThreads() == 1
+    two.run(batch)
+    assert cv2.getNumThreads() == 2
+    one.run(batch)
+    assert cv2.getNumThreads() == 1

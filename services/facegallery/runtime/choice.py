@@ -4,14 +4,18 @@ the fastest.
 Which runtime is fastest depends on the model and the CPU (on one machine cv2.dnn ran SFace
 ~1.5x faster than ONNX Runtime, on another ORT won the detector), so it is measured, not
 assumed: a short trial of each backend that runs the model correctly (its outputs agree with
-ONNX Runtime's), at batch sizes the pipeline uses, on the model's typical input shape. The
-verdict is cached in ``runtime.engine_dir`` keyed by the model id, the backends' versions, the
-CPU and the thread setting, so the trial runs once per machine and model.
+ONNX Runtime's), at batch sizes the pipeline uses, on the model's typical input shape. Thread
+counts are part of the trial when ``runtime.intra_op_threads`` is 0: one thread, and every core
+this process may run on (never more, so a runtime's pool does not oversubscribe the cores;
+small models often run faster on one thread than pay the pool's hand-offs). The verdict is
+cached in ``runtime.engine_dir`` keyed by the model id, the backends' versions, the CPU, the
+usable cores and the thread setting, so the trial runs once per machine and model.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,10 +40,12 @@ TOLERANCE = 1e-3  # largest absolute output difference from ONNX Runtime's accep
 
 @dataclass(frozen=True)
 class Choice:
-    """A measured verdict: the backend kept, and ms per batch of each batch size tried."""
+    """A measured verdict: the backend and thread count kept, and ms per batch of each
+    candidate ("backend:threads") and batch size tried."""
 
     backend: str
-    ms: dict[str, dict[str, float]]  # backend -> batch size -> ms
+    threads: int
+    ms: dict[str, dict[str, float]]  # "backend:threads" -> batch size -> ms
     refused: dict[str, str]  # backend -> why it was not a candidate
 
 
@@ -49,7 +55,7 @@ def choose_runtime(
     """The fastest correct CPU backend for ``model`` (cached verdict, or a trial now)."""
     cached = measured_choice(model, settings)
     if cached is not None:
-        return _build(cached.backend, model.path, settings), cached
+        return _build(cached.backend, model.path, _threads(settings, cached.threads)), cached
     cache, key = settings.engine_dir / "backend-choice.json", cache_key(model, settings)
     known = _read(cache)
     choice, runtime = _trial(model, settings, profile)
@@ -64,14 +70,30 @@ def choose_runtime(
 def measured_choice(model: PreparedModel, settings: RuntimeSettings) -> Choice | None:
     """The cached verdict of ``auto`` for this model on this machine, if it has run."""
     known = _read(settings.engine_dir / "backend-choice.json").get(cache_key(model, settings))
-    return Choice(**known) if known else None
+    try:
+        return Choice(**known) if known else None
+    except TypeError:  # a verdict written before threads were part of the trial
+        return None
 
 
 def cache_key(model: PreparedModel, settings: RuntimeSettings) -> str:
     return (
         f"{model.model_id} ort={ort.__version__} cv2={cv2.__version__} "
-        f"cpu={_cpu()} threads={settings.intra_op_threads}"
+        f"cpu={_cpu()} cores={usable_cores()} threads={settings.intra_op_threads} "
+        f"spin={settings.ort_spin_wait}"
     )
+
+
+def thread_candidates(settings: RuntimeSettings) -> list[int]:
+    """The thread counts the trial tries: the configured one, or 1 and all usable cores."""
+    if settings.intra_op_threads:
+        return [settings.intra_op_threads]
+    return sorted({1, usable_cores()})
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _trial(
@@ -83,29 +105,41 @@ def _trial(
         for n in TRIAL_BATCHES
         if n <= profile.max_batch
     }
-    reference = OnnxRuntime(model.path, settings)
+    threads = thread_candidates(settings)
+    reference = OnnxRuntime(model.path, _threads(settings, threads[-1]))
     expected = {n: reference.run(b) for n, b in batches.items()}
-    runtimes: dict[str, InferenceRuntime] = {"onnxruntime": reference}
+    runtimes: dict[tuple[str, int], InferenceRuntime] = {("onnxruntime", threads[-1]): reference}
     refused: dict[str, str] = {}
-    for name in CPU_BACKENDS[1:]:
+    for name in CPU_BACKENDS:
         try:
-            candidate = _build(name, model.path, settings)
-            for n, batch in batches.items():
-                got = candidate.run(batch)
-                worst = max(
-                    float(np.abs(a - b).max()) for a, b in zip(got, expected[n], strict=True)
-                )
-                if worst > TOLERANCE:
-                    raise FailedPrecondition(f"outputs differ from ONNX Runtime's by {worst:.2g}")
-            runtimes[name] = candidate
+            for count in threads:
+                if (name, count) in runtimes:
+                    continue
+                candidate = _build(name, model.path, _threads(settings, count))
+                _check(candidate, batches, expected)
+                runtimes[name, count] = candidate
         except FailedPrecondition as exc:
             refused[name] = exc.message
     ms = {
-        name: {str(n): round(_ms_per_batch(runtime, b), 3) for n, b in batches.items()}
-        for name, runtime in runtimes.items()
+        key: {str(n): round(_ms_per_batch(runtime, b), 3) for n, b in batches.items()}
+        for key, runtime in runtimes.items()
     }
-    best = min(ms, key=lambda name: sum(ms[name].values()))
-    return Choice(best, ms, refused), runtimes[best]
+    best = min(ms, key=lambda key: sum(ms[key].values()))
+    labelled = {f"{name}:{count}": per for (name, count), per in ms.items()}
+    return Choice(best[0], best[1], labelled, refused), runtimes[best]
+
+
+def _check(
+    candidate: InferenceRuntime,
+    batches: dict[int, np.ndarray],
+    expected: dict[int, list[np.ndarray]],
+) -> None:
+    """Refuse a backend whose outputs are not ONNX Runtime's (a wrong answer fast is no use)."""
+    for n, batch in batches.items():
+        got = candidate.run(batch)
+        worst = max(float(np.abs(a - b).max()) for a, b in zip(got, expected[n], strict=True))
+        if worst > TOLERANCE:
+            raise FailedPrecondition(f"outputs differ from ONNX Runtime's by {worst:.2g}")
 
 
 def _ms_per_batch(runtime: InferenceRuntime, batch: np.ndarray) -> float:
@@ -117,6 +151,10 @@ def _ms_per_batch(runtime: InferenceRuntime, batch: np.ndarray) -> float:
         runtime.run(batch)
         times.append(time.perf_counter() - t0)
     return 1000 * float(np.median(times))
+
+
+def _threads(settings: RuntimeSettings, count: int) -> RuntimeSettings:
+    return settings.model_copy(update={"intra_op_threads": count})
 
 
 def _build(name: str, path: Path, settings: RuntimeSettings) -> InferenceRuntime:

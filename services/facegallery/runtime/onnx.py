@@ -27,6 +27,8 @@ class OnnxRuntime:
         options.log_severity_level = 3
         if settings.intra_op_threads:
             options.intra_op_num_threads = settings.intra_op_threads
+        spin = "1" if settings.ort_spin_wait else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.input_name: str = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -31,13 +31,16 @@ class OpenCvRuntime:
             self.net = cv2.dnn.readNetFromONNX(str(path))
         except cv2.error as exc:
             raise FailedPrecondition(_refusal(path, exc)) from None
-        if settings.intra_op_threads:
-            cv2.setNumThreads(settings.intra_op_threads)  # process-wide, like OpenCV itself
+        self.threads = settings.intra_op_threads
         self.path = path
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._lock:
+            if self.threads and cv2.getNumThreads() != self.threads:
+                # OpenCV's pool is process-wide: set it for this net's run, since another
+                # net (or the trial of another thread count) may have set it otherwise.
+                cv2.setNumThreads(self.threads)
             try:
                 self.net.setInput(np.ascontiguousarray(batch, dtype=np.float32))
                 outputs = self.net.forward(self.output_names)
