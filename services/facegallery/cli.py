@@ -34,6 +34,7 @@ from facegallery.cli_common import (
 from facegallery.client.cli import client_app
 from facegallery.config import Settings, load_settings
 from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable
+from facegallery.training.cli import export_command, train_command
 
 app = typer.Typer(
     help="Face gallery search and enrollment: enroll, identify, verify, evaluate.",
@@ -64,6 +65,8 @@ app.add_typer(milvus_app, name="milvus")
 app.add_typer(redis_app, name="redis")
 app.add_typer(eval_app, name="eval")
 app.add_typer(samples_app, name="samples")
+app.command("train")(train_command)
+app.command("export")(export_command)
 
 RootOption = Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")]
 PairsOption = Annotated[
@@ -429,11 +432,14 @@ def eval_pairs(
     from facegallery.evaluation.pairs import read_pairs
     from facegallery.evaluation.runner import evaluate_pairs, plot_roc
     from facegallery.pipeline import FacePipeline
+    from facegallery.training.data import guard_evaluation
 
     if not root.is_dir():
         raise InvalidInput(f"--root {root} is not a folder")
+    settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root)
     pair_list = read_pairs(pairs)
-    pipeline = FacePipeline.from_settings(_settings(config, model_pack))
+    pipeline = FacePipeline.from_settings(settings)
     report, scores = evaluate_pairs(pipeline, root, pair_list, progress=True)
     if plot is not None:
         plot_roc(scores, plot, pipeline.model_id)
@@ -799,8 +805,10 @@ def eval_identify(
     at the threshold identify would use) with the real gallery (a temporary one)."""
     from facegallery.evaluation.identify import evaluate_identification
     from facegallery.pipeline import FacePipeline
+    from facegallery.training.data import guard_evaluation
 
     settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root, *filter(None, [distractors]))
     pipeline = FacePipeline.from_settings(settings)
     minimum = min_images if min_images is not None else enroll_per_identity + 1
     report = evaluate_identification(

@@ -470,6 +470,41 @@ class MatchingSettings(BaseModel):
     calibration_seed: int = Field(default=0, description="Seeds the template sample.")
 
 
+LossName = Literal[
+    "softmax", "contrastive", "triplet", "center", "normface", "sphereface", "cosface", "arcface"
+]
+
+
+class TrainingSettings(BaseModel):
+    """Metric-learning runs (``facegallery train``): the recipe's defaults. A run records the
+    values it used in its own directory, so it can be resumed and reproduced."""
+
+    cache_dir: Path = Field(
+        default_factory=lambda: _cache_home() / "aligned",
+        description="Training sets aligned once by the configured detector (uint8 112x112 "
+        "crops, about 37 KB per face), keyed by detector id and file listing.",
+    )
+    identities_per_batch: int = Field(default=32, ge=2, description="P of the P x K batches.")
+    images_per_identity: int = Field(default=2, ge=2, description="K of the P x K batches.")
+    embedding_dim: int = Field(default=128, ge=2)
+    width: int = Field(
+        default=16,
+        ge=16,
+        description="Channels of the backbone's first stage (64: full IResNet). At least 16: "
+        "narrower channels-last convolutions corrupt the heap in torch 2.13's CPU backward "
+        "(seen at 4, 8 and 12).",
+    )
+    learning_rate: float = Field(default=0.1, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="Identities held out of training for validation."
+    )
+    validation_impostors: int = Field(
+        default=3000, ge=1, description="Different-person pairs scored per validation."
+    )
+    threads: int = Field(default=0, ge=0, description="torch threads; 0: every usable core.")
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -491,6 +526,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",

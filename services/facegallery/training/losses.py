@@ -20,10 +20,13 @@ different metric from the one served.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
+
+from facegallery.config import LossName
 
 
 def _pairwise_squared_distances(unit: torch.Tensor) -> torch.Tensor:
@@ -326,16 +329,7 @@ def _chebyshev(m: int, x: torch.Tensor) -> torch.Tensor:
     return current
 
 
-LOSSES = (
-    "softmax",
-    "contrastive",
-    "triplet",
-    "center",
-    "normface",
-    "sphereface",
-    "cosface",
-    "arcface",
-)
+LOSSES: tuple[str, ...] = get_args(LossName)
 
 
 def build_loss(
