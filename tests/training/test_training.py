@@ -24,9 +24,11 @@ from typer.testing import CliRunner
 
 from facegallery.cli import app
 from facegallery.config import Settings
-from facegallery.errors import InvalidInput
+from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.gallery import Gallery
 from facegallery.matching import Thresholds, calibrate
+from facegallery.models import ModelStore
+from facegallery.models.specs import SFACE_2021DEC
 from facegallery.pipeline import FacePipeline
 from facegallery.samples import Samples
 from facegallery.service import FaceService, ImageInput
@@ -40,6 +42,7 @@ from facegallery.training.data import (
 )
 from facegallery.training.export import export
 from facegallery.training.model import preprocess
+from facegallery.training.sface import convert_sface
 from facegallery.training.trainer import CHECKPOINT, face_finder, train
 from tests.helpers import encode, read_bgr
 
@@ -298,3 +301,33 @@ def test_evaluation_refuses_the_training_people(
         app, ["eval", "identify", "--root", str(orl), "--distractors", str(celeba_subset)]
     )
     assert result.exit_code == 2 and "overlaps the model's training data" in result.stderr
+
+
+def test_sface_converts_faithfully_and_fine_tunes(
+    orl: Path, training_settings: Settings, tmp_path: Path
+) -> None:
+    sface = ModelStore(training_settings.models).load(SFACE_2021DEC).path
+    crops = load_aligned(
+        orl, face_finder(training_settings), training_settings.training.cache_dir, False
+    ).crops[:32]
+    convert_sface(sface, crops)  # parity against ONNX Runtime, or it raises
+    graph = onnx.load(str(sface))
+    last = graph.graph.output[0].name
+    graph.graph.node.append(onnx.helper.make_node("Relu", [last], ["clipped"]))
+    graph.graph.output[0].name = "clipped"
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(graph, str(tampered))
+    with pytest.raises(FailedPrecondition, match="no faithful conversion for Relu"):
+        convert_sface(tampered, crops)
+
+    tuned = training_settings.model_copy(deep=True)
+    tuned.training.identities_per_batch = 6
+    tuned.training.learning_rate = 0.01
+    run_dir = tmp_path / "sface-run"
+    summary = train(orl, "arcface", 1, 0, run_dir, tuned, progress=False, init="sface")
+    untrained = summary["untrained"]
+    assert isinstance(untrained, dict) and untrained["val_auc"] > 0.97  # SFace's own weights
+    report = export(run_dir, tmp_path / "sface-tuned.onnx", tuned)
+    assert report["parity_min_cosine"] > 0.999
+    metadata = {p.key: p.value for p in onnx.load(report["onnx"]).metadata_props}
+    assert metadata["init"] == "sface" and metadata["family"] == "arcface"

@@ -38,22 +38,20 @@ def train_command(
         bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
     ] = False,
     init: Annotated[
-        str, typer.Option("--init", help="Initial weights: scratch (the only one so far).")
+        str,
+        typer.Option(
+            "--init", help="Initial weights: scratch (an IResNet) or sface (fine-tune SFace)."
+        ),
     ] = "scratch",
     config: ConfigOption = None,
 ) -> None:
     """Train an embedding model with a metric-learning loss on photos aligned by the
     configured detector, validating on held-out people each epoch (summary JSON on stdout)."""
-    from facegallery.errors import InvalidInput
-
     _require_torch()
     from facegallery.training.trainer import train
 
-    if init != "scratch":
-        raise InvalidInput(
-            f"--init {init}: only scratch is available; SFace fine-tuning is not built yet"
-        )
-    emit_json(train(data, loss, epochs, seed, out, load_settings(config), resume), None)
+    settings = load_settings(config)
+    emit_json(train(data, loss, epochs, seed, out, settings, resume, init=init), None)
 
 
 @reports_errors

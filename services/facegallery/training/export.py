@@ -28,7 +28,13 @@ from facegallery.config import Settings
 from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.training.data import load_aligned, manifest_path, split_by_identity
 from facegallery.training.model import MEAN, STD, preprocess
-from facegallery.training.trainer import CHECKPOINT, MANIFEST, RunConfig, face_finder
+from facegallery.training.trainer import (
+    CHECKPOINT,
+    MANIFEST,
+    RunConfig,
+    build_model,
+    face_finder,
+)
 from facegallery.training.validation import embed_crops
 
 PARITY_COSINE = 0.999
@@ -44,7 +50,7 @@ def export(run_dir: Path, out: Path, settings: Settings) -> dict[str, Any]:
     if not checkpoint.is_file():
         raise InvalidInput(f"{run_dir} has no {CHECKPOINT} yet: train at least one epoch")
     state = torch.load(checkpoint, weights_only=False)
-    model = config.build_model()
+    model = build_model(config, settings)
     model.load_state_dict(state["model"])
     model.eval()
     crops = _parity_crops(config, settings)
@@ -106,8 +112,9 @@ def _to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
 def _describe(graph: onnx.ModelProto, config: RunConfig, epoch: int) -> None:
     """The preprocessing and the provenance, as the model's own metadata."""
     graph.producer_name = "facegallery train"
+    backbone = "SFace fine-tuned" if config.init == "sface" else "an IResNet trained"
     graph.doc_string = (
-        f"Face embedding ({config.embedding_dim}-d, not normalised) from an IResNet trained "
+        f"Face embedding ({config.embedding_dim}-d, not normalised) from {backbone} "
         f"with the {config.loss} loss."
     )
     properties = {
@@ -116,6 +123,7 @@ def _describe(graph: onnx.ModelProto, config: RunConfig, epoch: int) -> None:
         "normalisation": f"(pixel - {MEAN}) / {STD}",
         "output": f"{config.embedding_dim}-d embedding; L2-normalise, compare by cosine",
         "loss": config.loss,
+        "init": config.init,
         "epochs": str(epoch),
         "seed": str(config.seed),
         "detector_id": config.detector_id,

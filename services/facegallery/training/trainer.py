@@ -19,7 +19,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from facegallery.config import Settings
 from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.evaluation.runner import PairScores, plot_roc
 from facegallery.models import ModelStore
+from facegallery.models.specs import SFACE_2021DEC
 from facegallery.pipeline import FaceFinder, build_detector
 from facegallery.training.augment import augment
 from facegallery.training.data import (
@@ -43,12 +44,15 @@ from facegallery.training.data import (
 )
 from facegallery.training.losses import LOSSES, build_loss
 from facegallery.training.model import IResNet, preprocess
+from facegallery.training.sface import SFACE_DIM, convert_sface, sface_modules
 from facegallery.training.validation import ValidationPairs, embed_crops, validate, validation_pairs
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 MANIFEST = "training-data.json"
 MOMENTUM = 0.9
+INITS = ("scratch", "sface")
+PARITY_CROPS = 64
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class RunConfig:
     validation_fraction: float
     validation_impostors: int
 
+    init: str = "scratch"
+
     @classmethod
     def read(cls, run_dir: Path) -> RunConfig:
         path = run_dir / CONFIG
@@ -76,15 +82,25 @@ class RunConfig:
             raise InvalidInput(f"{run_dir} is not a training run (no {CONFIG})")
         return cls(**json.loads(path.read_text()))
 
-    def build_model(self) -> IResNet:
-        return IResNet(self.embedding_dim, self.width)
+
+def build_model(
+    config: RunConfig, settings: Settings, parity_crops: np.ndarray | None = None
+) -> nn.Module:
+    """The run's network: a fresh IResNet, or SFace's pretrained weights converted to torch
+    (checked against ONNX Runtime on ``parity_crops`` when given: at the start of a run)."""
+    if config.init == "scratch":
+        return IResNet(config.embedding_dim, config.width)
+    path = ModelStore(settings.models).load(SFACE_2021DEC).path
+    if parity_crops is None:
+        return sface_modules(path)
+    return convert_sface(path, parity_crops)
 
 
 @dataclass
 class Run:
     """The live objects of a run, as saved in and restored from a checkpoint."""
 
-    model: IResNet
+    model: nn.Module
     loss: nn.Module
     optimizer: torch.optim.SGD
     schedule: torch.optim.lr_scheduler.LambdaLR
@@ -133,12 +149,15 @@ def train(
     settings: Settings,
     resume: bool = False,
     progress: bool = True,
+    init: str = "scratch",
 ) -> dict[str, Any]:
     """Train (or resume) the run in ``run_dir``; returns its summary (JSON-ready)."""
     if loss not in LOSSES:
         raise InvalidInput(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     if epochs < 1:
         raise InvalidInput("--epochs must be at least 1")
+    if init not in INITS:
+        raise InvalidInput(f"unknown --init {init!r}; choose one of {', '.join(INITS)}")
     recipe = settings.training
     torch.set_num_threads(recipe.threads or torch.get_num_threads())
     finder = face_finder(settings)
@@ -149,15 +168,18 @@ def train(
         seed=seed,
         detector_id=finder.detector_id,
         **recipe.model_dump(exclude={"cache_dir", "threads"}),
+        init=init,
     )
+    if init == "sface":  # SFace's own embedding size and architecture
+        config = replace(config, embedding_dim=SFACE_DIM, width=0)
     _claim(run_dir, config, resume)
     data = load_aligned(data_root, finder, recipe.cache_dir, progress)
     training_ids, validation_ids = split_by_identity(data, config.validation_fraction, seed)
     train_set, val_set = data.subset(training_ids), data.subset(validation_ids)
     TrainingManifest.of(train_set).write(run_dir / MANIFEST)
     pairs = validation_pairs(val_set.labels, config.validation_impostors, seed)
-    run = _new_run(config, train_set)
     checkpoint = run_dir / CHECKPOINT
+    run = _new_run(config, train_set, settings, resuming=checkpoint.exists())
     if checkpoint.exists():
         run.restore(torch.load(checkpoint, weights_only=False))
     else:
@@ -204,9 +226,9 @@ def _claim(run_dir: Path, config: RunConfig, resume: bool) -> None:
     (run_dir / CONFIG).write_text(json.dumps(asdict(config), indent=2) + "\n")
 
 
-def _new_run(config: RunConfig, train_set: AlignedSet) -> Run:
+def _new_run(config: RunConfig, train_set: AlignedSet, settings: Settings, resuming: bool) -> Run:
     torch.manual_seed(config.seed)
-    model = config.build_model()
+    model = build_model(config, settings, None if resuming else train_set.crops[:PARITY_CROPS])
     loss = build_loss(config.loss, config.embedding_dim, len(train_set.names))
     optimizer = torch.optim.SGD(
         [*model.parameters(), *loss.parameters()],
