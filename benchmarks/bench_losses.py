@@ -175,11 +175,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=LOSSES)
+    parser.add_argument("--losses", nargs="*", default=list(LOSSES), choices=LOSSES)
     parser.add_argument(
         "--finetune-epochs", type=int, default=1, help="SFace fine-tuned with ArcFace (0: skip)"
     )
     parser.add_argument("--finetune-lr", type=float, default=0.005)
+    parser.add_argument(
+        "--finetune-frozen-epochs", type=int, default=0, help="head-only epochs first"
+    )
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--plot", type=Path, help="embedding plot (PNG)")
@@ -199,14 +202,11 @@ def main() -> None:
         if args.finetune_epochs:
             tuning = base.model_copy(deep=True)
             tuning.training.learning_rate = args.finetune_lr
-            name = "sface + arcface fine-tune"
+            frozen = tuning.training.frozen_backbone_epochs = args.finetune_frozen_epochs
+            name = "sface + arcface fine-tune" + (f", head alone {frozen} epoch" if frozen else "")
+            run_dir = args.runs / f"sface-arcface-frozen{frozen}-e{args.finetune_epochs}"
             results[name], points[name] = trained_model(
-                "arcface",
-                "sface",
-                args.finetune_epochs,
-                args.seed,
-                args.runs / "sface-arcface",
-                tuning,
+                "arcface", "sface", args.finetune_epochs, args.seed, run_dir, tuning
             )
     run = {
         "epochs": args.epochs,

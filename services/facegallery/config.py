@@ -502,6 +502,13 @@ class TrainingSettings(BaseModel):
     validation_impostors: int = Field(
         default=3000, ge=1, description="Different-person pairs scored per validation."
     )
+    frozen_backbone_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="First epochs that train only the loss's head (classifier, centers) with "
+        "the backbone frozen, BatchNorm statistics included: for fine-tuning, where a random "
+        "head's first gradients would otherwise wreck the pretrained weights.",
+    )
     threads: int = Field(default=0, ge=0, description="torch threads; 0: every usable core.")
 
 

@@ -42,8 +42,9 @@ from facegallery.training.data import (
     split_by_identity,
 )
 from facegallery.training.export import export
+from facegallery.training.losses import build_loss
 from facegallery.training.model import preprocess
-from facegallery.training.sface import convert_sface
+from facegallery.training.sface import convert_sface, sface_modules
 from facegallery.training.trainer import CHECKPOINT, face_finder, train
 from tests.helpers import encode, read_bgr
 
@@ -325,11 +326,29 @@ def test_sface_converts_faithfully_and_fine_tunes(
     tuned = training_settings.model_copy(deep=True)
     tuned.training.identities_per_batch = 6
     tuned.training.learning_rate = 0.01
+    tuned.training.frozen_backbone_epochs = 1
+    with pytest.raises(InvalidInput, match="no head to train alone"):
+        train(orl, "triplet", 1, 0, tmp_path / "refused", tuned, progress=False, init="sface")
     run_dir = tmp_path / "sface-run"
     summary = train(orl, "arcface", 1, 0, run_dir, tuned, progress=False, init="sface")
-    untrained = summary["untrained"]
+    untrained, final = summary["untrained"], summary["final"]
     assert isinstance(untrained, dict) and untrained["val_auc"] > 0.97  # SFace's own weights
+    # The frozen epoch trained the head only: SFace's weights and statistics are untouched.
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    for key, value in sface_modules(sface).state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    assert isinstance(final, dict) and final["val_auc"] == untrained["val_auc"]
+    start, trained = _fresh_head(tuned)["weight"], state["loss"]["weight"]
+    moved = float((trained - start).norm() / start.norm())
+    assert 0.0 < moved < 0.5  # the head learned from its own start (another start: ~1.4)
     report = export(run_dir, tmp_path / "sface-tuned.onnx", tuned)
     assert report["parity_min_cosine"] > 0.999
     metadata = {p.key: p.value for p in onnx.load(report["onnx"]).metadata_props}
     assert metadata["init"] == "sface" and metadata["family"] == "arcface"
+
+
+def _fresh_head(settings: Settings) -> dict[str, torch.Tensor]:
+    """The ArcFace head the fine-tune above started from (same seed, same classes)."""
+    torch.manual_seed(0)
+    sface_modules(ModelStore(settings.models).load(SFACE_2021DEC).path)
+    return build_loss("arcface", 128, 30).state_dict()

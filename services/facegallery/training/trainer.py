@@ -72,6 +72,7 @@ class RunConfig:
     weight_decay: float
     validation_fraction: float
     validation_impostors: int
+    frozen_backbone_epochs: int
 
     init: str = "scratch"
 
@@ -158,6 +159,10 @@ def train(
         raise InvalidInput("--epochs must be at least 1")
     if init not in INITS:
         raise InvalidInput(f"unknown --init {init!r}; choose one of {', '.join(INITS)}")
+    if settings.training.frozen_backbone_epochs and loss in ("contrastive", "triplet"):
+        raise InvalidInput(
+            f"training.frozen_backbone_epochs: the {loss} loss has no head to train alone"
+        )
     recipe = settings.training
     torch.set_num_threads(recipe.threads or torch.get_num_threads())
     finder = face_finder(settings)
@@ -186,7 +191,7 @@ def train(
         run.metrics.append({"epoch": 0, **validate(run.model, val_set, pairs)})
     started = time.perf_counter()
     while run.epoch < epochs:
-        row = _train_epoch(run, train_set, progress)
+        row = _train_epoch(run, train_set, config.frozen_backbone_epochs, progress)
         row.update(validate(run.model, val_set, pairs))
         run.metrics.append(row)
         _save(run, run_dir)
@@ -259,15 +264,23 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_epoch(run: Run, data: AlignedSet, progress: bool) -> dict[str, float]:
-    run.model.train()
+def _train_epoch(
+    run: Run, data: AlignedSet, frozen_epochs: int, progress: bool
+) -> dict[str, float]:
+    """One epoch; in the first ``frozen_epochs`` only the loss's head learns (the backbone in
+    eval mode, so its BatchNorm statistics stay too)."""
+    frozen = run.epoch < frozen_epochs
+    run.model.train(not frozen)
+    run.model.requires_grad_(not frozen)
     run.loss.train()
     losses = []
     started = time.perf_counter()
     batches = list(run.sampler.epoch())
     for indices in tqdm(batches, desc=f"epoch {run.epoch + 1}", unit="batch", disable=not progress):
         inputs = augment(preprocess(data.crops[indices]), run.generator)
-        value = run.loss(run.model(inputs), torch.from_numpy(data.labels[indices]))
+        with torch.set_grad_enabled(not frozen):
+            embeddings = run.model(inputs)
+        value = run.loss(embeddings, torch.from_numpy(data.labels[indices]))
         if not torch.isfinite(value):
             raise FailedPrecondition(
                 f"the loss diverged (it is {float(value)}) at epoch {run.epoch + 1}: lower "
@@ -286,6 +299,7 @@ def _train_epoch(run: Run, data: AlignedSet, progress: bool) -> dict[str, float]
         "learning_rate": run.optimizer.param_groups[0]["lr"],
         "seconds": round(seconds, 2),
         "images_per_second": round(len(batches) * len(batches[0]) / seconds, 1),
+        "backbone_frozen": float(frozen),
     }
 
 
