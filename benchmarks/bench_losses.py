@@ -41,13 +41,11 @@ from facegallery.pipeline import FacePipeline
 from facegallery.training.data import (
     guard_evaluation,
     identity_photos,
-    load_aligned,
-    split_by_identity,
 )
 from facegallery.training.export import export
 from facegallery.training.losses import LOSSES
-from facegallery.training.trainer import train
-from facegallery.training.validation import validation_pairs
+from facegallery.training.trainer import RunConfig, held_out_people, train
+from facegallery.training.validation import cosines, validation_pairs
 from report import emit
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
@@ -76,15 +74,12 @@ def measure(pipeline: FacePipeline, settings: Settings) -> dict[str, Any]:
     return out
 
 
-def calibrate_on_validation(pipeline: FacePipeline, settings: Settings, seed: int) -> None:
+def calibrate_on_validation(pipeline: FacePipeline, settings: Settings, run_dir: Path) -> None:
     """FAR 1e-3 threshold from the run's held-out celeba_train people, served embeddings."""
-    recipe = settings.training
-    data = load_aligned(FACES / "celeba_train", pipeline, recipe.cache_dir, progress=False)
-    _, held_out = split_by_identity(data, recipe.validation_fraction, seed)
-    people = data.subset(held_out)
-    pairs = validation_pairs(people.labels, recipe.validation_impostors, seed)
-    vectors = pipeline.embedder.embed(people.crops)
-    scores = np.einsum("ij,ij->i", vectors[pairs.first], vectors[pairs.second])
+    config = RunConfig.read(run_dir)
+    people = held_out_people(config, pipeline, settings.training.cache_dir)
+    pairs = validation_pairs(people.labels, config.validation_impostors, config.seed)
+    scores = cosines(pipeline.embedder.embed(people.crops), pairs)
     calibration = calibrate(scores, pairs.same, 1e-3, pipeline.model_id, "celeba_train val")
     Thresholds(settings.matching).save(calibration)
 
@@ -151,7 +146,7 @@ def trained_model(
     served.models.recognizer_onnx = onnx_path
     served.models.recognizer_family = "arcface"
     pipeline = FacePipeline.from_settings(served)
-    calibrate_on_validation(pipeline, served, seed)
+    calibrate_on_validation(pipeline, served, run_dir)
     rows = summary_rows(run_dir)
     result = {
         "model_id": pipeline.model_id,

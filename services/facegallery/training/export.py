@@ -26,7 +26,7 @@ import torch
 
 from facegallery.config import Settings
 from facegallery.errors import FailedPrecondition, InvalidInput
-from facegallery.training.data import load_aligned, manifest_path, split_by_identity
+from facegallery.training.data import manifest_path
 from facegallery.training.model import MEAN, STD, preprocess
 from facegallery.training.trainer import (
     CHECKPOINT,
@@ -34,6 +34,7 @@ from facegallery.training.trainer import (
     RunConfig,
     build_model,
     face_finder,
+    held_out_people,
 )
 from facegallery.training.validation import embed_crops
 
@@ -87,9 +88,7 @@ def _parity_crops(config: RunConfig, settings: Settings) -> np.ndarray:
             f"the run's crops came from {config.detector_id}, the configured detector is "
             f"{finder.detector_id}: configure the run's detector to export it"
         )
-    data = load_aligned(Path(config.data), finder, settings.training.cache_dir, progress=False)
-    _, validation = split_by_identity(data, config.validation_fraction, config.seed)
-    return data.subset(validation).crops[:PARITY_CROPS]
+    return held_out_people(config, finder, settings.training.cache_dir).crops[:PARITY_CROPS]
 
 
 def _to_onnx(model: torch.nn.Module) -> onnx.ModelProto:

@@ -330,6 +330,7 @@ def _chebyshev(m: int, x: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: tuple[str, ...] = get_args(LossName)
+HEADLESS = ("contrastive", "triplet")  # compare the batch with itself: no classifier to train
 
 
 def build_loss(

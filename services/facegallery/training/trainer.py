@@ -42,10 +42,14 @@ from facegallery.training.data import (
     load_aligned,
     split_by_identity,
 )
-from facegallery.training.losses import LOSSES, build_loss
+from facegallery.training.losses import HEADLESS, LOSSES, build_loss
 from facegallery.training.model import IResNet, preprocess
 from facegallery.training.sface import SFACE_DIM, convert_sface, sface_modules
-from facegallery.training.validation import ValidationPairs, embed_crops, validate, validation_pairs
+from facegallery.training.validation import (
+    pair_scores,
+    validation_metrics,
+    validation_pairs,
+)
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -72,8 +76,8 @@ class RunConfig:
     weight_decay: float
     validation_fraction: float
     validation_impostors: int
-    frozen_backbone_epochs: int
-
+    # Defaults: what runs made before these options existed did.
+    frozen_backbone_epochs: int = 0
     init: str = "scratch"
 
     @classmethod
@@ -82,6 +86,13 @@ class RunConfig:
         if not path.is_file():
             raise InvalidInput(f"{run_dir} is not a training run (no {CONFIG})")
         return cls(**json.loads(path.read_text()))
+
+
+def held_out_people(config: RunConfig, finder: FaceFinder, cache_dir: Path) -> AlignedSet:
+    """The run's validation people (its seeded split of its data), from the aligned cache."""
+    data = load_aligned(Path(config.data), finder, cache_dir, progress=False)
+    _, validation = split_by_identity(data, config.validation_fraction, config.seed)
+    return data.subset(validation)
 
 
 def build_model(
@@ -159,12 +170,13 @@ def train(
         raise InvalidInput("--epochs must be at least 1")
     if init not in INITS:
         raise InvalidInput(f"unknown --init {init!r}; choose one of {', '.join(INITS)}")
-    if settings.training.frozen_backbone_epochs and loss in ("contrastive", "triplet"):
+    if settings.training.frozen_backbone_epochs and loss in HEADLESS:
         raise InvalidInput(
             f"training.frozen_backbone_epochs: the {loss} loss has no head to train alone"
         )
     recipe = settings.training
-    torch.set_num_threads(recipe.threads or torch.get_num_threads())
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
     finder = face_finder(settings)
     config = RunConfig(
         data=str(data_root.resolve()),
@@ -187,15 +199,18 @@ def train(
     run = _new_run(config, train_set, settings, resuming=checkpoint.exists())
     if checkpoint.exists():
         run.restore(torch.load(checkpoint, weights_only=False))
-    else:
-        run.metrics.append({"epoch": 0, **validate(run.model, val_set, pairs)})
+    scores = pair_scores(run.model, val_set, pairs)
+    if not checkpoint.exists():
+        run.metrics.append({"epoch": 0, **validation_metrics(scores, pairs)})
     started = time.perf_counter()
     while run.epoch < epochs:
         row = _train_epoch(run, train_set, config.frozen_backbone_epochs, progress)
-        row.update(validate(run.model, val_set, pairs))
+        scores = pair_scores(run.model, val_set, pairs)
+        row.update(validation_metrics(scores, pairs))
         run.metrics.append(row)
         _save(run, run_dir)
-    _plot(run_dir, run.metrics, run.model, val_set, pairs, config)
+    roc = PairScores(scores, pairs.same, pairs.folds, len(val_set.labels))
+    _plot(run_dir, run.metrics, roc, config)
     return {
         "run_dir": str(run_dir),
         "loss": loss,
@@ -322,14 +337,10 @@ def _column_order(name: str) -> tuple[int, str]:
 
 
 def _plot(
-    run_dir: Path,
-    metrics: list[dict[str, float]],
-    model: nn.Module,
-    val_set: AlignedSet,
-    pairs: ValidationPairs,
-    config: RunConfig,
+    run_dir: Path, metrics: list[dict[str, float]], roc: PairScores, config: RunConfig
 ) -> None:
-    """``loss.png`` (training loss and validation accuracy per epoch) and ``roc.png``."""
+    """``loss.png`` (training loss and validation accuracy per epoch) and ``roc.png`` (the
+    last model's validation scores)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,7 +359,4 @@ def _plot(
     fig.tight_layout()
     fig.savefig(run_dir / "loss.png")
     plt.close(fig)
-    vectors = embed_crops(model, val_set.crops)
-    scores = np.einsum("ij,ij->i", vectors[pairs.first], vectors[pairs.second])
-    roc = PairScores(scores, pairs.same, pairs.folds, len(val_set.labels))
     plot_roc(roc, run_dir / "roc.png", f"{config.loss}, epoch {metrics[-1]['epoch']}")

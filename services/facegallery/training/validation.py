@@ -75,11 +75,19 @@ def embed_crops(model: nn.Module, crops: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def validate(model: nn.Module, data: AlignedSet, pairs: ValidationPairs) -> dict[str, float]:
-    """10-fold accuracy (balanced pairs), AUC and TAR@FAR 1e-2 (all pairs) of ``model`` on
-    the held-out pairs."""
-    vectors = embed_crops(model, data.crops)
-    scores = np.einsum("ij,ij->i", vectors[pairs.first], vectors[pairs.second])
+def cosines(vectors: np.ndarray, pairs: ValidationPairs) -> np.ndarray:
+    """Each pair's cosine, from unit embeddings indexed like the validation crops."""
+    scores: np.ndarray = np.einsum("ij,ij->i", vectors[pairs.first], vectors[pairs.second])
+    return scores
+
+
+def pair_scores(model: nn.Module, data: AlignedSet, pairs: ValidationPairs) -> np.ndarray:
+    """Each held-out pair's cosine under ``model``."""
+    return cosines(embed_crops(model, data.crops), pairs)
+
+
+def validation_metrics(scores: np.ndarray, pairs: ValidationPairs) -> dict[str, float]:
+    """10-fold accuracy (balanced pairs), AUC and TAR@FAR 1e-2 (all pairs) of these scores."""
     measured = tar_at_far(scores, pairs.same, VALIDATION_FAR)
     # Accuracy on as many different-person pairs as same-person ones (as pairs.csv has):
     # with thousands of impostors, "reject everything" would score near 100%.
