@@ -23,18 +23,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from embedding_model import EmbeddingModel, fitted
-from facegallery.config import GallerySettings, MilvusServerSettings, load_settings
+from facegallery.config import FusionName, GallerySettings, MilvusServerSettings, load_settings
 from facegallery.gallery import Gallery, NewTemplate
 from facegallery.matching import Thresholds
 from facegallery.pipeline import FacePipeline
 from facegallery.servers import MilvusServer
 from facegallery.servers.supervisor import free_port
-from report import emit
+from report import FACES, emit
 
 PER_USER = 5
 TOP_K = 10
@@ -164,7 +164,7 @@ def fusion_latency(
     """Stranger searches at the configured ``ef`` under each fusion, on the same collection."""
     turn = iter(range(10**9))
     timings = {}
-    for fusion in ("max", "top2_mean"):
+    for fusion in get_args(FusionName):
         fused = Gallery(
             settings.model_copy(update={"fusion": fusion}), model_id, strangers.shape[1]
         )
@@ -294,7 +294,7 @@ def main() -> None:
         default=[128, 256, 512, 1024],
         help="HNSW ef (or IVF nprobe, with FACEGALLERY_GALLERY__INDEX_TYPE=IVF_FLAT) values",
     )
-    parser.add_argument("--fit-root", type=Path, default=Path("../shared/faces/celeba_train"))
+    parser.add_argument("--fit-root", type=Path, default=FACES / "celeba_train")
     parser.add_argument("--fit-identities", type=int, default=1200)
     parser.add_argument(
         "--reuse-uri",

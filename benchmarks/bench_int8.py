@@ -44,9 +44,8 @@ from facegallery.evaluation.runner import evaluate_pairs
 from facegallery.models import ModelStore
 from facegallery.models.specs import SFACE_2021DEC
 from facegallery.pipeline import FacePipeline
-from report import emit
+from report import FACES, emit
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
 Run = Callable[[np.ndarray], np.ndarray]
 CALIBRATION, HELD_BACK = 200, 200  # crops: quantization calibration / speed and agreement
 

@@ -46,9 +46,8 @@ from facegallery.training.export import export
 from facegallery.training.losses import LOSSES
 from facegallery.training.trainer import RunConfig, held_out_people, train
 from facegallery.training.validation import cosines, validation_pairs
-from report import emit
+from report import FACES, emit
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 EVAL_SETS = ("celeba_150", "att_orl")
 PLOT_PEOPLE = 6
 

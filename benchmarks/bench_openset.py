@@ -38,11 +38,11 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from facegallery.config import MatchingSettings, load_settings
+from facegallery.config import FusionName, MatchingSettings, load_settings
 from facegallery.evaluation.identify import (
     DISTRACTOR,
     EVAL_GALLERY,
@@ -57,13 +57,13 @@ from facegallery.matching import Thresholds
 from facegallery.openset import OpenSetCalibrator, far_comparisons, far_extended_threshold
 from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
-from report import emit
+from report import FACES, emit
 
 PER_USER = 3
 SEED = 7
 THRESHOLD_METHODS = ("fixed_1to1", "far_extended", "self_calibrated", "default")
-PRODUCT_FUSIONS = ("max", "top2_mean")
-FUSIONS = ("max", "top2_mean", "mean_template")
+PRODUCT_FUSIONS: tuple[str, ...] = get_args(FusionName)
+FUSIONS = (*PRODUCT_FUSIONS, "mean_template")
 
 
 def people(root: Path) -> dict[str, list[Path]]:
@@ -335,9 +335,8 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    shared = Path(__file__).resolve().parents[2] / "shared" / "faces"
-    parser.add_argument("--mates", type=Path, default=shared / "celeba_150")
-    parser.add_argument("--distractors", type=Path, default=shared / "celeba_train")
+    parser.add_argument("--mates", type=Path, default=FACES / "celeba_150")
+    parser.add_argument("--distractors", type=Path, default=FACES / "celeba_train")
     parser.add_argument("--sizes", type=int, nargs="+", default=[150, 500, 1000, 2600])
     parser.add_argument(
         "--holdout", type=int, default=300, help="distractor-set people never enrolled"

@@ -1,4 +1,5 @@
-"""What every benchmark's JSON carries: the machine it ran on, printed and optionally saved."""
+"""What every benchmark shares: where the development face sets are, and the machine its JSON
+names (printed, and saved where asked)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import os
 import platform
 from collections.abc import Mapping
 from pathlib import Path
+
+# ../shared/faces beside the checkout (never copied into it).
+FACES = Path(__file__).resolve().parents[2] / "shared" / "faces"
 
 
 def machine() -> str:

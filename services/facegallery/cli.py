@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
 import typer
 from tqdm import tqdm
@@ -32,7 +32,7 @@ from facegallery.cli_common import (
     reports_errors,
 )
 from facegallery.client.cli import client_app
-from facegallery.config import Settings, load_settings
+from facegallery.config import RecognizerFamily, Settings, load_settings
 from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable
 from facegallery.training.cli import export_command, train_command
 
@@ -775,6 +775,56 @@ def calibrate_gallery(
         return
     searched = f"{sample.searches} leave-one-out searches" if sample else "an empty gallery"
     typer.echo(f"{gallery}: {searched}; {point.describe()}")
+
+
+@app.command("reembed")
+@reports_errors
+def reembed(
+    gallery: GalleryOption,
+    to_model: Annotated[Path, typer.Option("--to-model", help="The new recognizer's ONNX file.")],
+    to_family: Annotated[
+        str | None,
+        typer.Option(
+            "--to-family",
+            help="Its family (sface or arcface); default: the family its metadata records "
+            "(facegallery export writes it).",
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+) -> None:
+    """Move a gallery to a new recognizer from the aligned crops kept beside its templates
+    (gallery.keep_crops); rerunning resumes and never duplicates. Serve the new model with
+    models.recognizer_onnx / recognizer_family once it is done."""
+    from facegallery.models.store import recorded_family
+    from facegallery.reembed import reembed as move
+
+    source = load_settings(config)
+    target = source.model_copy(deep=True)
+    target.models.recognizer_onnx = to_model
+    target.models.recognizer_family = _family(to_family or recorded_family(to_model))
+    report = move(source, target, gallery)
+    if as_json:
+        emit_json(report.to_dict(), None)
+        return
+    typer.echo(
+        f"{gallery}: {report.reembedded} template(s) re-embedded, {report.already_there} "
+        f"already there, {report.without_crop} without a kept crop; {report.target_model} "
+        f"now holds {report.target_users} user(s), {report.target_templates} template(s)"
+    )
+    if report.users_without_crop:
+        typer.echo("  re-enroll from photos: " + ", ".join(report.users_without_crop))
+    point = report.operating_point
+    typer.echo(f"  operating point: {point if isinstance(point, str) else point['method']}")
+
+
+def _family(name: str | None) -> RecognizerFamily:
+    if name not in get_args(RecognizerFamily):
+        raise InvalidInput(
+            "say the new model's family with --to-family sface|arcface (its metadata records "
+            f"none{'' if name is None else ' it knows: ' + repr(name)})"
+        )
+    return cast(RecognizerFamily, name)
 
 
 @eval_app.command("identify")

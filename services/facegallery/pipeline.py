@@ -36,12 +36,15 @@ class AlignedFace:
 @dataclass(frozen=True)
 class Face:
     """A face as the pipeline reports it. ``embedding``: (D,) unit float32 made by
-    ``model_id``, or None when the face was not embedded (failed the gate and not asked for)."""
+    ``model_id``, or None when the face was not embedded (failed the gate and not asked for);
+    ``crop``: the aligned crop it was (or would be) embedded from, which enrollment keeps
+    with ``gallery.keep_crops``."""
 
     detection: Detection
     quality: Quality
     embedding: np.ndarray | None
     model_id: str
+    crop: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready view without the embedding (callers add it where they mean to)."""
@@ -184,7 +187,7 @@ def attach_embeddings(
     )
     vectors = {id(f): v for f, v in zip(wanted, embed_crops(crops), strict=True)}
     return [
-        [Face(f.detection, f.quality, vectors.get(id(f)), model_id) for f in per_image]
+        [Face(f.detection, f.quality, vectors.get(id(f)), model_id, f.crop) for f in per_image]
         for per_image in faces
     ]
 

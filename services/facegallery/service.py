@@ -170,7 +170,9 @@ class FaceService:
                 continue
             assert face.embedding is not None
             template_id = _template_id(gallery, user_id, image.data, index)
-            new = NewTemplate(template_id, face.embedding, face.quality.score, image.name)
+            new = NewTemplate(
+                template_id, face.embedding, face.quality.score, image.name, face.crop
+            )
             accepted.append(_Accepted(i, new, face.quality))
         self._check_duplicates(gallery, user_id, accepted, outcomes)
         accepted = [a for a in accepted if a.index not in outcomes]
@@ -300,7 +302,7 @@ class FaceService:
     def detect(self, image: bytes | np.ndarray) -> list[Face]:
         """Faces of one image with their quality verdicts; nothing is embedded or searched."""
         found = _or_raise(self.pipeline.detect_images([image])[0])
-        return [Face(f.detection, f.quality, None, self.model_id) for f in found]
+        return [Face(f.detection, f.quality, None, self.model_id, f.crop) for f in found]
 
     def analyze(
         self,

@@ -4,8 +4,7 @@ A self-calibration (``facegallery.openset``) searches a sample of the gallery's 
 their own user left out; what it keeps is the highest of those best impostor scores (enough
 to answer any target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
 in a small collection next to the templates and the user registry, written with the same
-delete-then-insert as the others. Milvus needs a vector field in every collection; this one's
-is a 2-d placeholder that is never searched.
+delete-then-insert as the others.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
-from facegallery.gallery.connection import MilvusConnection
+from facegallery.gallery.connection import PLACEHOLDER, PLACEHOLDER_ROW, MilvusConnection
 
-_PLACEHOLDER_DIM = 2
 # The tail of the largest sample (16,384 searches: 1,639 scores, 12 characters each) fits.
 _TAIL_MAX_CHARS = 65535
 
@@ -46,10 +44,6 @@ class CalibrationStore:
         self.collection = collection
 
     def ensure(self) -> None:
-        client = self.connection.client
-        if client.has_collection(self.collection):
-            self.connection.call("load_collection", self.collection)
-            return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("gallery", DataType.VARCHAR, is_primary=True, max_length=ids.GALLERY_MAX)
         schema.add_field("users", DataType.INT64)
@@ -57,12 +51,7 @@ class CalibrationStore:
         schema.add_field("searches", DataType.INT64)
         schema.add_field("calibrated_at", DataType.INT64)
         schema.add_field("tail", DataType.VARCHAR, max_length=_TAIL_MAX_CHARS)
-        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=_PLACEHOLDER_DIM)
-        index = client.prepare_index_params()
-        index.add_index("placeholder", metric_type="L2", index_type="FLAT", params={})
-        self.connection.call(
-            "create_collection", self.collection, schema=schema, index_params=index
-        )
+        self.connection.ensure_collection(self.collection, schema)
 
     def get(self, gallery: str) -> ImpostorSample | None:
         rows = self.connection.lookup(self.collection, "gallery", [gallery], _FIELDS)
@@ -76,7 +65,7 @@ class CalibrationStore:
             "searches": sample.searches,
             "calibrated_at": sample.calibrated_at,
             "tail": json.dumps(list(sample.tail)),
-            "placeholder": [0.0] * _PLACEHOLDER_DIM,
+            PLACEHOLDER: PLACEHOLDER_ROW,
         }
         self.connection.replace(self.collection, "gallery", [row], {sample.gallery})
         self.connection.settle(self.collection)

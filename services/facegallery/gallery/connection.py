@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pymilvus import MilvusClient, MilvusException
+from pymilvus import CollectionSchema, DataType, MilvusClient, MilvusException
 
 from facegallery import ids
 from facegallery.config import GallerySettings
@@ -30,6 +30,10 @@ from facegallery.errors import Unavailable
 
 # Milvus 2.3 refuses a query or search whose limit (or offset + limit) exceeds this.
 MAX_LIMIT = 16384
+# Milvus needs a vector field in every collection: the side collections (user registry,
+# calibrations, crops) carry a 2-d one that is never searched.
+PLACEHOLDER = "placeholder"
+PLACEHOLDER_ROW = [0.0, 0.0]
 
 
 def quoted(values: list[str]) -> str:
@@ -65,6 +69,34 @@ class MilvusConnection:
             raise Unavailable(
                 f"Milvus at {settings.uri} is not usable: {exc.message}{hint}"
             ) from exc
+
+    def ensure_collection(
+        self,
+        collection: str,
+        schema: CollectionSchema,
+        vector: str = PLACEHOLDER,
+        index: dict[str, Any] | None = None,
+    ) -> bool:
+        """Load ``collection``, creating it from ``schema`` first when it is missing, with
+        ``index`` on its ``vector`` field (default: the placeholder's FLAT L2, added to the
+        schema here). True when it was created just now."""
+        if self.client.has_collection(collection):
+            self.call("load_collection", collection)
+            return False
+        if index is None:
+            schema.add_field(PLACEHOLDER, DataType.FLOAT_VECTOR, dim=len(PLACEHOLDER_ROW))
+            index = {"metric_type": "L2", "index_type": "FLAT", "params": {}}
+        params = self.client.prepare_index_params()
+        params.add_index(vector, **index)
+        self.call("create_collection", collection, schema=schema, index_params=params)
+        return True
+
+    def exists(self, collection: str) -> bool:
+        """Whether ``collection`` is there (loaded when it is)."""
+        if not self.call("has_collection", collection):
+            return False
+        self.call("load_collection", collection)
+        return True
 
     def call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<verb>(...)``, with Milvus's failures as ``Unavailable``."""

@@ -11,8 +11,6 @@ The registry is derived data, kept in step under the per-user lease: an add coun
 templates it newly stored (a primary-key lookup, O(batch)); a delete sets the count from a
 Strong count of what is left; ``rebuild`` recomputes every row from the templates (for a
 gallery written before the registry existed, or after writes that bypassed the lease).
-Milvus needs a vector field in every collection; the registry's is a 2-d placeholder that
-is never searched.
 """
 
 from __future__ import annotations
@@ -25,9 +23,14 @@ from typing import Any
 from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
-from facegallery.gallery.connection import MilvusConnection, gallery_filter, quoted
+from facegallery.gallery.connection import (
+    PLACEHOLDER,
+    PLACEHOLDER_ROW,
+    MilvusConnection,
+    gallery_filter,
+    quoted,
+)
 
-_PLACEHOLDER_DIM = 2
 _KEY_MAX = ids.GALLERY_MAX + 1 + ids.USER_MAX
 
 
@@ -54,10 +57,6 @@ class UserRegistry:
 
     def ensure(self) -> bool:
         """Create the collection if missing; True when it was created just now."""
-        client = self.connection.client
-        if client.has_collection(self.collection):
-            self.connection.call("load_collection", self.collection)
-            return False
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("user_key", DataType.VARCHAR, is_primary=True, max_length=_KEY_MAX)
         schema.add_field(
@@ -67,13 +66,7 @@ class UserRegistry:
         schema.add_field("templates", DataType.INT64)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("updated_at", DataType.INT64)
-        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=_PLACEHOLDER_DIM)
-        index = client.prepare_index_params()
-        index.add_index("placeholder", metric_type="L2", index_type="FLAT", params={})
-        self.connection.call(
-            "create_collection", self.collection, schema=schema, index_params=index
-        )
-        return True
+        return self.connection.ensure_collection(self.collection, schema)
 
     def add(self, gallery: str, added: dict[str, int], settle: bool = True) -> None:
         """Count newly stored templates (0 for a retried write: the row is still made if it
@@ -114,7 +107,7 @@ class UserRegistry:
                     "templates": count,
                     "created_at": before.created_at if before else now,
                     "updated_at": now,
-                    "placeholder": [0.0] * _PLACEHOLDER_DIM,
+                    PLACEHOLDER: PLACEHOLDER_ROW,
                 }
             )
         if gone:

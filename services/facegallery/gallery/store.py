@@ -13,6 +13,8 @@ user's best) that is exact for an exact search: a user holds at most ``cap`` tem
 the k-th best user's best template ranks at most ``(k - 1) * cap + 1``; ``top2_mean`` fetches
 enough for ``max(top_k, fusion_shortlist)`` users and fuses those.
 Every id is validated (``facegallery.ids``) before it is written into a filter expression.
+With ``gallery.keep_crops``, each template's aligned crop is kept beside it (``crops.py``) for
+``facegallery reembed``.
 
 Backend differences (upsert, read-your-writes, Lite's brute force on unsealed data) are
 handled once, in ``connection.py``.
@@ -23,15 +25,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from facegallery import ids
-from facegallery.config import GallerySettings
+from facegallery.config import FusionName, GallerySettings
 from facegallery.errors import InvalidInput, NotFound, Unavailable
 from facegallery.gallery.calibrations import CalibrationStore
 from facegallery.gallery.connection import (
@@ -40,6 +43,7 @@ from facegallery.gallery.connection import (
     gallery_filter,
     quoted,
 )
+from facegallery.gallery.crops import CropStore
 from facegallery.gallery.fusion import MAX, Candidate, best_template, fuse_top_two
 from facegallery.gallery.registry import UserRecord, UserRegistry
 
@@ -49,12 +53,16 @@ _PAGE = 1000
 
 @dataclass(frozen=True)
 class NewTemplate:
-    """A template to store. ``embedding``: (D,) unit float32."""
+    """A template to store. ``embedding``: (D,) unit float32; ``crop``: the aligned crop it
+    was embedded from (kept only with ``gallery.keep_crops``); ``created_at``: when it was
+    first enrolled (ms; None: now), kept by a move to another model."""
 
     template_id: str
     embedding: np.ndarray
     quality: float
     source: str
+    crop: np.ndarray | None = None
+    created_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,12 +137,15 @@ class Gallery:
         suffix = self.collection[len("faces_") :]
         self.registry = UserRegistry(self.connection, "users_" + suffix)
         # Scores differ by fusion, and so do their calibrations: one store for each.
+        self.calibration_collections = [f"opsets_{f}_{suffix}" for f in get_args(FusionName)]
         self.calibrations = CalibrationStore(self.connection, f"opsets_{settings.fusion}_{suffix}")
+        self.crops = CropStore(self.connection, "crops_" + suffix)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._ensure_collection()
         if self.registry.ensure():
             self.rebuild_registry()
         self.calibrations.ensure()
+        self.crops.open(create=settings.keep_crops)
 
     def add(
         self, gallery: str, user_id: str, templates: list[NewTemplate], settle: bool = True
@@ -150,16 +161,20 @@ class Gallery:
         their registry rows. The registry is kept incrementally (a primary-key lookup of
         which templates were already stored, O(batch)), never by re-reading the gallery.
         ``settle=False`` (bulk loaders) leaves the write barrier to one ``settle()`` at the
-        end."""
+        end. Kept crops are written first: a template is never stored without its crop."""
         gallery = ids.gallery_id(gallery)
         now = int(time.time() * 1000)
         rows: list[dict[str, Any]] = []
+        crops: dict[str, tuple[str, np.ndarray]] = {}
         for user_id, templates in batch.items():
             ids.user_id(user_id)
             rows.extend(self._row(gallery, user_id, t, now) for t in templates)
+            crops |= {t.template_id: (user_id, t.crop) for t in templates if t.crop is not None}
         if not rows:
             return
-        stored = self._stored([row["template_id"] for row in rows])
+        if self.settings.keep_crops:
+            self.crops.put(gallery, crops, settle)
+        stored = self.stored([row["template_id"] for row in rows])
         added = Counter(r["user_id"] for r in rows if r["template_id"] not in stored)
         # The two collections are written side by side: most of each write is waiting
         # on Milvus, and neither depends on the other.
@@ -175,6 +190,8 @@ class Gallery:
         """The write barrier for bulk loaders that passed ``settle=False``."""
         self.connection.settle(self.collection)
         self.connection.settle(self.registry.collection)
+        if self.crops.present:
+            self.connection.settle(self.crops.collection)
 
     def search(self, gallery: str, probes: np.ndarray, top_k: int) -> list[list[Candidate]]:
         """The ``top_k`` best users for each probe (N, D), best first, one hit per user."""
@@ -229,6 +246,32 @@ class Gallery:
         users = [r["user_id"] for r in rows]
         vectors = np.asarray([r["embedding"] for r in rows], np.float32)
         return users, vectors.reshape(len(rows), self.dimension)
+
+    def template_pages(
+        self, gallery: str, page: int = _PAGE
+    ) -> Iterator[list[tuple[str, TemplateInfo]]]:
+        """Every template of a gallery as (user id, template), ``page`` at a time, without
+        embeddings: one pass of Milvus's query iterator, O(page) memory."""
+        iterator = self.connection.call(
+            "query_iterator",
+            self.collection,
+            batch_size=page,
+            filter=gallery_filter(gallery),
+            output_fields=["user_id", "template_id", "quality", "source", "created_at"],
+        )
+        try:
+            while batch := self.connection.call_on(iterator, "next"):
+                yield [
+                    (
+                        r["user_id"],
+                        TemplateInfo(
+                            r["template_id"], float(r["quality"]), r["source"], int(r["created_at"])
+                        ),
+                    )
+                    for r in batch
+                ]
+        finally:
+            iterator.close()
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         """Every template of one user, with embeddings."""
@@ -287,8 +330,10 @@ class Gallery:
         return self.registry.page(gallery, after, limit)
 
     def delete_user(self, gallery: str, user_id: str) -> int:
-        """Delete every template of a user and check they are gone; returns how many."""
+        """Delete every template of a user (their kept crops first) and check they are
+        gone; returns how many."""
         expression = _user_filter(gallery, user_id)
+        self.crops.delete_user(gallery, user_id)
         count = self.connection.count(self.collection, expression, strong=True)
         if count:
             self.connection.delete(self.collection, expression)
@@ -305,6 +350,7 @@ class Gallery:
             return
         listed = quoted([ids.template_id(t) for t in template_ids])
         expression = f"{_user_filter(gallery, user_id)} and template_id in [{listed}]"
+        self.crops.delete(template_ids)
         self.connection.delete(self.collection, expression)
         self.connection.seal(self.collection)
         self._recount(gallery, user_id)
@@ -337,10 +383,13 @@ class Gallery:
         self.registry.rebuild(counts)
 
     def drop(self) -> None:
-        """Remove the whole collection and its registry (every gallery of this model)."""
-        self.connection.call("drop_collection", self.collection)
-        self.connection.call("drop_collection", self.registry.collection)
-        self.connection.call("drop_collection", self.calibrations.collection)
+        """Remove the templates and everything kept beside them (registry, every fusion's
+        calibrations, crops) for every gallery of this model."""
+        side = [self.registry.collection, *self.calibration_collections, self.crops.collection]
+        for name in [self.collection, *side]:
+            if self.connection.call("has_collection", name):
+                self.connection.call("drop_collection", name)
+        self.crops.present = False
 
     def _embeddings(self, gallery: str, users: set[str]) -> dict[str, np.ndarray]:
         """Every template embedding (n, D) of each of ``users``: a few queries."""
@@ -359,7 +408,7 @@ class Gallery:
             vectors |= {u: np.asarray(v, np.float32) for u, v in found.items()}
         return vectors
 
-    def _stored(self, template_ids: list[str]) -> set[str]:
+    def stored(self, template_ids: list[str]) -> set[str]:
         """Which of these template ids are stored already (a primary-key lookup)."""
         rows = self.connection.lookup(self.collection, "template_id", template_ids, ["template_id"])
         return {r["template_id"] for r in rows}
@@ -383,15 +432,11 @@ class Gallery:
             "user_id": user_id,
             "embedding": t.embedding.astype(np.float32).tolist(),
             "quality": float(t.quality),
-            "created_at": now,
+            "created_at": now if t.created_at is None else t.created_at,
             "source": t.source[:SOURCE_MAX],
         }
 
     def _ensure_collection(self) -> None:
-        client = self.connection.client
-        if client.has_collection(self.collection):
-            self.connection.call("load_collection", self.collection)
-            return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("template_id", DataType.VARCHAR, is_primary=True, max_length=32)
         schema.add_field(
@@ -402,11 +447,8 @@ class Gallery:
         schema.add_field("quality", DataType.FLOAT)
         schema.add_field("created_at", DataType.INT64)
         schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX)
-        index = client.prepare_index_params()
-        index.add_index("embedding", metric_type="COSINE", **self.index_spec())
-        self.connection.call(
-            "create_collection", self.collection, schema=schema, index_params=index
-        )
+        index = {"metric_type": "COSINE", **self.index_spec()}
+        self.connection.ensure_collection(self.collection, schema, "embedding", index)
 
     @property
     def index_type(self) -> str:

@@ -160,3 +160,16 @@ class ModelStore:
         return PreparedModel(
             name, manifest["family"], target, manifest["model_id"], manifest["licence"]
         )
+
+
+def recorded_family(path: Path) -> str | None:
+    """The recognizer family an ONNX file's own metadata names (``facegallery export``
+    records it), or None when it names none."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise InvalidInput(f"model file {path} does not exist")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError subclasses of several kinds
+        raise InvalidInput(f"{path} is not an ONNX model: {exc}") from exc
+    return next((p.value for p in graph.metadata_props if p.key == "family"), None)

@@ -1,0 +1,134 @@
+"""The aligned face crop behind each template, kept for operators who chose to
+(``gallery.keep_crops``), so that a gallery can move to a new embedding model without the
+original photos (``facegallery reembed``).
+
+A crop is the 112x112 BGR image the Embedder saw, stored losslessly (PNG, base64 text, since
+Milvus 2.3 has no bytes field), so a re-embedding gives exactly what enrolling the photo
+with the new model would have. One row per template in a collection beside the templates,
+keyed by the same template id and partitioned by gallery; it is written before the
+template, and deleted with it (a user's deletion, the cap's evictions), so no face image
+outlives its template. A crop is a picture of a person's face: keeping them is a privacy
+decision as much as a storage one, which is why the setting is off by default.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import cv2
+import numpy as np
+from pymilvus import DataType, MilvusClient
+
+from facegallery import ids
+from facegallery.errors import Unavailable
+from facegallery.gallery.connection import (
+    PLACEHOLDER,
+    PLACEHOLDER_ROW,
+    MilvusConnection,
+    gallery_filter,
+    quoted,
+)
+from facegallery.vision.align import CROP_SIZE
+
+# A 112x112x3 PNG is at most ~38 KB (incompressible noise), ~51 KB as base64: within the
+# VARCHAR limit whatever the face.
+_CROP_MAX_CHARS = 65535
+
+
+def encode_crop(crop: np.ndarray) -> str:
+    """Lossless text form of an aligned (112, 112, 3) uint8 crop."""
+    if crop.shape != (CROP_SIZE, CROP_SIZE, 3) or crop.dtype != np.uint8:
+        raise ValueError(f"an aligned crop is {CROP_SIZE}x{CROP_SIZE}x3 uint8, not {crop.shape}")
+    ok, png = cv2.imencode(".png", crop)
+    if not ok:
+        raise ValueError("the crop could not be encoded as PNG")
+    return base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def decode_crop(text: str) -> np.ndarray:
+    """The crop ``encode_crop`` stored, pixel for pixel."""
+    data = np.frombuffer(base64.b64decode(text), np.uint8)
+    crop = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if crop is None or crop.shape != (CROP_SIZE, CROP_SIZE, 3):
+        raise Unavailable("a stored crop is damaged (not a 112x112 colour PNG)")
+    return crop
+
+
+class CropStore:
+    """The crops of every gallery of one embedding model's collection."""
+
+    def __init__(self, connection: MilvusConnection, collection: str) -> None:
+        self.connection = connection
+        self.collection = collection
+        self.present = False
+
+    def open(self, create: bool) -> bool:
+        """Create the collection when ``create`` (keeping crops), else only load it if an
+        earlier configuration made one (so deletions still reach its crops)."""
+        if create:
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("template_id", DataType.VARCHAR, is_primary=True, max_length=32)
+            schema.add_field(
+                "gallery", DataType.VARCHAR, max_length=ids.GALLERY_MAX, is_partition_key=True
+            )
+            schema.add_field("user_id", DataType.VARCHAR, max_length=ids.USER_MAX)
+            schema.add_field("crop", DataType.VARCHAR, max_length=_CROP_MAX_CHARS)
+            self.connection.ensure_collection(self.collection, schema)
+            self.present = True
+        else:
+            self.present = self.connection.exists(self.collection)
+        return self.present
+
+    def put(
+        self, gallery: str, crops: dict[str, tuple[str, np.ndarray]], settle: bool = True
+    ) -> None:
+        """Store ``{template_id: (user_id, crop)}`` (a retried write rewrites the rows)."""
+        if not crops:
+            return
+        rows = [
+            {
+                "template_id": template_id,
+                "gallery": gallery,
+                "user_id": user_id,
+                "crop": encode_crop(crop),
+                PLACEHOLDER: PLACEHOLDER_ROW,
+            }
+            for template_id, (user_id, crop) in crops.items()
+        ]
+        stored = {r["template_id"] for r in self._rows(gallery, list(crops), ["template_id"])}
+        self.connection.replace(self.collection, "template_id", rows, stored)
+        if settle:
+            self.connection.settle(self.collection)
+
+    def get(self, gallery: str, template_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored crops of these templates (those with none are absent)."""
+        if not self.present:
+            return {}
+        rows = self._rows(gallery, template_ids, ["template_id", "crop"])
+        return {r["template_id"]: decode_crop(r["crop"]) for r in rows}
+
+    def count(self, gallery: str) -> int:
+        if not self.present:
+            return 0
+        return self.connection.count(self.collection, gallery_filter(gallery), strong=True)
+
+    def delete_user(self, gallery: str, user_id: str) -> None:
+        if self.present:
+            expression = f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
+            self.connection.delete(self.collection, expression)
+            self.connection.settle(self.collection)
+
+    def delete(self, template_ids: list[str]) -> None:
+        if self.present and template_ids:
+            expression = f"template_id in [{quoted(template_ids)}]"
+            self.connection.delete(self.collection, expression)
+            self.connection.settle(self.collection)
+
+    def _rows(
+        self, gallery: str, template_ids: list[str], fields: list[str]
+    ) -> list[dict[str, Any]]:
+        valid = [ids.template_id(t) for t in template_ids]
+        return self.connection.lookup(
+            self.collection, "template_id", valid, fields, gallery_filter(gallery)
+        )
