@@ -27,6 +27,12 @@ celeba_150 strangers, ``holdout_fpir`` the held-out celeba_train ones. ``numpy_f
 compares three fusions exactly in numpy on the same templates and searches (the best
 template, the mean of the best two, the cosine to the user's mean template), each at its own
 self-calibrated threshold (all templates searched) and at the oracle threshold.
+``numpy_decision`` does the same for what the decision compares with the threshold, under the
+product's fusion: the best user's score (what identify does), or that score normalised by the
+probe's cohort, the other users of the fused shortlist (``gallery.fusion_shortlist``): minus
+their mean (``cohort_gap``), minus the second best (``top2_gap``), or as a z-score
+(``cohort_z``). Every FPIR comes with its 95% (Wilson) interval: a few false positives decide
+it.
 
     .venv/bin/python benchmarks/bench_openset.py --json benchmarks/results/openset.json \\
         --plot benchmarks/results/openset.png
@@ -36,13 +42,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
 
-from facegallery.config import FusionName, MatchingSettings, load_settings
+from facegallery.config import FusionName, GallerySettings, MatchingSettings, load_settings
 from facegallery.evaluation.identify import (
     DISTRACTOR,
     EVAL_GALLERY,
@@ -64,6 +71,30 @@ SEED = 7
 THRESHOLD_METHODS = ("fixed_1to1", "far_extended", "self_calibrated", "default")
 PRODUCT_FUSIONS: tuple[str, ...] = get_args(FusionName)
 FUSIONS = (*PRODUCT_FUSIONS, "mean_template")
+COHORT = GallerySettings().fusion_shortlist
+
+
+def _cohort_mean(s: np.ndarray) -> np.ndarray:
+    return np.asarray(s[:, 1:].mean(axis=1))
+
+
+DECISIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "cosine": lambda s: s[:, 0],
+    "cohort_gap": lambda s: s[:, 0] - _cohort_mean(s),
+    "top2_gap": lambda s: s[:, 0] - s[:, 1],
+    "cohort_z": lambda s: (s[:, 0] - _cohort_mean(s)) / (s[:, 1:].std(axis=1) + 1e-6),
+}
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate (sound at a handful of events)."""
+    if trials == 0:
+        return (0.0, 1.0)
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials))
+    half /= 1 + z * z / trials
+    return (round(max(0.0, centre - half), 5), round(min(1.0, centre + half), 5))
 
 
 def people(root: Path) -> dict[str, list[Path]]:
@@ -151,11 +182,13 @@ class Tally:
         out: dict[str, Any] = {
             "threshold": self.thresholds,
             "fpir": round(self.fpir(), 5),
+            "fpir_interval_95": wilson(self.false_positives, self.nonmated),
             "fnir": round(self.fnir(), 5),
             "false_positives": self.false_positives,
         }
         if self.holdout:
             out["holdout_fpir"] = round(self.holdout_false_positives / self.holdout, 5)
+            out["holdout_fpir_interval_95"] = wilson(self.holdout_false_positives, self.holdout)
         if self.methods:
             out["method"] = self.methods
         return out
@@ -164,8 +197,9 @@ class Tally:
 def fused_scores(
     probes: np.ndarray, templates: list[np.ndarray], fusion: str, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(best user index, best score) per probe with a user's score fused from their
-    templates; ``exclude[i]``: a user the i-th probe may not match (its own), or -1."""
+    """(best user index, the ``COHORT`` best users' scores, descending) per probe, a user's
+    score fused from their templates; ``exclude[i]``: a user the i-th probe may not match
+    (its own), or -1."""
     users = len(templates)
     k = max(len(t) for t in templates)
     dim = probes.shape[1]
@@ -177,7 +211,7 @@ def fused_scores(
     means = padded.sum(axis=1) / valid.sum(axis=1, keepdims=True)
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     top_user = np.zeros(len(probes), int)
-    top_score = np.zeros(len(probes))
+    top_scores = np.zeros((len(probes), min(COHORT, users)))
     for start in range(0, len(probes), 256):
         chunk = probes[start : start + 256]
         if fusion == "mean_template":
@@ -194,18 +228,24 @@ def fused_scores(
         if exclude is not None:
             rows = np.arange(len(chunk))
             per_user[rows, exclude[start : start + 256]] = -np.inf
-        top_user[start : start + len(chunk)] = per_user.argmax(axis=1)
-        top_score[start : start + len(chunk)] = per_user.max(axis=1)
-    return top_user, top_score
+        ranked_users = np.argsort(-per_user, axis=1)[:, :COHORT]
+        top_user[start : start + len(chunk)] = ranked_users[:, 0]
+        top_scores[start : start + len(chunk)] = np.take_along_axis(per_user, ranked_users, 1)
+    return top_user, top_scores
 
 
 def fusion_tallies(
     gallery_people: dict[str, list[Path]],
     split: Split,
     vectors: dict[Path, np.ndarray | None],
+    holdout: np.ndarray,
     fpir: float,
     tallies: dict[str, dict[str, Tally]],
+    decisions: dict[str, dict[str, Tally]],
+    product_fusion: str,
 ) -> None:
+    """One fold in numpy: each fusion's best-user score, and under ``product_fusion`` each
+    decision statistic, at its own self-calibrated threshold and at the oracle's."""
     names = [u for u, ps in gallery_people.items() if any(vectors[p] is not None for p in ps)]
     templates = [
         np.stack([v for p in gallery_people[u] if (v := vectors[p]) is not None]) for u in names
@@ -221,16 +261,26 @@ def fusion_tallies(
     missing_nonmated = len(split.nonmated) - len(nonmated)
     for fusion in FUSIONS:
         _, impostor = fused_scores(everything, templates, fusion, owner)
-        self_threshold = threshold_at_rate(impostor, fpir)
-        top, mated_score = fused_scores(mated_vectors, templates, fusion, None)
-        _, nonmated_score = fused_scores(nonmated, templates, fusion, None)
+        top, mated_scores = fused_scores(mated_vectors, templates, fusion, None)
+        _, nonmated_scores = fused_scores(nonmated, templates, fusion, None)
+        _, holdout_scores = fused_scores(holdout, templates, fusion, None)
         ok = np.concatenate([top == mate, np.zeros(missing_mated, bool)])
-        mated_all = np.concatenate([mated_score, np.full(missing_mated, np.nan)])
-        nonmated_all = np.concatenate([nonmated_score, np.full(missing_nonmated, np.nan)])
-        oracle = threshold_at_rate(nonmated_all, fpir)
-        assert self_threshold is not None and oracle is not None
-        tallies[fusion]["self_calibrated"].add(self_threshold, ok, mated_all, nonmated_all)
-        tallies[fusion]["oracle"].add(oracle, ok, mated_all, nonmated_all)
+        chosen = DECISIONS if fusion == product_fusion else {"cosine": DECISIONS["cosine"]}
+        for name, statistic in chosen.items():
+            self_threshold = threshold_at_rate(statistic(impostor), fpir)
+            mated_all = np.concatenate([statistic(mated_scores), np.full(missing_mated, np.nan)])
+            nonmated_all = np.concatenate(
+                [statistic(nonmated_scores), np.full(missing_nonmated, np.nan)]
+            )
+            oracle = threshold_at_rate(nonmated_all, fpir)
+            assert self_threshold is not None and oracle is not None
+            held = statistic(holdout_scores)
+            targets = [decisions[name]] if fusion == product_fusion else []
+            if name == "cosine":
+                targets.append(tallies[fusion])
+            for into in targets:
+                into["self_calibrated"].add(self_threshold, ok, mated_all, nonmated_all, held)
+                into["oracle"].add(oracle, ok, mated_all, nonmated_all, held)
 
 
 class Bench:
@@ -245,8 +295,10 @@ class Bench:
         extra: dict[str, list[Path]],
         vectors: dict[Path, np.ndarray | None],
         holdout: int,
+        product_fusion: str,
     ) -> None:
         self.matching = matching
+        self.product_fusion = product_fusion
         self.forced = matching.model_copy(update={"min_false_positives": 1})
         self.thresholds = Thresholds(matching)
         self.pairs = self.thresholds.get(pipeline.model_id)
@@ -265,6 +317,8 @@ class Bench:
         """Both folds at one gallery size, pooled, for each product fusion."""
         tallies = {f: {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")} for f in PRODUCT_FUSIONS}
         fusion = {f: {"self_calibrated": Tally(), "oracle": Tally()} for f in FUSIONS}
+        decisions = {d: {"self_calibrated": Tally(), "oracle": Tally()} for d in DECISIONS}
+        held = np.stack([v for p in self.holdout if (v := self.vectors[p]) is not None])
         users = templates = 0
         calibration_s: dict[str, list[float]] = {f: [] for f in PRODUCT_FUSIONS}
         for enrolled in self.halves:
@@ -278,7 +332,16 @@ class Bench:
                 users, templates = self.measure_fusion(
                     product_fusion, gallery_people, split, tallies, calibration_s
                 )
-            fusion_tallies(gallery_people, split, self.vectors, self.fpir, fusion)
+            fusion_tallies(
+                gallery_people,
+                split,
+                self.vectors,
+                held,
+                self.fpir,
+                fusion,
+                decisions,
+                self.product_fusion,
+            )
         first = tallies[PRODUCT_FUSIONS[0]]["default"]
         return {
             "gallery_users": users,
@@ -288,6 +351,9 @@ class Bench:
             "holdout_searches": first.holdout,
             "fusions": {f: {m: t.report() for m, t in ts.items()} for f, ts in tallies.items()},
             "numpy_fusion": {f: {m: t.report() for m, t in ts.items()} for f, ts in fusion.items()},
+            "numpy_decision": {
+                d: {m: t.report() for m, t in ts.items()} for d, ts in decisions.items()
+            },
             "self_calibration_seconds": calibration_s,
         }
 
@@ -358,7 +424,16 @@ def main() -> None:
     vectors |= embeddings(
         pipeline, [p for ps in extra.values() for p in ps], args.cache, args.distractors.name
     )
-    bench = Bench(settings.matching, fpir, pipeline, mates, extra, vectors, args.holdout)
+    bench = Bench(
+        settings.matching,
+        fpir,
+        pipeline,
+        mates,
+        extra,
+        vectors,
+        args.holdout,
+        settings.gallery.fusion,
+    )
     rows = []
     for size in args.sizes:
         rows.append(bench.measure(size))
