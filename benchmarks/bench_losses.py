@@ -177,6 +177,11 @@ def main() -> None:
     parser.add_argument(
         "--finetune-frozen-epochs", type=int, default=0, help="head-only epochs first"
     )
+    parser.add_argument(
+        "--finetune-imprint",
+        action="store_true",
+        help="start the ArcFace head at each person's mean SFace embedding",
+    )
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument("--plot", type=Path, help="embedding plot (PNG)")
@@ -197,8 +202,13 @@ def main() -> None:
             tuning = base.model_copy(deep=True)
             tuning.training.learning_rate = args.finetune_lr
             frozen = tuning.training.frozen_backbone_epochs = args.finetune_frozen_epochs
-            name = "sface + arcface fine-tune" + (f", head alone {frozen} epoch" if frozen else "")
-            run_dir = args.runs / f"sface-arcface-frozen{frozen}-e{args.finetune_epochs}"
+            imprint = tuning.training.imprint_head = args.finetune_imprint
+            name = "sface + arcface fine-tune" + (", head imprinted" if imprint else "")
+            name += f", head alone {frozen} epoch" if frozen else ""
+            run_dir = args.runs / (
+                f"sface-arcface{'-imprint' if imprint else ''}-frozen{frozen}"
+                f"-e{args.finetune_epochs}"
+            )
             results[name], points[name] = trained_model(
                 "arcface", "sface", args.finetune_epochs, args.seed, run_dir, tuning
             )

@@ -243,9 +243,10 @@ def fusion_tallies(
     tallies: dict[str, dict[str, Tally]],
     decisions: dict[str, dict[str, Tally]],
     product_fusion: str,
-) -> None:
+) -> dict[str, Any]:
     """One fold in numpy: each fusion's best-user score, and under ``product_fusion`` each
-    decision statistic, at its own self-calibrated threshold and at the oracle's."""
+    decision statistic, at its own self-calibrated threshold and at the oracle's. Returns
+    the top of the product fusion's leave-one-out evidence (``loo_tail``)."""
     names = [u for u, ps in gallery_people.items() if any(vectors[p] is not None for p in ps)]
     templates = [
         np.stack([v for p in gallery_people[u] if (v := vectors[p]) is not None]) for u in names
@@ -259,8 +260,9 @@ def fusion_tallies(
     mate = np.array([u for _, u in mated])
     missing_mated = len(split.mated) - len(mated)
     missing_nonmated = len(split.nonmated) - len(nonmated)
+    tail: dict[str, Any] = {}
     for fusion in FUSIONS:
-        _, impostor = fused_scores(everything, templates, fusion, owner)
+        best_other, impostor = fused_scores(everything, templates, fusion, owner)
         top, mated_scores = fused_scores(mated_vectors, templates, fusion, None)
         _, nonmated_scores = fused_scores(nonmated, templates, fusion, None)
         _, holdout_scores = fused_scores(holdout, templates, fusion, None)
@@ -281,6 +283,34 @@ def fusion_tallies(
             for into in targets:
                 into["self_calibrated"].add(self_threshold, ok, mated_all, nonmated_all, held)
                 into["oracle"].add(oracle, ok, mated_all, nonmated_all, held)
+        if fusion == product_fusion:
+            tail = loo_tail(impostor[:, 0], owner, best_other, nonmated_scores, holdout_scores)
+    return tail
+
+
+def loo_tail(
+    impostor: np.ndarray,
+    owner: np.ndarray,
+    best_other: np.ndarray,
+    nonmated: np.ndarray,
+    holdout: np.ndarray,
+) -> dict[str, Any]:
+    """The highest leave-one-out scores beside the highest any stranger reached, and whether
+    each is reciprocal (the other user's own templates find this user best too: the mark of
+    one person enrolled under two ids, which CelebA's noisy labels make)."""
+    finds = {(int(o), int(b)) for o, b in zip(owner, best_other, strict=True)}
+    order = np.argsort(-impostor)[:20]
+    reciprocal = [(int(best_other[i]), int(owner[i])) in finds for i in order]
+    highest_stranger = max(float(nonmated[:, 0].max()), float(holdout[:, 0].max()))
+    above = impostor > highest_stranger
+    return {
+        "loo_top": [round(float(impostor[i]), 4) for i in order],
+        "loo_top_reciprocal": reciprocal,
+        "nonmated_max": round(float(nonmated[:, 0].max()), 4),
+        "holdout_max": round(float(holdout[:, 0].max()), 4),
+        "loo_above_every_stranger": int(above.sum()),
+        "loo_searches": len(impostor),
+    }
 
 
 class Bench:
@@ -318,6 +348,7 @@ class Bench:
         tallies = {f: {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")} for f in PRODUCT_FUSIONS}
         fusion = {f: {"self_calibrated": Tally(), "oracle": Tally()} for f in FUSIONS}
         decisions = {d: {"self_calibrated": Tally(), "oracle": Tally()} for d in DECISIONS}
+        tails: list[dict[str, Any]] = []
         held = np.stack([v for p in self.holdout if (v := self.vectors[p]) is not None])
         users = templates = 0
         calibration_s: dict[str, list[float]] = {f: [] for f in PRODUCT_FUSIONS}
@@ -332,15 +363,17 @@ class Bench:
                 users, templates = self.measure_fusion(
                     product_fusion, gallery_people, split, tallies, calibration_s
                 )
-            fusion_tallies(
-                gallery_people,
-                split,
-                self.vectors,
-                held,
-                self.fpir,
-                fusion,
-                decisions,
-                self.product_fusion,
+            tails.append(
+                fusion_tallies(
+                    gallery_people,
+                    split,
+                    self.vectors,
+                    held,
+                    self.fpir,
+                    fusion,
+                    decisions,
+                    self.product_fusion,
+                )
             )
         first = tallies[PRODUCT_FUSIONS[0]]["default"]
         return {
@@ -351,6 +384,7 @@ class Bench:
             "holdout_searches": first.holdout,
             "fusions": {f: {m: t.report() for m, t in ts.items()} for f, ts in tallies.items()},
             "numpy_fusion": {f: {m: t.report() for m, t in ts.items()} for f, ts in fusion.items()},
+            "loo_tail": tails,
             "numpy_decision": {
                 d: {m: t.report() for m, t in ts.items()} for d, ts in decisions.items()
             },

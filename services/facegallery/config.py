@@ -519,6 +519,12 @@ class TrainingSettings(BaseModel):
         "the backbone frozen, BatchNorm statistics included: for fine-tuning, where a random "
         "head's first gradients would otherwise wreck the pretrained weights.",
     )
+    imprint_head: bool = Field(
+        default=False,
+        description="Start a cosine-classifier head (normface, sphereface, cosface, arcface) "
+        "at each training person's mean embedding under the initial weights (weight "
+        "imprinting): for fine-tuning a pretrained backbone (--init sface).",
+    )
     threads: int = Field(default=0, ge=0, description="torch threads; 0: every usable core.")
 
 

@@ -275,3 +275,19 @@ def test_every_named_loss_builds_and_an_unknown_one_is_refused() -> None:
         assert torch.isfinite(value)
     with pytest.raises(ValueError, match="unknown loss 'large-margin'"):
         build_loss("large-margin", 3, 3)
+
+
+def test_imprinting_starts_each_class_at_its_mean_direction() -> None:
+    torch.manual_seed(0)
+    centres = F.normalize(torch.randn(4, 8), dim=1)
+    labels = torch.arange(4).repeat_interleave(5)
+    features = F.normalize(centres[labels] + 0.2 * torch.randn(20, 8), dim=1)
+    sums = torch.zeros(4, 8).index_add_(0, labels, features)
+    random_head, imprinted = ArcFaceLoss(8, 4), ArcFaceLoss(8, 4)
+    imprinted.imprint(sums)
+    assert torch.allclose(imprinted.weight.norm(dim=1), torch.ones(4))
+    assert torch.allclose(imprinted.weight, F.normalize(sums, dim=1))
+    assert torch.equal(imprinted.logits(features).argmax(dim=1), labels)
+    assert float(imprinted(features, labels)) < float(random_head(features, labels))
+    with pytest.raises(ValueError, match="class means"):
+        imprinted.imprint(sums[:3])

@@ -178,7 +178,7 @@ class CenterLoss(nn.Module):
         self.centers[classes] -= self.alpha * delta
 
 
-class _CosineClassifier(nn.Module):
+class CosineClassifier(nn.Module):
     """Weights normalised per class, so a logit is ``||x|| cos(theta_j)`` or ``cos(theta_j)``."""
 
     def __init__(self, embedding_dim: int, num_classes: int) -> None:
@@ -193,8 +193,20 @@ class _CosineClassifier(nn.Module):
         """Unmargined logits (what accuracy on training identities is measured with)."""
         return self.cosine(embeddings)
 
+    @torch.no_grad()
+    def imprint(self, class_means: torch.Tensor) -> None:
+        """Weight imprinting (Qi, Brown & Lowe, "Low-Shot Learning with Imprinted Weights",
+        CVPR 2018): each class's weight starts at the direction of its photos' mean
+        embedding. A pretrained backbone's classes then start near where training would put
+        them, instead of at random directions whose large early gradients reach the
+        backbone."""
+        if class_means.shape != self.weight.shape:
+            shape = tuple(self.weight.shape)
+            raise ValueError(f"{tuple(class_means.shape)} class means for a {shape} head")
+        self.weight.copy_(F.normalize(class_means, dim=1))
 
-class NormFaceLoss(_CosineClassifier):
+
+class NormFaceLoss(CosineClassifier):
     """NormFace (Wang, Xiang, Cheng & Yuille, "NormFace: L2 Hypersphere Embedding for Face
     Verification", ACM MM 2017): softmax over cosines, features and weights both normalised,
     scaled by ``s`` (without it, logits in [-1, 1] cannot drive the softmax near 0 or 1).
@@ -259,7 +271,7 @@ class ArcFaceLoss(NormFaceLoss):
         return torch.where(past_pi, cosine - self.margin * math.sin(self.margin), shifted)
 
 
-class SphereFaceLoss(_CosineClassifier):
+class SphereFaceLoss(CosineClassifier):
     """A-Softmax (Liu, Wen, Yu, Li, Raj & Song, "SphereFace: Deep Hypersphere Embedding for
     Face Recognition", CVPR 2017): weights normalised, no bias, features *not* normalised, and
     a multiplicative angular margin ``m`` on the true class.
@@ -331,6 +343,7 @@ def _chebyshev(m: int, x: torch.Tensor) -> torch.Tensor:
 
 LOSSES: tuple[str, ...] = get_args(LossName)
 HEADLESS = ("contrastive", "triplet")  # compare the batch with itself: no classifier to train
+IMPRINTABLE = ("normface", "sphereface", "cosface", "arcface")  # heads of unit class weights
 
 
 def build_loss(

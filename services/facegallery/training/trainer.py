@@ -42,10 +42,17 @@ from facegallery.training.data import (
     load_aligned,
     split_by_identity,
 )
-from facegallery.training.losses import HEADLESS, LOSSES, build_loss
+from facegallery.training.losses import (
+    HEADLESS,
+    IMPRINTABLE,
+    LOSSES,
+    CosineClassifier,
+    build_loss,
+)
 from facegallery.training.model import IResNet, preprocess
 from facegallery.training.sface import SFACE_DIM, convert_sface, sface_modules
 from facegallery.training.validation import (
+    embed_crops,
     pair_scores,
     validation_metrics,
     validation_pairs,
@@ -79,6 +86,7 @@ class RunConfig:
     # Defaults: what runs made before these options existed did.
     frozen_backbone_epochs: int = 0
     init: str = "scratch"
+    imprint_head: bool = False
 
     @classmethod
     def read(cls, run_dir: Path) -> RunConfig:
@@ -174,6 +182,11 @@ def train(
         raise InvalidInput(
             f"training.frozen_backbone_epochs: the {loss} loss has no head to train alone"
         )
+    if settings.training.imprint_head and loss not in IMPRINTABLE:
+        raise InvalidInput(
+            f"training.imprint_head: the {loss} loss has no cosine classifier to imprint "
+            f"({', '.join(IMPRINTABLE)} have)"
+        )
     recipe = settings.training
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
@@ -250,6 +263,8 @@ def _new_run(config: RunConfig, train_set: AlignedSet, settings: Settings, resum
     torch.manual_seed(config.seed)
     model = build_model(config, settings, None if resuming else train_set.crops[:PARITY_CROPS])
     loss = build_loss(config.loss, config.embedding_dim, len(train_set.names))
+    if config.imprint_head and not resuming and isinstance(loss, CosineClassifier):
+        loss.imprint(_class_means(model, train_set))
     optimizer = torch.optim.SGD(
         [*model.parameters(), *loss.parameters()],
         lr=config.learning_rate,
@@ -262,6 +277,15 @@ def _new_run(config: RunConfig, train_set: AlignedSet, settings: Settings, resum
     generator = torch.Generator().manual_seed(config.seed + 1)
     schedule = _schedule(optimizer, config, len(sampler))
     return Run(model, loss, optimizer, schedule, sampler, generator, 0, [])
+
+
+def _class_means(model: nn.Module, data: AlignedSet) -> torch.Tensor:
+    """The direction of each training person's mean unit embedding under ``model``, by
+    label (their sum: ``imprint`` normalises it)."""
+    vectors = torch.from_numpy(embed_crops(model, data.crops))
+    labels = torch.from_numpy(data.labels).long()
+    sums = torch.zeros(len(data.names), vectors.shape[1]).index_add_(0, labels, vectors)
+    return sums
 
 
 def _schedule(
