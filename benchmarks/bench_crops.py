@@ -21,15 +21,14 @@ from facegallery.config import load_settings
 from facegallery.gallery.crops import encode_crop
 from facegallery.models import ModelStore
 from facegallery.pipeline import FaceFinder, build_detector, build_embedder
+from facegallery.training.data import identity_photos
 from report import FACES, emit
-
-PHOTOS = {".jpg", ".jpeg", ".png", ".pgm"}
 
 
 def crop_sizes(finder: FaceFinder, root: Path) -> dict[str, float]:
     """Stored (base64) and PNG bytes of each photo's largest aligned face."""
     stored, png = [], []
-    photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTOS)
+    photos = [photo for _, photo in identity_photos(root)]
     for photo in tqdm(photos, desc=root.name, unit="photo"):
         found = finder.detect_images([photo.read_bytes()], largest_only=True)[0]
         if isinstance(found, Exception) or not found:

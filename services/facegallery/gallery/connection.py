@@ -19,6 +19,7 @@ lives here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ def quoted(values: list[str]) -> str:
 
 def gallery_filter(gallery: str) -> str:
     return f'gallery == "{ids.gallery_id(gallery)}"'
+
+
+def user_filter(gallery: str, user_id: str) -> str:
+    return f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
 
 
 class MilvusConnection:
@@ -80,8 +85,7 @@ class MilvusConnection:
         """Load ``collection``, creating it from ``schema`` first when it is missing, with
         ``index`` on its ``vector`` field (default: the placeholder's FLAT L2, added to the
         schema here). True when it was created just now."""
-        if self.client.has_collection(collection):
-            self.call("load_collection", collection)
+        if self.exists(collection):
             return False
         if index is None:
             schema.add_field(PLACEHOLDER, DataType.FLOAT_VECTOR, dim=len(PLACEHOLDER_ROW))
@@ -133,6 +137,24 @@ class MilvusConnection:
             **ordered,
         )
         return rows
+
+    def pages(
+        self, collection: str, expression: str, fields: list[str], page: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row matching ``expression``, ``page`` at a time: one pass of Milvus's query
+        iterator, O(page) memory whatever the collection's size."""
+        iterator = self.call(
+            "query_iterator",
+            collection,
+            batch_size=page,
+            filter=expression,
+            output_fields=fields,
+        )
+        try:
+            while batch := self.call_on(iterator, "next"):
+                yield batch
+        finally:
+            iterator.close()
 
     def lookup(
         self, collection: str, key: str, values: list[str], fields: list[str], scope: str = ""

@@ -28,6 +28,7 @@ from facegallery.gallery.connection import (
     MilvusConnection,
     gallery_filter,
     quoted,
+    user_filter,
 )
 from facegallery.vision.align import CROP_SIZE
 
@@ -63,7 +64,7 @@ class CropStore:
         self.collection = collection
         self.present = False
 
-    def open(self, create: bool) -> bool:
+    def open(self, create: bool) -> None:
         """Create the collection when ``create`` (keeping crops), else only load it if an
         earlier configuration made one (so deletions still reach its crops)."""
         if create:
@@ -78,7 +79,6 @@ class CropStore:
             self.present = True
         else:
             self.present = self.connection.exists(self.collection)
-        return self.present
 
     def put(
         self, gallery: str, crops: dict[str, tuple[str, np.ndarray]], settle: bool = True
@@ -115,13 +115,13 @@ class CropStore:
 
     def delete_user(self, gallery: str, user_id: str) -> None:
         if self.present:
-            expression = f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
-            self.connection.delete(self.collection, expression)
+            self.connection.delete(self.collection, user_filter(gallery, user_id))
             self.connection.settle(self.collection)
 
     def delete(self, template_ids: list[str]) -> None:
         if self.present and template_ids:
-            expression = f"template_id in [{quoted(template_ids)}]"
+            listed = quoted([ids.template_id(t) for t in template_ids])
+            expression = f"template_id in [{listed}]"
             self.connection.delete(self.collection, expression)
             self.connection.settle(self.collection)
 

@@ -42,6 +42,7 @@ from facegallery.gallery.connection import (
     MilvusConnection,
     gallery_filter,
     quoted,
+    user_filter,
 )
 from facegallery.gallery.crops import CropStore
 from facegallery.gallery.fusion import MAX, Candidate, best_template, fuse_top_two
@@ -49,6 +50,7 @@ from facegallery.gallery.registry import UserRecord, UserRegistry
 
 SOURCE_MAX = 512
 _PAGE = 1000
+_INFO_FIELDS = ["template_id", "quality", "source", "created_at"]
 
 
 @dataclass(frozen=True)
@@ -251,32 +253,15 @@ class Gallery:
         self, gallery: str, page: int = _PAGE
     ) -> Iterator[list[tuple[str, TemplateInfo]]]:
         """Every template of a gallery as (user id, template), ``page`` at a time, without
-        embeddings: one pass of Milvus's query iterator, O(page) memory."""
-        iterator = self.connection.call(
-            "query_iterator",
-            self.collection,
-            batch_size=page,
-            filter=gallery_filter(gallery),
-            output_fields=["user_id", "template_id", "quality", "source", "created_at"],
-        )
-        try:
-            while batch := self.connection.call_on(iterator, "next"):
-                yield [
-                    (
-                        r["user_id"],
-                        TemplateInfo(
-                            r["template_id"], float(r["quality"]), r["source"], int(r["created_at"])
-                        ),
-                    )
-                    for r in batch
-                ]
-        finally:
-            iterator.close()
+        embeddings (O(page) memory)."""
+        fields = ["user_id", *_INFO_FIELDS]
+        for batch in self.connection.pages(self.collection, gallery_filter(gallery), fields, page):
+            yield [(r["user_id"], _template_info(r)) for r in batch]
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         """Every template of one user, with embeddings."""
         fields = ["template_id", "user_id", "embedding", "quality", "source", "created_at"]
-        rows = self.connection.query(self.collection, _user_filter(gallery, user_id), fields)
+        rows = self.connection.query(self.collection, user_filter(gallery, user_id), fields)
         return sorted(
             (
                 Template(
@@ -298,20 +283,8 @@ class Gallery:
         record = self.registry.get(gallery, user_id)
         if record is None:
             raise NotFound(f"user {user_id!r} is not enrolled in gallery {gallery!r}")
-        rows = self.connection.query(
-            self.collection,
-            _user_filter(gallery, user_id),
-            ["template_id", "quality", "source", "created_at"],
-        )
-        infos = sorted(
-            (
-                TemplateInfo(
-                    r["template_id"], float(r["quality"]), r["source"], int(r["created_at"])
-                )
-                for r in rows
-            ),
-            key=lambda t: t.template_id,
-        )
+        rows = self.connection.query(self.collection, user_filter(gallery, user_id), _INFO_FIELDS)
+        infos = sorted((_template_info(r) for r in rows), key=lambda t: t.template_id)
         return User(user_id, infos, record.created_at, record.updated_at)
 
     def users(self, gallery: str, after: str | None = None, limit: int = 100) -> list[str]:
@@ -332,7 +305,7 @@ class Gallery:
     def delete_user(self, gallery: str, user_id: str) -> int:
         """Delete every template of a user (their kept crops first) and check they are
         gone; returns how many."""
-        expression = _user_filter(gallery, user_id)
+        expression = user_filter(gallery, user_id)
         self.crops.delete_user(gallery, user_id)
         count = self.connection.count(self.collection, expression, strong=True)
         if count:
@@ -349,7 +322,7 @@ class Gallery:
         if not template_ids:
             return
         listed = quoted([ids.template_id(t) for t in template_ids])
-        expression = f"{_user_filter(gallery, user_id)} and template_id in [{listed}]"
+        expression = f"{user_filter(gallery, user_id)} and template_id in [{listed}]"
         self.crops.delete(template_ids)
         self.connection.delete(self.collection, expression)
         self.connection.seal(self.collection)
@@ -367,19 +340,9 @@ class Gallery:
         """Recompute the registry from the templates (O(templates); run once, when the
         registry is new beside an existing template collection)."""
         counts: dict[str, Counter[str]] = {}
-        iterator = self.connection.call(
-            "query_iterator",
-            self.collection,
-            batch_size=_PAGE,
-            filter="",
-            output_fields=["gallery", "user_id"],
-        )
-        try:
-            while batch := self.connection.call_on(iterator, "next"):
-                for row in batch:
-                    counts.setdefault(row["gallery"], Counter())[row["user_id"]] += 1
-        finally:
-            iterator.close()
+        for batch in self.connection.pages(self.collection, "", ["gallery", "user_id"], _PAGE):
+            for row in batch:
+                counts.setdefault(row["gallery"], Counter())[row["user_id"]] += 1
         self.registry.rebuild(counts)
 
     def drop(self) -> None:
@@ -416,7 +379,7 @@ class Gallery:
     def _recount(self, gallery: str, user_id: str) -> None:
         """Set a user's registry row from a Strong count of their templates (after a
         delete; also the server's write barrier)."""
-        count = self.connection.count(self.collection, _user_filter(gallery, user_id), True)
+        count = self.connection.count(self.collection, user_filter(gallery, user_id), True)
         self.registry.update(gallery, {user_id: count})
 
     def _row(self, gallery: str, user_id: str, t: NewTemplate, now: int) -> dict[str, Any]:
@@ -475,5 +438,7 @@ class Gallery:
         return {}
 
 
-def _user_filter(gallery: str, user_id: str) -> str:
-    return f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
+def _template_info(row: dict[str, Any]) -> TemplateInfo:
+    return TemplateInfo(
+        row["template_id"], float(row["quality"]), row["source"], int(row["created_at"])
+    )

@@ -36,9 +36,8 @@ from facegallery.training.trainer import (
     face_finder,
     held_out_people,
 )
-from facegallery.training.validation import embed_crops
+from facegallery.training.validation import PARITY_COSINE, embed_crops, lowest_cosine
 
-PARITY_COSINE = 0.999
 PARITY_CROPS = 64
 OPSET = 17
 
@@ -137,7 +136,4 @@ def _parity(model: torch.nn.Module, raw: bytes, crops: np.ndarray) -> float:
     session = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
     batch = preprocess(crops).numpy()
     outputs = [session.run(None, {"input": x})[0] for x in (batch, batch[:, :, :, ::-1].copy())]
-    onnx_vectors = outputs[0] + outputs[1]
-    onnx_vectors /= np.linalg.norm(onnx_vectors, axis=1, keepdims=True)
-    torch_vectors = embed_crops(model, crops)
-    return float(np.einsum("ij,ij->i", onnx_vectors, torch_vectors).min())
+    return lowest_cosine(outputs[0] + outputs[1], embed_crops(model, crops))

@@ -342,8 +342,19 @@ def _chebyshev(m: int, x: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: tuple[str, ...] = get_args(LossName)
-HEADLESS = ("contrastive", "triplet")  # compare the batch with itself: no classifier to train
-IMPRINTABLE = ("normface", "sphereface", "cosface", "arcface")  # heads of unit class weights
+# The losses with a head over the training identities, by name.
+CLASSIFIERS: dict[str, type[nn.Module]] = {
+    "softmax": SoftmaxLoss,
+    "center": CenterLoss,
+    "normface": NormFaceLoss,
+    "sphereface": SphereFaceLoss,
+    "cosface": CosFaceLoss,
+    "arcface": ArcFaceLoss,
+}
+# Compare the batch with itself: no classifier to train.
+HEADLESS = tuple(name for name in LOSSES if name not in CLASSIFIERS)
+# Heads of unit class weights, which weight imprinting can start.
+IMPRINTABLE = tuple(n for n, c in CLASSIFIERS.items() if issubclass(c, CosineClassifier))
 
 
 def build_loss(
@@ -356,14 +367,6 @@ def build_loss(
         return ContrastiveLoss()
     if name == "triplet":
         return TripletLoss(mining=mining)
-    classifiers: dict[str, type[nn.Module]] = {
-        "softmax": SoftmaxLoss,
-        "center": CenterLoss,
-        "normface": NormFaceLoss,
-        "sphereface": SphereFaceLoss,
-        "cosface": CosFaceLoss,
-        "arcface": ArcFaceLoss,
-    }
-    if name not in classifiers:
+    if name not in CLASSIFIERS:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return classifiers[name](embedding_dim, num_classes)
+    return CLASSIFIERS[name](embedding_dim, num_classes)

@@ -27,8 +27,8 @@ from torch import nn
 
 from facegallery.errors import FailedPrecondition
 from facegallery.training.model import MEAN, STD, preprocess
+from facegallery.training.validation import PARITY_COSINE, lowest_cosine
 
-PARITY_COSINE = 0.999
 SFACE_DIM = 128
 
 
@@ -124,12 +124,10 @@ def convert_sface(path: Path, crops: np.ndarray) -> nn.Sequential:
     reference = session.run(None, {session.get_inputs()[0].name: rgb})[0]
     with torch.no_grad():
         converted = model(preprocess(crops)).numpy()
-    cosine = (reference * converted).sum(1) / (
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(converted, axis=1)
-    )
-    if cosine.min() < PARITY_COSINE:
+    cosine = lowest_cosine(reference, converted)
+    if cosine < PARITY_COSINE:
         raise FailedPrecondition(
             f"SFace converted to torch disagrees with ONNX Runtime (lowest cosine "
-            f"{cosine.min():.6f}); cannot fine-tune from it"
+            f"{cosine:.6f}); cannot fine-tune from it"
         )
     return model

@@ -19,6 +19,9 @@ from facegallery.evaluation.metrics import auc, kfold_accuracy, tar_at_far
 from facegallery.training.data import AlignedSet
 from facegallery.training.model import preprocess
 
+# A converted or exported model must give the reference's embeddings to this cosine.
+PARITY_COSINE = 0.999
+
 FOLDS = 10
 EMBED_BATCH = 128
 VALIDATION_FAR = 1e-2
@@ -73,6 +76,14 @@ def embed_crops(model: nn.Module, crops: np.ndarray) -> np.ndarray:
         out.append(F.normalize(model(batch) + model(batch.flip(3)), dim=1))
     model.train(was_training)
     return torch.cat(out).numpy()
+
+
+def lowest_cosine(first: np.ndarray, second: np.ndarray) -> float:
+    """The lowest cosine between matching rows of two (N, D) embedding arrays: how a
+    conversion or an export is checked against its reference (``PARITY_COSINE``)."""
+    a = first / np.linalg.norm(first, axis=1, keepdims=True)
+    b = second / np.linalg.norm(second, axis=1, keepdims=True)
+    return float(np.einsum("ij,ij->i", a, b).min())
 
 
 def cosines(vectors: np.ndarray, pairs: ValidationPairs) -> np.ndarray:
