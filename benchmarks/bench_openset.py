@@ -17,22 +17,25 @@ calibrator, once for each template fusion the product offers (``gallery.fusion``
 - ``far_extended``: the pair calibration's impostor model extended to the gallery
   (``openset.far_comparisons``);
 - ``self_calibrated``: leave-one-user-out searches of the gallery's own templates (here at
-  every size, even where too few templates make it noisy);
+  every size, even where too few templates make it noisy), deciding on
+  ``matching.statistic`` (the cohort gap by default);
 - ``default``: what identify does by default (self-calibrated where the gallery holds enough
   templates for ``min_false_positives``, else far_extended);
 
 and ``oracle``: FNIR at the threshold set on the celeba_150 non-mated searches themselves
-(the best any threshold rule could do at that FPIR, the usual FNIR@FPIR). ``fpir`` counts the
+(the best any threshold rule could do at that FPIR) on the product's statistic,
+``oracle_score`` on the best score (the usual FNIR@FPIR). The fixed and far_extended
+thresholds are cosines and decide on the best score. ``fpir`` counts the
 celeba_150 strangers, ``holdout_fpir`` the held-out celeba_train ones. ``numpy_fusion``
 compares three fusions exactly in numpy on the same templates and searches (the best
 template, the mean of the best two, the cosine to the user's mean template), each at its own
 self-calibrated threshold (all templates searched) and at the oracle threshold.
 ``numpy_decision`` does the same for what the decision compares with the threshold, under the
-product's fusion: the best user's score (what identify does), or that score normalised by the
-probe's cohort, the other users of the fused shortlist (``gallery.fusion_shortlist``): minus
-their mean (``cohort_gap``), minus the second best (``top2_gap``), or as a z-score
-(``cohort_z``). Every FPIR comes with its 95% (Wilson) interval: a few false positives decide
-it.
+product's fusion: the best user's score (``matching.statistic: score``), or that score
+normalised by the probe's cohort, the other users of the fused shortlist
+(``gallery.fusion_shortlist``): minus their mean (``cohort_gap``), minus the second best
+(``top2_gap``), or as a z-score (``cohort_z``). Every FPIR comes with its 95% (Wilson)
+interval: a few false positives decide it.
 
     .venv/bin/python benchmarks/bench_openset.py --json benchmarks/results/openset.json \\
         --plot benchmarks/results/openset.png
@@ -61,7 +64,12 @@ from facegallery.evaluation.identify import (
 from facegallery.evaluation.metrics import open_set_rates, threshold_at_rate
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.matching import Thresholds
-from facegallery.openset import OpenSetCalibrator, far_comparisons, far_extended_threshold
+from facegallery.openset import (
+    SCORE,
+    OpenSetCalibrator,
+    far_comparisons,
+    far_extended_threshold,
+)
 from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
 from report import FACES, emit
@@ -345,7 +353,8 @@ class Bench:
 
     def measure(self, size: int) -> dict[str, Any]:
         """Both folds at one gallery size, pooled, for each product fusion."""
-        tallies = {f: {m: Tally() for m in (*THRESHOLD_METHODS, "oracle")} for f in PRODUCT_FUSIONS}
+        methods = (*THRESHOLD_METHODS, "oracle", "oracle_score")
+        tallies = {f: {m: Tally() for m in methods} for f in PRODUCT_FUSIONS}
         fusion = {f: {"self_calibrated": Tally(), "oracle": Tally()} for f in FUSIONS}
         decisions = {d: {"self_calibrated": Tally(), "oracle": Tally()} for d in DECISIONS}
         tails: list[dict[str, Any]] = []
@@ -399,35 +408,49 @@ class Bench:
         tallies: dict[str, dict[str, Tally]],
         calibration_s: dict[str, list[float]],
     ) -> tuple[int, int]:
-        """One fold through a real gallery scoring users by ``product_fusion``."""
+        """One fold through a real gallery scoring users by ``product_fusion``: each method's
+        threshold applied to the statistic it is stated in (the score for the fixed and the
+        pair-model thresholds, ``matching.statistic`` for a self-calibrated one); the oracle's
+        set on the strangers' values of the product's statistic, ``oracle_score``'s on their
+        scores."""
         model, dim = self.pipeline.model_id, self.pipeline.embedder.dimension
         strangers = Split({}, [], self.holdout)
         with eval_gallery(gallery_people, self.vectors, model, dim, product_fusion) as (
             gallery,
             _,
         ):
-            found = search(gallery, split, self.vectors)
-            held = search(gallery, strangers, self.vectors).nonmated_score
             default = OpenSetCalibrator(gallery, self.thresholds, self.matching)
             point = default.operating_point(EVAL_GALLERY, self.fpir)
             start = time.perf_counter()
             forced = OpenSetCalibrator(gallery, self.thresholds, self.forced)
             self_point = forced.operating_point(EVAL_GALLERY, self.fpir)
             calibration_s[product_fusion].append(round(time.perf_counter() - start, 2))
+            found = search(forced, self_point, split, self.vectors)
+            held = search(forced, self_point, strangers, self.vectors)
             stats = gallery.stats(EVAL_GALLERY)
+        values = {
+            SCORE: (found.mated_score, found.nonmated_score, held.nonmated_score),
+            self_point.statistic: (
+                found.mated_decision,
+                found.nonmated_decision,
+                held.nonmated_decision,
+            ),
+        }
         comparisons = far_comparisons(stats, product_fusion)
+        product = self_point.statistic
         chosen = {
-            "fixed_1to1": self.pairs.threshold,
-            "far_extended": far_extended_threshold(self.pairs, comparisons, self.fpir),
-            "self_calibrated": self_point.threshold,
-            "default": point.threshold,
-            "oracle": threshold_at_rate(found.nonmated_score, self.fpir) or 1.0,
+            "fixed_1to1": (self.pairs.threshold, SCORE),
+            "far_extended": (far_extended_threshold(self.pairs, comparisons, self.fpir), SCORE),
+            "self_calibrated": (self_point.threshold, product),
+            "default": (point.threshold, point.statistic),
+            "oracle": (threshold_at_rate(values[product][1], self.fpir) or 1.0, product),
+            "oracle_score": (threshold_at_rate(found.nonmated_score, self.fpir) or 1.0, SCORE),
         }
         ok = found.mate_rank == 1
-        held = held[np.isfinite(held)]
-        for method, threshold in chosen.items():
+        for method, (threshold, statistic) in chosen.items():
+            mated, nonmated, strangers_held = values[statistic]
             tallies[product_fusion][method].add(
-                threshold, ok, found.mated_score, found.nonmated_score, held
+                threshold, ok, mated, nonmated, strangers_held[np.isfinite(strangers_held)]
             )
         tallies[product_fusion]["default"].methods.append(point.method)
         return stats.users, stats.templates
@@ -495,8 +518,10 @@ def main() -> None:
 
 
 def plot(rows: list[dict[str, Any]], fpir: float, fusion: str, path: Path) -> None:
-    """Each threshold rule under the product's fusion (solid), the fixed threshold and the
-    default under ``max`` (dashed: before), the default's FPIR on held-out strangers (dotted)."""
+    """Each threshold rule under the product's fusion (solid); identify before issue 15
+    (dashed: ``max`` at the fixed threshold) and the best its score could do at the target
+    (``oracle_score`` under ``max``: the FNIR target's reference); the default's FPIR on
+    held-out strangers (dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -504,12 +529,12 @@ def plot(rows: list[dict[str, Any]], fpir: float, fusion: str, path: Path) -> No
 
     users = [r["gallery_users"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
-    lines = [(fusion, m, "-") for m in (*THRESHOLD_METHODS, "oracle")]
-    lines += [("max", "fixed_1to1", "--"), ("max", "default", "--"), ("max", "oracle", "--")]
+    lines = [(fusion, m, "-") for m in (*THRESHOLD_METHODS, "oracle", "oracle_score")]
+    lines += [("max", "fixed_1to1", "--"), ("max", "oracle_score", "--")]
     for i, (name, method, style) in enumerate(lines):
         results = [r["fusions"][name][method] for r in rows]
         look = {"marker": "o", "label": f"{method} ({name})", "color": f"C{i}"}
-        if method != "oracle":
+        if not method.startswith("oracle"):
             left.plot(users, [max(x["fpir"], 1e-4) for x in results], style, **look)
         right.plot(users, [x["fnir"] for x in results], style, **look)
     held = [max(r["fusions"][fusion]["default"].get("holdout_fpir", 0), 1e-4) for r in rows]

@@ -70,7 +70,10 @@ def test_broken_thresholds_file_is_explained(tmp_path: Path) -> None:
 
 def test_decide() -> None:
     candidates = [Candidate("ann", 0.5, "t1"), Candidate("bob", 0.3, "t2")]
-    assert decide(candidates, 0.4) == "ann"
-    assert decide(candidates, 0.5) == "ann"
-    assert decide(candidates, 0.6) == "unknown"
-    assert decide([], 0.0) == "unknown"
+    assert decide(candidates, 0.5, 0.4) == "ann"
+    assert decide(candidates, 0.5, 0.5) == "ann"
+    assert decide(candidates, 0.5, 0.6) == "unknown"
+    assert decide(candidates, 0.2, 0.15) == "ann"  # a cohort gap, not the score, decides
+    assert decide(candidates, 0.1, 0.15) == "unknown"
+    assert decide(candidates, None, 0.0) == "unknown"
+    assert decide([], None, 0.0) == "unknown"

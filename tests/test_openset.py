@@ -3,8 +3,9 @@ distribution is known: random unit vectors in D dimensions, whose cosine with an
 the density (1 - t^2)^((D - 3) / 2). For independent templates the FPIR at threshold t over
 ``c`` comparisons is 1 - (1 - P(cos >= t))^c, so the right threshold for a gallery's size is
 known exactly and the self-calibration can be checked against it. That is the law of a
-user's best template, so these galleries score users by ``max``; the top2_mean fusion's
-fallback is checked on its own."""
+user's best template, so these galleries score users by ``max`` and decide on the score
+(``matching.statistic: score``); the top2_mean fusion's fallback and the cohort gap, the
+default statistic, are checked on their own."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ import pytest
 from facegallery.config import GallerySettings, MatchingSettings
 from facegallery.errors import InvalidInput
 from facegallery.evaluation.metrics import threshold_at_rate
-from facegallery.gallery import Gallery, ImpostorSample, NewTemplate
+from facegallery.gallery import Candidate, Gallery, ImpostorSample, NewTemplate
 from facegallery.matching import SHIPPED, Thresholds
 from facegallery.openset import (
+    COHORT_GAP,
     EXPLICIT,
     FAR_EXTENDED,
+    SCORE,
     SELF_CALIBRATED,
     OpenSetCalibrator,
+    decision_value,
     far_extended_threshold,
     self_calibrated_threshold,
 )
@@ -80,8 +84,23 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Gallery:
 def calibrator(
     gallery: Gallery, tmp_path: Path, clock: Clock | None = None, **changes: object
 ) -> OpenSetCalibrator:
-    settings = MatchingSettings(thresholds_file=tmp_path / "thresholds.json", **changes)
+    changes = {"statistic": SCORE, **changes}
+    settings = MatchingSettings.model_validate(
+        {"thresholds_file": tmp_path / "thresholds.json", **changes}
+    )
     return OpenSetCalibrator(gallery, Thresholds(settings), settings, clock or Clock())
+
+
+def loo_per_user(vectors: np.ndarray, users: list[str]) -> np.ndarray:
+    """For a sample holding every template of its gallery: each template's best-template
+    score against every user but its own, in numpy, (templates, users), descending, its own
+    user's slot last at -inf."""
+    owner = np.array(users)
+    everyone = np.array(sorted(set(users)))
+    scores = vectors @ vectors.T
+    per_user = np.stack([scores[:, owner == u].max(axis=1) for u in everyone], axis=1)
+    per_user[owner[:, None] == everyone[None, :]] = -np.inf
+    return -np.sort(-per_user, axis=1)
 
 
 def test_threshold_rises_with_gallery_size_as_the_known_distribution_says(
@@ -124,12 +143,23 @@ def test_self_calibration_leaves_each_users_own_templates_out(
     gallery.add_many("twins", batch)
     users, vectors = gallery.sample_templates("twins", 1000, seed=0)
     assert len(users) == 120
-    best = calibrator(gallery, tmp_path).best_impostor_scores("twins", users, vectors)
+    found = calibrator(gallery, tmp_path).impostor_decisions("twins", users, vectors)
+    best = np.array([value for _, value in found])
     owner = np.array(users)
     scores = vectors @ vectors.T
     exact = [scores[i][owner != owner[i]].max() for i in range(len(users))]
     np.testing.assert_allclose(best, exact, atol=1e-5)
     assert best.max() < 0.9
+    others = [other.user_id if other is not None else None for other, _ in found]
+    assert all(o is not None and o != u for o, u in zip(others, users, strict=True))
+    # The cohort gap leaves the template's own user out of best and cohort alike: with it
+    # in, the best would be that user at about 1.0, a lead of about 0.9 over the cohort.
+    gaps = calibrator(gallery, tmp_path).impostor_decisions("twins", users, vectors, COHORT_GAP)
+    ranked = loo_per_user(vectors, users)
+    cohort = gallery.settings.fusion_shortlist
+    expected = ranked[:, 0] - ranked[:, 1:cohort].mean(axis=1)
+    np.testing.assert_allclose([v for _, v in gaps], expected, atol=1e-5)
+    assert max(v for _, v in gaps) < 0.5
 
 
 def test_small_gallery_uses_and_reports_the_far_extended_fallback(
@@ -169,7 +199,7 @@ def test_far_extended_model_follows_the_union_bound() -> None:
 def test_the_stored_tail_gives_the_same_threshold_as_every_score() -> None:
     scores = np.random.default_rng(0).normal(size=5000)
     ranked = tuple(float(s) for s in np.sort(scores)[::-1][:501])
-    sample = ImpostorSample("g", 100, 5000, 5000, ranked, 0)
+    sample = ImpostorSample("g", 100, 5000, 5000, ranked, 0, SCORE)
     for fpir in (0.002, 0.01, 0.05, 0.1):
         assert self_calibrated_threshold(sample, fpir, 10) == threshold_at_rate(scores, fpir)
     assert self_calibrated_threshold(sample, 0.001, 10) is None  # 5 false positives: too few
@@ -221,3 +251,42 @@ def test_recalibrates_once_the_gallery_has_grown_by_the_configured_fraction(
     # Stored beside the gallery: another process reads it instead of searching again.
     other = calibrator(gallery, tmp_path)
     assert other.operating_point("recal") == first.operating_point("recal")
+
+
+def test_decision_value_is_the_score_or_the_lead_over_the_cohort() -> None:
+    ranked = [Candidate(f"u{i}", s, f"t{i}") for i, s in enumerate((0.6, 0.3, 0.2, 0.1))]
+    assert decision_value(ranked, SCORE, 10) == 0.6
+    assert decision_value(ranked, COHORT_GAP, 10) == pytest.approx(0.6 - 0.2)
+    assert decision_value(ranked, COHORT_GAP, 3) == pytest.approx(0.6 - 0.25)  # next 2 only
+    assert decision_value(ranked[:1], COHORT_GAP, 10) == 0.6  # nobody else: a cohort of 0
+    assert decision_value([], COHORT_GAP, 10) is None
+
+
+def test_the_cohort_gap_is_self_calibrated_on_its_own_values_and_reported(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    """The default statistic: the threshold is the FPIR quantile of the leave-one-out cohort
+    gaps (computed here in numpy from every user's templates), the answer says so, and a
+    stored calibration of the plain score is not used for it (it is gathered again)."""
+    add_users(gallery, "cohort", 0, 300, seed=8)  # 1,200 templates: self-calibrated at 0.01
+    by_score = calibrator(gallery, tmp_path)
+    assert by_score.operating_point("cohort").statistic == SCORE
+    scored = gallery.calibrations.get("cohort")
+    assert scored is not None and scored.statistic == SCORE
+
+    by_gap = calibrator(gallery, tmp_path, statistic=COHORT_GAP)
+    point = by_gap.operating_point("cohort")
+    assert (point.method, point.statistic) == (SELF_CALIBRATED, COHORT_GAP)
+    assert point.describe().startswith("cohort_gap threshold ")
+    stored = gallery.calibrations.get("cohort")
+    assert stored is not None and stored.statistic == COHORT_GAP and stored != scored
+    users, vectors = gallery.sample_templates("cohort", 4000, seed=0)
+    assert stored.searches == len(users) == 1200
+    ranked = loo_per_user(vectors, users)
+    gaps = ranked[:, 0] - ranked[:, 1 : gallery.settings.fusion_shortlist].mean(axis=1)
+    assert point.threshold == pytest.approx(threshold_at_rate(gaps, 0.01), abs=1e-5)
+    # The gap is far below the score's threshold: it is a lead, not a cosine.
+    assert point.threshold < by_score.operating_point("cohort").threshold - 0.1
+    # Below min_false_positives the fallback decides, on the score.
+    small = by_gap.operating_point("cohort", fpir=0.005)
+    assert (small.method, small.statistic) == (FAR_EXTENDED, SCORE)

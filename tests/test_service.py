@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from facegallery.errors import InvalidInput, NotFound
+from facegallery.gallery import NewTemplate
 from facegallery.samples import Samples
 from facegallery.service import FaceService, ImageInput
 from tests.helpers import encode, read_bgr
@@ -120,6 +121,45 @@ def test_duplicate_identity_warns_or_refuses(
         service.settings.matching = policy
     assert refused.enrolled == 0 and refused.outcomes[0].reason == "duplicate_identity"
     assert service.gallery.templates(gallery, "impostor2") == []
+
+
+def test_a_self_calibrated_gallery_decides_on_the_lead_over_the_cohort(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    """Past min_false_positives / FPIR templates identify decides on the cohort gap (the
+    default statistic): the answer's decision score is the best user's score minus the mean
+    of the next nine users', whatever top_k is, and the duplicate check uses it too."""
+    rng = np.random.default_rng(11)
+    dim = service.gallery.dimension
+    filler = {}
+    for u in range(300):  # 1,200 unrelated templates: unit vectors, as embeddings are
+        vectors = rng.normal(size=(4, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        filler[f"filler{u}"] = [
+            NewTemplate(f"{u:04x}{i:02x}" + "0" * 26, v, 1.0, "synthetic")
+            for i, v in enumerate(vectors)
+        ]
+    service.gallery.add_many(gallery, filler)
+    service.enroll(gallery, "obama", [_photo(samples, "obama.jpg"), _photo(samples, "obama3.jpg")])
+    probe = samples.photo("obama2.jpg").read_bytes()
+    wide = service.identify_batch(gallery, [probe], top_k=10)
+    point = wide.operating_point
+    assert (point.method, point.statistic) == ("self_calibrated", "cohort_gap")
+    face = wide.images[0][0]
+    scores = [c.score for c in face.candidates]
+    assert len(scores) == 10 and face.decision == "obama"
+    assert face.decision_score == pytest.approx(scores[0] - np.mean(scores[1:]), abs=1e-6)
+    assert face.decision_score is not None and face.decision_score >= point.threshold
+    narrow = service.identify(gallery, probe, top_k=1)[0]
+    assert len(narrow.candidates) == 1 and narrow.decision_score == pytest.approx(
+        face.decision_score, abs=1e-6
+    )
+    assert "decision score" in narrow.describe()
+    stranger = service.identify(gallery, samples.photo("grace_hopper.jpg").read_bytes())[0]
+    assert stranger.decision == "unknown"
+    assert stranger.decision_score is not None and stranger.decision_score < point.threshold
+    warned = service.enroll(gallery, "impostor", [_photo(samples, "obama2.jpg")])
+    assert any("'obama' (cohort_gap" in w for w in warned.outcomes[0].warnings)
 
 
 def test_template_cap(service: FaceService, samples: Samples, gallery: str) -> None:

@@ -26,6 +26,8 @@ from facegallery.errors import InvalidInput
 DetectorFamily = Literal["yunet", "scrfd"]
 RecognizerFamily = Literal["sface", "arcface"]
 FusionName = Literal["max", "top2_mean"]
+# What a self-calibrated identify compares with its threshold (facegallery.openset).
+StatisticName = Literal["score", "cohort_gap"]
 ImageFormat = Literal["JPEG", "PNG", "WEBP"]
 
 
@@ -451,6 +453,16 @@ class MatchingSettings(BaseModel):
         default_factory=dict,
         description="Target FPIR per gallery id, overriding target_fpir (a request's own "
         "target or threshold overrides both).",
+    )
+    statistic: StatisticName = Field(
+        default="cohort_gap",
+        description="What a self-calibrated identify compares with its threshold. "
+        "cohort_gap: the best user's score minus the mean score of the next users of the "
+        "fused shortlist (gallery.fusion_shortlist), so a face that resembles everybody "
+        "needs a larger lead; at the same FPIR it missed fewer mates than the score alone "
+        "at every gallery size measured (README, open-set identification). score: the best "
+        "user's score. The pair-calibration fallback and an explicit threshold always "
+        "decide on the score. A change needs a gallery's recalibration (automatic).",
     )
     calibration_sample: int = Field(
         default=4000,

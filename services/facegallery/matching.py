@@ -185,7 +185,9 @@ class Verification:
 
 @dataclass(frozen=True)
 class Identification:
-    """1:N answer for one face: candidates and the decision (a user id or ``unknown``).
+    """1:N answer for one face: candidates and the decision (a user id or ``unknown``), and
+    ``decision_score``, the value compared with the operating point's threshold (the best
+    score, or the cohort gap: ``facegallery.openset``).
 
     A face that failed the quality gate is not searched: no candidates, decision ``unknown``,
     and ``quality.reasons`` says why."""
@@ -195,11 +197,14 @@ class Identification:
     candidates: list[Candidate] = field(default_factory=list)
     decision: str = UNKNOWN
     searched: bool = False
+    decision_score: float | None = None
 
     def describe(self) -> str:
         """One phrase for people: the decision and the score behind it."""
         best = (self.candidates[0].user_id, self.candidates[0].score) if self.candidates else None
-        return describe_decision(self.searched, self.quality.reasons, best, self.decision)
+        return describe_decision(
+            self.searched, self.quality.reasons, best, self.decision, self.decision_score
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -210,24 +215,38 @@ class Identification:
                 {"user_id": c.user_id, "score": round(c.score, 6)} for c in self.candidates
             ],
             "decision": self.decision,
+            "decision_score": _rounded(self.decision_score),
         }
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 def describe_decision(
-    searched: bool, reasons: list[str], best: tuple[str, float] | None, decision: str
+    searched: bool,
+    reasons: list[str],
+    best: tuple[str, float] | None,
+    decision: str,
+    decision_score: float | None = None,
 ) -> str:
-    """The phrase for one identified face (the CLI, the demo and the client all print it)."""
+    """The phrase for one identified face (the CLI, the demo and the client all print it);
+    the decision score is named where it is not the best score itself (a cohort gap)."""
     if not searched:
         return "not searched: " + ", ".join(reasons)
     if best is None:
         return "unknown (the gallery is empty)"
+    gap = ""
+    if decision_score is not None and round(decision_score, 6) != round(best[1], 6):
+        gap = f", decision score {decision_score:.3f}"
     if decision != UNKNOWN:
-        return f"{decision} (score {best[1]:.3f})"
-    return f"unknown (closest {best[0]} at {best[1]:.3f})"
+        return f"{decision} (score {best[1]:.3f}{gap})"
+    return f"unknown (closest {best[0]} at {best[1]:.3f}{gap})"
 
 
-def decide(candidates: list[Candidate], threshold: float) -> str:
-    """The best candidate's user id when their score reaches the threshold, else unknown."""
-    if candidates and candidates[0].score >= threshold:
+def decide(candidates: list[Candidate], value: float | None, threshold: float) -> str:
+    """The best candidate's user id when the decision value (``facegallery.openset``)
+    reaches the threshold, else unknown."""
+    if candidates and value is not None and value >= threshold:
         return candidates[0].user_id
     return UNKNOWN

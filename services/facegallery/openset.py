@@ -9,10 +9,10 @@ A threshold right for 100 users is wrong for 10,000. So the operator states a ta
 
 - **self_calibrated**: the gallery's own templates are non-mated searches for every *other*
   user. A seeded sample of templates is searched against the gallery, each leaving its own
-  user out (the best candidate that is someone else), and the threshold is the one that a
-  fraction FPIR of those best impostor scores reach. The evidence (the highest scores and
-  the gallery's size) is stored beside the gallery and re-gathered when the number of users
-  has changed by ``matching.recalibrate_growth`` since.
+  user out, and the threshold is the one that a fraction FPIR of those searches' decision
+  values reach. The evidence (the highest values and the gallery's size) is stored beside the
+  gallery and re-gathered when the number of users has changed by
+  ``matching.recalibrate_growth`` since.
 - **far_extended**: too few templates to measure the rate (fewer than
   ``min_false_positives / FPIR`` searches): the per-comparison impostor distribution of the
   stored pair calibration (a normal fit to its impostor scores) is extended to the gallery,
@@ -21,7 +21,14 @@ A threshold right for 100 users is wrong for 10,000. So the operator states a ta
   ``top2_mean``).
 - **explicit**: a threshold in the request wins, as before.
 
-Every answer says which method, threshold, target and gallery size it used.
+What is compared with a self-calibrated threshold is ``matching.statistic``: by default
+``cohort_gap``, the best user's score minus the mean score of the next users of the fused
+shortlist (cohort normalisation): a face that resembles everybody, as a low-resolution face
+among low-resolution faces does, needs a larger lead to be matched, and the cohort absorbs
+most of the gallery's growth. ``score`` is the best user's score alone. The fallback and an
+explicit threshold decide on the score, the quantity their thresholds are stated in.
+
+Every answer says which method, statistic, threshold, target and gallery size it used.
 """
 
 from __future__ import annotations
@@ -40,20 +47,23 @@ from facegallery import ids
 from facegallery.config import MAX_FPIR, MatchingSettings
 from facegallery.errors import FailedPrecondition, InvalidInput
 from facegallery.evaluation.metrics import threshold_at_rate
-from facegallery.gallery import Gallery, GalleryStats, ImpostorSample
+from facegallery.gallery import Candidate, Gallery, GalleryStats, ImpostorSample
 from facegallery.gallery.fusion import MAX
 from facegallery.matching import Calibration, Thresholds
 
 SELF_CALIBRATED = "self_calibrated"
 FAR_EXTENDED = "far_extended"
 EXPLICIT = "explicit"
+SCORE = "score"
+COHORT_GAP = "cohort_gap"
 SEARCH_BATCH = 512
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
     """The threshold an identification used, and why: ``method`` is one of
-    self_calibrated, far_extended, explicit; ``evidence`` counts the non-mated searches
+    self_calibrated, far_extended, explicit; ``statistic`` what is compared with the
+    threshold (score, cohort_gap); ``evidence`` counts the non-mated searches
     (self_calibrated) or impostor pairs (far_extended) behind it; ``calibrated_users`` is the
     gallery's size when the self-calibration ran (0 otherwise)."""
 
@@ -64,16 +74,18 @@ class OperatingPoint:
     gallery_templates: int
     evidence: int = 0
     calibrated_users: int = 0
+    statistic: str = SCORE
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def describe(self) -> str:
         """The phrase for people (both command lines print it)."""
+        on = "" if self.statistic == SCORE else f"{self.statistic} "
         if self.target_fpir is None:
-            return f"threshold {self.threshold:.3f} ({self.method})"
+            return f"{on}threshold {self.threshold:.3f} ({self.method})"
         return (
-            f"threshold {self.threshold:.3f} ({self.method} for FPIR {self.target_fpir:g} "
+            f"{on}threshold {self.threshold:.3f} ({self.method} for FPIR {self.target_fpir:g} "
             f"at {self.gallery_users} users)"
         )
 
@@ -84,11 +96,25 @@ def check_fpir(fpir: float) -> float:
     return fpir
 
 
+def decision_value(candidates: list[Candidate], statistic: str, cohort: int) -> float | None:
+    """What the threshold is compared with, from one probe's users ranked best first (at
+    least ``cohort`` of them where the gallery holds that many): ``score``, the best user's
+    score; ``cohort_gap``, that minus the mean score of the next ``cohort - 1`` users (0 for
+    a gallery of one user: unrelated faces score about 0). None with no candidates."""
+    if not candidates:
+        return None
+    best = candidates[0].score
+    if statistic == SCORE:
+        return best
+    others = [c.score for c in candidates[1:cohort]]
+    return best - (sum(others) / len(others) if others else 0.0)
+
+
 def self_calibrated_threshold(
     sample: ImpostorSample, fpir: float, min_false_positives: int
 ) -> float | None:
-    """The threshold a fraction ``fpir`` of the sample's best impostor scores reach; None
-    when the sample is too small to have ``min_false_positives`` above it."""
+    """The threshold a fraction ``fpir`` of the sample's decision values reach; None when
+    the sample is too small to have ``min_false_positives`` above it."""
     if sample.searches * fpir < min_false_positives:
         return None
     # Scores below the stored tail are all lower than it: -inf stands in for them.
@@ -151,6 +177,16 @@ class OpenSetCalibrator:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate")
         self._pending: dict[str, Future[_State]] = {}
 
+    @property
+    def cohort(self) -> int:
+        """How many ranked users a decision needs: the fused shortlist, whose users after the
+        best are the cohort (identify searches at least this many)."""
+        return self.gallery.settings.fusion_shortlist
+
+    def decision_value(self, point: OperatingPoint, candidates: list[Candidate]) -> float | None:
+        """What ``point``'s threshold is compared with for one probe's ranked users."""
+        return decision_value(candidates, point.statistic, self.cohort)
+
     def target(self, gallery: str, fpir: float | None = None) -> float:
         """The request's target, else the gallery's own, else the default."""
         if fpir is None:
@@ -185,6 +221,7 @@ class OpenSetCalibrator:
                     stats.templates,
                     sample.searches,
                     sample.users,
+                    sample.statistic,
                 )
         pairs = self.thresholds.get(self.gallery.model_id)
         comparisons = far_comparisons(stats, self.gallery.settings.fusion)
@@ -206,9 +243,10 @@ class OpenSetCalibrator:
     def _state(self, gallery: str) -> _State:
         state = self._states.get(gallery)
         if state is None or self.clock() - state.read_at >= self.settings.calibration_check_s:
-            state = _State(
-                self.gallery.stats(gallery), self.gallery.calibrations.get(gallery), self.clock()
-            )
+            sample = self.gallery.calibrations.get(gallery)
+            if sample is not None and sample.statistic != self.settings.statistic:
+                sample = None  # measured on another statistic: no evidence for this one
+            state = _State(self.gallery.stats(gallery), sample, self.clock())
             self._states[gallery] = state
         return state
 
@@ -240,31 +278,37 @@ class OpenSetCalibrator:
         )
         sample = None
         if len(users):
-            best = self.best_impostor_scores(gallery, users, vectors)
-            tail = np.sort(best)[::-1][: tail_length(len(best))]
+            statistic = self.settings.statistic
+            values = np.array([v for _, v in self.impostor_decisions(gallery, users, vectors)])
+            tail = np.sort(values)[::-1][: tail_length(len(values))]
             sample = ImpostorSample(
                 gallery,
                 stats.users,
                 stats.templates,
-                len(best),
+                len(values),
                 tuple(round(float(s), 7) for s in tail),  # as stored, so all processes agree
                 int(time.time() * 1000),
+                statistic,
             )
             self.gallery.calibrations.put(sample)
         state = _State(stats, sample, self.clock())
         self._states[gallery] = state
         return state
 
-    def best_impostor_scores(
-        self, gallery: str, users: list[str], vectors: np.ndarray
-    ) -> np.ndarray:
-        """For each template, the best score of a user other than its own (-1 when the
-        gallery holds nobody else): what a stranger with that face would get."""
-        best = np.full(len(users), -1.0)
+    def impostor_decisions(
+        self, gallery: str, users: list[str], vectors: np.ndarray, statistic: str | None = None
+    ) -> list[tuple[Candidate | None, float]]:
+        """For each template, searched with its own user (``users[i]``) left out: the best
+        other user and the decision value under ``statistic`` (default
+        ``matching.statistic``), what a stranger with that face would get (None and -1 when
+        the gallery holds nobody else). One more user than the cohort is searched, so the
+        cohort stays whole when the template's own user is among them."""
+        statistic = self.settings.statistic if statistic is None else statistic
+        found: list[tuple[Candidate | None, float]] = []
         for start in range(0, len(users), SEARCH_BATCH):
-            hits = self.gallery.search(gallery, vectors[start : start + SEARCH_BATCH], 2)
-            for i, candidates in enumerate(hits, start):
-                other = next((c for c in candidates if c.user_id != users[i]), None)
-                if other is not None:
-                    best[i] = other.score
-        return best
+            batch = vectors[start : start + SEARCH_BATCH]
+            for i, candidates in enumerate(self.gallery.search(gallery, batch, self.cohort + 1)):
+                others = [c for c in candidates if c.user_id != users[start + i]]
+                value = decision_value(others, statistic, self.cohort)
+                found.append((others[0], value) if value is not None else (None, -1.0))
+        return found

@@ -18,7 +18,7 @@ from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, Us
 from facegallery.gallery.policy import templates_to_keep
 from facegallery.matching import UNKNOWN, Identification, Thresholds, Verification, decide
 from facegallery.metrics import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
-from facegallery.openset import OpenSetCalibrator, OperatingPoint
+from facegallery.openset import SCORE, OpenSetCalibrator, OperatingPoint
 from facegallery.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
 
@@ -277,22 +277,31 @@ class FaceService:
             _or_raise(f, f"image {i}: " if len(images) > 1 else "") for i, f in enumerate(found)
         ]
         vectors = [f.embedding for faces in per_image for f in faces if f.embedding is not None]
+        ranked = max(top_k, self.openset.cohort)  # the decision's cohort, whatever top_k is
         with timed("search"):
-            hits = iter(self.gallery.search(gallery, np.array(vectors), top_k) if vectors else [])
+            hits = iter(self.gallery.search(gallery, np.array(vectors), ranked) if vectors else [])
         answers = []
         for faces in per_image:
             answer = []
             for face in faces:
                 if face.embedding is not None:  # embedded exactly when it passed the gate
                     candidates = next(hits)
-                    decision = decide(candidates, limit)
+                    value = self.openset.decision_value(point, candidates)
+                    decision = decide(candidates, value, limit)
                     IDENTIFY_FACES.labels(
                         gallery, "unknown" if decision == UNKNOWN else "matched"
                     ).inc()
                     if candidates:
                         BEST_SCORE.observe(candidates[0].score)
                     answer.append(
-                        Identification(face.detection, face.quality, candidates, decision, True)
+                        Identification(
+                            face.detection,
+                            face.quality,
+                            candidates[:top_k],
+                            decision,
+                            True,
+                            value,
+                        )
                     )
                 else:
                     answer.append(Identification(face.detection, face.quality))
@@ -358,19 +367,22 @@ class FaceService:
         if not accepted:
             return
         try:
-            limit = self.openset.operating_point(gallery).threshold
+            point = self.openset.operating_point(gallery)
         except FailedPrecondition:
             for a in accepted:
                 a.warnings.append("no threshold for this model: duplicate identities not checked")
             return
         probes = np.stack([a.template.embedding for a in accepted])
-        for a, candidates in zip(accepted, self.gallery.search(gallery, probes, 2), strict=True):
-            other = next((c for c in candidates if c.user_id != user_id), None)
-            if other is None or other.score < limit:
+        found = self.openset.impostor_decisions(
+            gallery, [user_id] * len(accepted), probes, point.statistic
+        )
+        for a, (other, value) in zip(accepted, found, strict=True):
+            if other is None or value < point.threshold:
                 continue
+            on = "score" if point.statistic == SCORE else f"{point.statistic} {value:.3f}, score"
             message = (
                 f"this face already matches user {other.user_id!r} "
-                f"(score {other.score:.3f} >= threshold {limit:.3f})"
+                f"({on} {other.score:.3f}; threshold {point.threshold:.3f})"
             )
             if self.settings.matching.duplicate_identity == "refuse":
                 outcomes[a.index] = EnrollOutcome(

@@ -8,6 +8,7 @@ client seeing writes at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from facegallery.config import GallerySettings
 from facegallery.errors import InvalidInput, NotFound
 from facegallery.gallery import Gallery, ImpostorSample, NewTemplate
+from facegallery.gallery.connection import PLACEHOLDER, PLACEHOLDER_ROW
 from facegallery.gallery.store import collection_name
 from facegallery.servers import MilvusServer
 
@@ -388,10 +390,25 @@ def test_calibration_is_stored_beside_the_gallery(
     gallery: Gallery, gallery_settings: GallerySettings
 ) -> None:
     assert gallery.calibrations.get("calibrated") is None
-    first = ImpostorSample("calibrated", 10, 30, 30, (0.61, 0.5, 0.25), 1)
+    first = ImpostorSample("calibrated", 10, 30, 30, (0.61, 0.5, 0.25), 1, "score")
     gallery.calibrations.put(first)
-    second = ImpostorSample("calibrated", 12, 36, 36, (0.6, 0.45), 2)
+    second = ImpostorSample("calibrated", 12, 36, 36, (0.2, 0.15), 2, "cohort_gap")
     gallery.calibrations.put(second)  # replaces, never duplicates
     reader = Gallery(gallery_settings, MODEL, DIM)  # another process's view
     assert reader.calibrations.get("calibrated") == second
     assert reader.calibrations.get("elsewhere") is None
+    # A row written before the statistic was named holds a plain list of best scores.
+    legacy = {
+        "gallery": "legacy",
+        "users": 3,
+        "templates": 9,
+        "searches": 9,
+        "calibrated_at": 3,
+        "tail": json.dumps([0.5, 0.4]),
+        PLACEHOLDER: PLACEHOLDER_ROW,
+    }
+    gallery.connection.replace(gallery.calibrations.collection, "gallery", [legacy], {"legacy"})
+    gallery.connection.settle(gallery.calibrations.collection)
+    assert gallery.calibrations.get("legacy") == ImpostorSample(
+        "legacy", 3, 9, 9, (0.5, 0.4), 3, "score"
+    )

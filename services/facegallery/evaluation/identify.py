@@ -29,7 +29,7 @@ from facegallery.evaluation.metrics import FPIR_TARGETS, fnir_at_fpir, open_set_
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.gallery import Candidate, Gallery, NewTemplate
 from facegallery.matching import Thresholds
-from facegallery.openset import OpenSetCalibrator
+from facegallery.openset import OpenSetCalibrator, OperatingPoint
 from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
 
@@ -84,12 +84,15 @@ def distractor_people(root: Path, k: int) -> dict[str, list[Path]]:
 
 @dataclass(frozen=True)
 class Searches:
-    """Every search's outcome: the mate's rank (0: absent) and the top score of each mated
-    search, and the top score of each non-mated one (NaN: no face)."""
+    """Every search's outcome: the mate's rank (0: absent), the top score of each mated and
+    non-mated search, and the value the operating point's threshold is compared with
+    (``*_decision``: the top score, or the cohort gap; NaN: no face)."""
 
     mate_rank: np.ndarray
     mated_score: np.ndarray
     nonmated_score: np.ndarray
+    mated_decision: np.ndarray
+    nonmated_decision: np.ndarray
 
 
 @contextmanager
@@ -127,17 +130,29 @@ def eval_gallery(
         yield gallery, enrolled
 
 
-def search(gallery: Gallery, split: Split, vectors: dict[Path, np.ndarray | None]) -> Searches:
-    """Every mated and non-mated search of the split, in one gallery search."""
+def search(
+    calibrator: OpenSetCalibrator,
+    point: OperatingPoint,
+    split: Split,
+    vectors: dict[Path, np.ndarray | None],
+) -> Searches:
+    """Every mated and non-mated search of the split, in one gallery search, decided as
+    identify decides at ``point``."""
     searches = [p for p, _ in split.mated] + split.nonmated
     found = {p: v for p in searches if (v := vectors[p]) is not None}
-    hits = gallery.search(EVAL_GALLERY, np.stack(list(found.values())), RANKS) if found else []
-    results = dict(zip(found, hits, strict=True))
+    ranked = max(RANKS, calibrator.cohort)
+    probes = np.stack(list(found.values())) if found else None
+    hits = calibrator.gallery.search(EVAL_GALLERY, probes, ranked) if probes is not None else []
+    results = {p: c[:RANKS] for p, c in zip(found, hits, strict=True)}
     top = {p: (c[0].score if c else np.nan) for p, c in results.items()}
+    decided = {p: calibrator.decision_value(point, c) for p, c in zip(found, hits, strict=True)}
+    value = {p: np.nan if v is None else v for p, v in decided.items()}
     return Searches(
         mate_rank=np.array([_rank(results.get(p), user_id(person)) for p, person in split.mated]),
         mated_score=np.array([top.get(p, np.nan) for p, _ in split.mated]),
         nonmated_score=np.array([top.get(p, np.nan) for p in split.nonmated]),
+        mated_decision=np.array([value.get(p, np.nan) for p, _ in split.mated]),
+        nonmated_decision=np.array([value.get(p, np.nan) for p in split.nonmated]),
     )
 
 
@@ -169,9 +184,9 @@ def evaluate_identification(
         gallery,
         enrolled,
     ):
-        result = search(gallery, split, vectors)
         calibrator = OpenSetCalibrator(gallery, Thresholds(matching), matching)
         point = calibrator.operating_point(EVAL_GALLERY, fpir)
+        result = search(calibrator, point, split, vectors)
     mate_ok = result.mate_rank == 1
     fnir = {}
     for target in FPIR_TARGETS:
@@ -179,7 +194,7 @@ def evaluate_identification(
         if value is not None:
             fnir[str(target)] = round(value, 6)
     measured_fpir, measured_fnir = open_set_rates(
-        point.threshold, mate_ok, result.mated_score, result.nonmated_score
+        point.threshold, mate_ok, result.mated_decision, result.nonmated_decision
     )
     mated_count = max(1, len(split.mated))
     return {
@@ -191,6 +206,7 @@ def evaluate_identification(
         "fusion": fusion,
         "operating_point": {
             "method": point.method,
+            "statistic": point.statistic,
             "target_fpir": point.target_fpir,
             "threshold": round(point.threshold, 6),
             "gallery_users": point.gallery_users,

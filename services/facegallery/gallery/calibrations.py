@@ -1,8 +1,9 @@
 """The open-set calibration of each gallery, stored beside it so every process reads the same.
 
 A self-calibration (``facegallery.openset``) searches a sample of the gallery's templates with
-their own user left out; what it keeps is the highest of those best impostor scores (enough
-to answer any target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
+their own user left out; what it keeps is the highest of those searches' decision values (the
+statistic identify compares with the threshold, named beside them; enough to answer any
+target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
 in a small collection next to the templates and the user registry, written with the same
 delete-then-insert as the others.
 """
@@ -25,8 +26,9 @@ _TAIL_MAX_CHARS = 65535
 @dataclass(frozen=True)
 class ImpostorSample:
     """A gallery's leave-one-user-out evidence: ``searches`` templates searched when it held
-    ``users`` users and ``templates`` templates; ``tail``: the highest best-impostor scores,
-    descending; ``calibrated_at`` in ms since the epoch."""
+    ``users`` users and ``templates`` templates; ``tail``: the highest of their decision values
+    under ``statistic`` (``matching.statistic``), descending; ``calibrated_at`` in ms since
+    the epoch."""
 
     gallery: str
     users: int
@@ -34,6 +36,7 @@ class ImpostorSample:
     searches: int
     tail: tuple[float, ...]
     calibrated_at: int
+    statistic: str
 
 
 class CalibrationStore:
@@ -64,7 +67,7 @@ class CalibrationStore:
             "templates": sample.templates,
             "searches": sample.searches,
             "calibrated_at": sample.calibrated_at,
-            "tail": json.dumps(list(sample.tail)),
+            "tail": json.dumps({"statistic": sample.statistic, "scores": list(sample.tail)}),
             PLACEHOLDER: PLACEHOLDER_ROW,
         }
         self.connection.replace(self.collection, "gallery", [row], {sample.gallery})
@@ -75,11 +78,15 @@ _FIELDS = ["gallery", "users", "templates", "searches", "calibrated_at", "tail"]
 
 
 def _sample(row: dict[str, Any]) -> ImpostorSample:
+    tail = json.loads(row["tail"])
+    if isinstance(tail, list):  # stored before the statistic was named: best scores
+        tail = {"statistic": "score", "scores": tail}
     return ImpostorSample(
         row["gallery"],
         int(row["users"]),
         int(row["templates"]),
         int(row["searches"]),
-        tuple(float(s) for s in json.loads(row["tail"])),
+        tuple(float(s) for s in tail["scores"]),
         int(row["calibrated_at"]),
+        str(tail["statistic"]),
     )

@@ -108,10 +108,13 @@ class IdentifiedFace(Message):
     searched: bool
     candidates: list[Candidate]
     decision: str
+    decision_score: float | None = None
 
     def describe(self) -> str:
         best = (self.candidates[0].user_id, self.candidates[0].score) if self.candidates else None
-        return describe_decision(self.searched, self.face.quality.reasons, best, self.decision)
+        return describe_decision(
+            self.searched, self.face.quality.reasons, best, self.decision, self.decision_score
+        )
 
     @classmethod
     def of(cls, ident: Identification) -> IdentifiedFace:
@@ -122,6 +125,7 @@ class IdentifiedFace(Message):
                 Candidate(user_id=c.user_id, score=round(c.score, 6)) for c in ident.candidates
             ],
             decision=ident.decision,
+            decision_score=None if ident.decision_score is None else round(ident.decision_score, 6),
         )
 
 
@@ -158,6 +162,7 @@ class OperatingPoint(Message):
     gallery_templates: int
     evidence: int
     calibrated_users: int
+    statistic: str
 
     @classmethod
     def of(cls, point: openset.OperatingPoint) -> OperatingPoint:
