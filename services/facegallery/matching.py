@@ -215,11 +215,12 @@ class Identification:
                 {"user_id": c.user_id, "score": round(c.score, 6)} for c in self.candidates
             ],
             "decision": self.decision,
-            "decision_score": _rounded(self.decision_score),
+            "decision_score": rounded_score(self.decision_score),
         }
 
 
-def _rounded(value: float | None) -> float | None:
+def rounded_score(value: float | None) -> float | None:
+    """A score as answers carry it (6 decimals), or None."""
     return None if value is None else round(value, 6)
 
 

@@ -67,7 +67,8 @@ IDENTIFY_FACES = Counter(
 )
 BEST_SCORE = Histogram(
     "facegallery_identify_best_score",
-    "Cosine similarity of each searched face's best candidate.",
+    "Score of each searched face's best candidate (gallery.fusion: by default the mean "
+    "cosine of the user's two best templates).",
     buckets=tuple(round(0.1 * i, 1) for i in range(-2, 11)),
 )
 ENROLL_IMAGES = Counter(

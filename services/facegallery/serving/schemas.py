@@ -16,7 +16,7 @@ from facegallery import openset
 from facegallery.config import MAX_FPIR
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
-from facegallery.matching import Identification, Verification, describe_decision
+from facegallery.matching import Identification, Verification, describe_decision, rounded_score
 from facegallery.pipeline import Face as PipelineFace
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality as PipelineQuality
@@ -125,7 +125,7 @@ class IdentifiedFace(Message):
                 Candidate(user_id=c.user_id, score=round(c.score, 6)) for c in ident.candidates
             ],
             decision=ident.decision,
-            decision_score=None if ident.decision_score is None else round(ident.decision_score, 6),
+            decision_score=rounded_score(ident.decision_score),
         )
 
 
