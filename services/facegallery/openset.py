@@ -183,9 +183,13 @@ class OpenSetCalibrator:
         best are the cohort (identify searches at least this many)."""
         return self.gallery.settings.fusion_shortlist
 
-    def decision_value(self, point: OperatingPoint, candidates: list[Candidate]) -> float | None:
-        """What ``point``'s threshold is compared with for one probe's ranked users."""
-        return decision_value(candidates, point.statistic, self.cohort)
+    def search(
+        self, gallery: str, probes: np.ndarray, point: OperatingPoint, top_k: int
+    ) -> list[tuple[list[Candidate], float | None]]:
+        """Each probe's ``top_k`` best users and the value ``point``'s threshold is compared
+        with: the search reaches the whole cohort, whatever ``top_k`` is."""
+        hits = self.gallery.search(gallery, probes, max(top_k, self.cohort))
+        return [(c[:top_k], decision_value(c, point.statistic, self.cohort)) for c in hits]
 
     def target(self, gallery: str, fpir: float | None = None) -> float:
         """The request's target, else the gallery's own, else the default."""

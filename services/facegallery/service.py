@@ -277,16 +277,15 @@ class FaceService:
             _or_raise(f, f"image {i}: " if len(images) > 1 else "") for i, f in enumerate(found)
         ]
         vectors = [f.embedding for faces in per_image for f in faces if f.embedding is not None]
-        ranked = max(top_k, self.openset.cohort)  # the decision's cohort, whatever top_k is
         with timed("search"):
-            hits = iter(self.gallery.search(gallery, np.array(vectors), ranked) if vectors else [])
+            probes = np.array(vectors)
+            hits = iter(self.openset.search(gallery, probes, point, top_k) if vectors else [])
         answers = []
         for faces in per_image:
             answer = []
             for face in faces:
                 if face.embedding is not None:  # embedded exactly when it passed the gate
-                    candidates = next(hits)
-                    value = self.openset.decision_value(point, candidates)
+                    candidates, value = next(hits)
                     decision = decide(candidates, value, limit)
                     IDENTIFY_FACES.labels(
                         gallery, "unknown" if decision == UNKNOWN else "matched"
@@ -295,12 +294,7 @@ class FaceService:
                         BEST_SCORE.observe(candidates[0].score)
                     answer.append(
                         Identification(
-                            face.detection,
-                            face.quality,
-                            candidates[:top_k],
-                            decision,
-                            True,
-                            value,
+                            face.detection, face.quality, candidates, decision, True, value
                         )
                     )
                 else:

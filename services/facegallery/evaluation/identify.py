@@ -140,13 +140,11 @@ def search(
     identify decides at ``point``."""
     searches = [p for p, _ in split.mated] + split.nonmated
     found = {p: v for p in searches if (v := vectors[p]) is not None}
-    ranked = max(RANKS, calibrator.cohort)
     probes = np.stack(list(found.values())) if found else None
-    hits = calibrator.gallery.search(EVAL_GALLERY, probes, ranked) if probes is not None else []
-    results = {p: c[:RANKS] for p, c in zip(found, hits, strict=True)}
+    hits = calibrator.search(EVAL_GALLERY, probes, point, RANKS) if probes is not None else []
+    results = {p: c for p, (c, _) in zip(found, hits, strict=True)}
     top = {p: (c[0].score if c else np.nan) for p, c in results.items()}
-    decided = {p: calibrator.decision_value(point, c) for p, c in zip(found, hits, strict=True)}
-    value = {p: np.nan if v is None else v for p, v in decided.items()}
+    value = {p: np.nan if v is None else v for p, (_, v) in zip(found, hits, strict=True)}
     return Searches(
         mate_rank=np.array([_rank(results.get(p), user_id(person)) for p, person in split.mated]),
         mated_score=np.array([top.get(p, np.nan) for p, _ in split.mated]),

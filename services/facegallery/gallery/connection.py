@@ -50,6 +50,10 @@ def user_filter(gallery: str, user_id: str) -> str:
     return f'{gallery_filter(gallery)} and user_id == "{ids.user_id(user_id)}"'
 
 
+def template_filter(template_ids: list[str]) -> str:
+    return f"template_id in [{quoted([ids.template_id(t) for t in template_ids])}]"
+
+
 class MilvusConnection:
     """The gallery's client: verbs with Milvus errors mapped, writes that settle."""
 

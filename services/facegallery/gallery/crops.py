@@ -27,7 +27,7 @@ from facegallery.gallery.connection import (
     PLACEHOLDER_ROW,
     MilvusConnection,
     gallery_filter,
-    quoted,
+    template_filter,
     user_filter,
 )
 from facegallery.vision.align import CROP_SIZE
@@ -120,9 +120,7 @@ class CropStore:
 
     def delete(self, template_ids: list[str]) -> None:
         if self.present and template_ids:
-            listed = quoted([ids.template_id(t) for t in template_ids])
-            expression = f"template_id in [{listed}]"
-            self.connection.delete(self.collection, expression)
+            self.connection.delete(self.collection, template_filter(template_ids))
             self.connection.settle(self.collection)
 
     def _rows(

@@ -42,6 +42,7 @@ from facegallery.gallery.connection import (
     MilvusConnection,
     gallery_filter,
     quoted,
+    template_filter,
     user_filter,
 )
 from facegallery.gallery.crops import CropStore
@@ -260,7 +261,7 @@ class Gallery:
 
     def templates(self, gallery: str, user_id: str) -> list[Template]:
         """Every template of one user, with embeddings."""
-        fields = ["template_id", "user_id", "embedding", "quality", "source", "created_at"]
+        fields = ["user_id", "embedding", *_INFO_FIELDS]
         rows = self.connection.query(self.collection, user_filter(gallery, user_id), fields)
         return sorted(
             (
@@ -321,8 +322,7 @@ class Gallery:
         """Delete some of a user's templates (the per-user cap's evictions)."""
         if not template_ids:
             return
-        listed = quoted([ids.template_id(t) for t in template_ids])
-        expression = f"{user_filter(gallery, user_id)} and template_id in [{listed}]"
+        expression = f"{user_filter(gallery, user_id)} and {template_filter(template_ids)}"
         self.crops.delete(template_ids)
         self.connection.delete(self.collection, expression)
         self.connection.seal(self.collection)

@@ -284,8 +284,7 @@ def _class_means(model: nn.Module, data: AlignedSet) -> torch.Tensor:
     label (their sum: ``imprint`` normalises it)."""
     vectors = torch.from_numpy(embed_crops(model, data.crops))
     labels = torch.from_numpy(data.labels).long()
-    sums = torch.zeros(len(data.names), vectors.shape[1]).index_add_(0, labels, vectors)
-    return sums
+    return torch.zeros(len(data.names), vectors.shape[1]).index_add_(0, labels, vectors)
 
 
 def _schedule(
