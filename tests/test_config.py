@@ -48,3 +48,14 @@ def test_invalid_files_are_explained(tmp_path: Path, content: str, message: str)
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_invalid_environment_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a config file a bad FACEGALLERY_* value is an InvalidInput too (the command
+    lines print it as one line and exit 2), not a raw validation traceback."""
+    monkeypatch.delenv("FACEGALLERY_CONFIG", raising=False)
+    monkeypatch.setenv("FACEGALLERY_MATCHING__STATISTIC", "bogus")
+    with pytest.raises(InvalidInput, match="a FACEGALLERY_\\* environment variable is invalid"):
+        load_settings()
+    monkeypatch.setenv("FACEGALLERY_MATCHING__STATISTIC", "score")
+    assert load_settings().matching.statistic == "score"

@@ -593,17 +593,23 @@ def load_settings(config_file: Path | None = None) -> Settings:
     overridden by ``FACEGALLERY_*`` variables."""
     config_file = config_file or _env_config_file()
     if config_file is None:
-        return Settings()
+        return _validated(Settings, "a FACEGALLERY_* environment variable")
     if not config_file.is_file():
         raise InvalidInput(f"config file {config_file} does not exist")
 
     class FileSettings(Settings):
         model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
 
+    return _validated(FileSettings, f"config file {config_file} (or a FACEGALLERY_* variable)")
+
+
+def _validated(settings: type[Settings], source: str) -> Settings:
+    """The settings, or a bad value as InvalidInput naming where it came from (a person's
+    error, not a traceback)."""
     try:
-        return FileSettings()
+        return settings()
     except ValidationError as exc:
-        raise InvalidInput(f"config file {config_file} is invalid: {exc}") from exc
+        raise InvalidInput(f"{source} is invalid: {exc}") from exc
 
 
 def _env_config_file() -> Path | None:
