@@ -28,6 +28,7 @@ from facegallery.openset import (
     SCORE,
     SELF_CALIBRATED,
     OpenSetCalibrator,
+    OperatingPoint,
     decision_value,
     far_extended_threshold,
     self_calibrated_threshold,
@@ -290,3 +291,35 @@ def test_the_cohort_gap_is_self_calibrated_on_its_own_values_and_reported(
     # Below min_false_positives the fallback decides, on the score.
     small = by_gap.operating_point("cohort", fpir=0.005)
     assert (small.method, small.statistic) == (FAR_EXTENDED, SCORE)
+
+
+def test_the_decision_is_the_same_whatever_top_k(tmp_path: Path) -> None:
+    """A toy top2_mean gallery (shortlist 2) where fusing a third user would change the
+    cohort: a asks for 1, 2, 3 or 10 candidates, the best user and the decision value stay
+    those of the fused shortlist that the calibration measures."""
+    axes = np.eye(DIM, dtype=np.float32)
+
+    def at(cosine: float, axis: int) -> np.ndarray:
+        return np.asarray(cosine * axes[0] + math.sqrt(1 - cosine**2) * axes[axis], np.float32)
+
+    settings = GallerySettings(uri=str(tmp_path / "k.db"), fusion_shortlist=2)
+    gallery = Gallery(settings, "toy-model", DIM)
+    users = {"a": [0.9, 0.5], "c": [0.85], "b": [0.84, 0.84]}  # best templates: a, c, b
+    axis = iter(range(1, DIM))
+    gallery.add_many(
+        "toy",
+        {
+            user: [
+                NewTemplate(_tid(user, i), at(c, next(axis)), 1.0, "x") for i, c in enumerate(cs)
+            ]
+            for user, cs in users.items()
+        },
+    )
+    calibrator = OpenSetCalibrator(gallery, Thresholds(MatchingSettings()), MatchingSettings())
+    point = OperatingPoint(SELF_CALIBRATED, 0.1, 0.01, 3, 5, 0, 3, COHORT_GAP)
+    answers = {k: calibrator.search("toy", axes[0][None], point, k)[0] for k in (1, 2, 3, 10)}
+    for top_k, (candidates, value) in answers.items():
+        assert [c.user_id for c in candidates] == ["c", "a"][
+            :top_k
+        ]  # b: third by best template, off the shortlist
+        assert value == pytest.approx(0.85 - 0.7, abs=1e-4)  # c minus a's fused 0.7

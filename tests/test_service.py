@@ -61,6 +61,26 @@ def test_enroll_then_identify_and_verify(
     assert yes.quality.passed
 
 
+def test_identify_and_verify_give_one_score_for_one_user_and_photo(
+    service: FaceService, samples: Samples, gallery: str
+) -> None:
+    """Verify scores the claimed user as identify does (their fused score), not by their
+    best template, which would be tried against the 1:1 threshold once per template."""
+    photos = [_photo(samples, n) for n in ("obama.jpg", "obama3.jpg", "obama_partial_face.jpg")]
+    assert service.enroll(gallery, "obama", photos).templates == 3
+    probe = samples.photo("obama2.jpg").read_bytes()
+    identified = service.identify(gallery, probe)[0].candidates[0]
+    verified = service.verify(gallery, "obama", probe)
+    assert identified.user_id == "obama" and verified.fusion == "top2_mean"
+    assert verified.score == pytest.approx(identified.score, abs=1e-5)
+    cosines = np.array([t.embedding for t in service.templates(gallery, "obama")])
+    embedding = service.analyze([probe])[0]
+    assert not isinstance(embedding, Exception) and embedding[0].embedding is not None
+    scores = np.sort(cosines @ embedding[0].embedding)
+    assert verified.score == pytest.approx(scores[-2:].mean(), abs=1e-5)
+    assert verified.score < scores[-1]  # the best template alone: a higher, looser score
+
+
 def test_threshold_override_changes_the_decision(
     service: FaceService, gallery: str, obama_enrolled: bytes
 ) -> None:

@@ -29,6 +29,7 @@ from facegallery.errors import (
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    redacted,
 )
 
 Role = Literal["read", "write", "admin"]
@@ -117,7 +118,7 @@ class KeyStore:
             return call(*args)
         except redis.RedisError as exc:
             raise Unavailable(
-                f"the key store (Redis at {self.url}) is not reachable: {exc}"
+                f"the key store (Redis at {redacted(self.url)}) is not reachable: {exc}"
             ) from exc
 
 

@@ -292,11 +292,12 @@ def serve_run(config: ConfigOption = None) -> None:
     import ray
     from ray import serve
 
-    from facegallery.serving.app import required_cpus, run_app
+    from facegallery.serving.app import ray_env, required_cpus, run_app
     from facegallery.serving.local_ray import start_local_ray
 
     settings = load_settings(config)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.update(ray_env(settings))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -39,6 +39,10 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "facegallery"
 
 
+IMAGES_PER_CALL_MAX = 100
+"""The most images any one call carries (the API schemas' list bound; the settings below it)."""
+
+
 class ModelSettings(BaseModel):
     """Which models run, and where prepared model files are cached."""
 
@@ -97,6 +101,11 @@ class DecodeSettings(BaseModel):
     max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=40_000_000, gt=0)
     min_side: int = Field(default=16, gt=0)
+    images_at_once: int = Field(
+        default=8,
+        ge=1,
+        description="Images of one enrollment decoded (and held as pixels) at a time.",
+    )
     formats: list[ImageFormat] = Field(default_factory=lambda: list(get_args(ImageFormat)))
 
 
@@ -318,7 +327,14 @@ class QueueSettings(BaseModel):
     max_queued_bytes: int = Field(
         default=512 * 1024 * 1024, ge=1, description="Image bytes held by unfinished jobs."
     )
-    max_images_per_job: int = Field(default=50, ge=1)
+    owner_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="The share of max_queued_jobs and of max_queued_bytes that the unfinished "
+        "jobs of one API key may hold (past it: RESOURCE_EXHAUSTED / 429 with Retry-After).",
+    )
+    max_images_per_job: int = Field(default=50, ge=1, le=IMAGES_PER_CALL_MAX)
     max_job_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     retry_after_s: int = Field(default=5, ge=1, description="Hint sent with Overloaded.")
     job_ttl_s: int = Field(
@@ -332,6 +348,18 @@ class QueueSettings(BaseModel):
     )
     max_deliveries: int = Field(
         default=5, ge=1, description="Attempts before the job is dead-lettered as failed."
+    )
+    appendfsync: Literal["always", "everysec"] = Field(
+        default="always",
+        description="The least durability the queue's Redis must have (checked at start by "
+        "the gateway and every worker): AOF on, fsynced before each reply (always), or at "
+        "most a second late (everysec: a crash may lose the last second's jobs).",
+    )
+    max_worker_losses: int = Field(
+        default=2,
+        ge=1,
+        description="Workers that may die while running one job (a node lost, an OOM kill) "
+        "before it is dead-lettered instead of delivered again.",
     )
     block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
 
@@ -396,7 +424,18 @@ class ServingSettings(BaseModel):
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent when a deployment refuses work."
     )
-    max_images_per_request: int = Field(default=16, ge=1, description="IdentifyBatch frames.")
+    max_images_per_request: int = Field(
+        default=16, ge=1, le=IMAGES_PER_CALL_MAX, description="IdentifyBatch frames."
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        lt=2**31,
+        description="The largest HTTP body or gRPC message of any call, refused (413 / "
+        "RESOURCE_EXHAUSTED) before it is read: HTTP from Content-Length or by counting while "
+        "streaming, gRPC by the proxy's maximum message size. Calls with one image are bounded "
+        "tighter (decode.max_bytes as base64, plus 64 KiB), calls with none at 64 KiB.",
+    )
     metrics_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "facegallery-metrics",
         description="Where every process of the node writes its metrics (prometheus_client "
@@ -408,6 +447,15 @@ class ServingSettings(BaseModel):
     )
     stop_timeout_s: float = Field(default=60.0, gt=0)
     watch_timeout_s: float = Field(default=600.0, gt=0, description="WatchJob gives up then.")
+    metrics_refresh_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How old the queue and gallery gauges of /metrics may be (read from Redis "
+        "and Milvus at most this often, however often Prometheus scrapes).",
+    )
+    max_watches_per_key: int = Field(
+        default=16, ge=1, description="Open WatchJob streams one API key may hold per replica."
+    )
 
 
 class StackSettings(BaseModel):

@@ -6,6 +6,12 @@ Every public entry point raises one of these with a message a person can act on.
 
 from __future__ import annotations
 
+import logging
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
 
 class FaceGalleryError(Exception):
     """Base of every error the service reports to a caller."""
@@ -18,6 +24,10 @@ class FaceGalleryError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s  # sent as Retry-After with 429 and 503
+
+    def body(self) -> dict[str, dict[str, str]]:
+        """The error as an HTTP answer's JSON body (the API's ErrorResponse)."""
+        return {"error": {"code": self.grpc_code, "reason": self.reason, "message": self.message}}
 
 
 class InvalidInput(FaceGalleryError):
@@ -80,6 +90,14 @@ class Overloaded(FaceGalleryError):
     reason = "overloaded"
 
 
+class PayloadTooLarge(FaceGalleryError):
+    """A request body or message over its bound, refused before it is read."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 413
+    reason = "payload_too_large"
+
+
 class Unavailable(FaceGalleryError):
     """A dependency (Milvus, Redis, a deployment) is not reachable right now."""
 
@@ -105,3 +123,24 @@ def _subclasses(cls: type[FaceGalleryError]) -> list[type[FaceGalleryError]]:
     for sub in cls.__subclasses__():
         found += _subclasses(sub)
     return found
+
+
+def redacted(url: str) -> str:
+    """``url`` without its credentials (``redis://:secret@host/0`` -> ``redis://***@host/0``):
+    every message that names a server's address is built with this, since messages reach
+    callers and logs."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def as_error(exc: BaseException) -> FaceGalleryError:
+    """The caller's view of any failure: ours as they are, anything else as one line with a
+    reference to the traceback in the log (never the traceback, a path or an address)."""
+    if isinstance(exc, FaceGalleryError):
+        return exc
+    reference = uuid.uuid4().hex[:12]
+    log.error("internal error %s", reference, exc_info=exc)
+    return FaceGalleryError(f"internal error (reference {reference}); the service keeps running")

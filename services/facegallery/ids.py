@@ -18,6 +18,9 @@ USER_MAX = 128
 _GALLERY = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{GALLERY_MAX - 1}}}")
 _USER = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.@:-]{{0,{USER_MAX - 1}}}")
 _TEMPLATE = re.compile(r"[0-9a-f]{32}")
+_JOB = _TEMPLATE  # job ids are uuid4 hex digests too
+PATH_PATTERNS = {"gallery": _GALLERY, "user_id": _USER, "job_id": _JOB}
+"""The id rules of the API's path parameters, for its OpenAPI document."""
 
 
 def gallery_id(value: object) -> str:
@@ -33,6 +36,11 @@ def user_id(value: object) -> str:
 def template_id(value: object) -> str:
     """A valid template id: 32 lowercase hex digits (as the gallery makes them)."""
     return _check(value, _TEMPLATE, "template id", "32 lowercase hexadecimal digits")
+
+
+def job_id(value: object) -> str:
+    """A valid job id: 32 lowercase hex digits (as the queue makes them)."""
+    return _check(value, _JOB, "job id", "32 hexadecimal digits")
 
 
 def _check(value: object, pattern: re.Pattern[str], what: str, rule: str) -> str:

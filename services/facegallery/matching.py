@@ -171,6 +171,7 @@ class Verification:
     match: bool
     detection: Detection
     quality: Quality
+    fusion: str  # how ``score`` fuses the user's templates (gallery.fusion), as identify does
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -179,6 +180,7 @@ class Verification:
             "score": round(self.score, 6),
             "threshold": self.threshold,
             "match": self.match,
+            "fusion": self.fusion,
             "face": {**self.detection.to_dict(), "quality": self.quality.to_dict()},
         }
 

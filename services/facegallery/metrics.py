@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -24,6 +25,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 if os.environ.get(MULTIPROC_ENV):  # a fresh node (or `serve deploy`) has no directory yet
@@ -103,11 +106,33 @@ def timed(stage: str) -> Iterator[None]:
         STAGE_SECONDS.labels(stage).observe(time.perf_counter() - start)
 
 
-def exposition() -> bytes:
+TENANT_LABEL = "gallery"
+"""The label that names a tenant: its series are served only to an operator."""
+
+
+class _WithoutTenants(Collector):
+    """Another collector's metrics less every sample that names a tenant."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.inner.collect():
+            family.samples = [s for s in family.samples if TENANT_LABEL not in s.labels]
+            if family.samples:
+                yield family
+
+
+def exposition(tenants: bool) -> bytes:
     """The text exposition of every process of this node (multiprocess mode), or of this
-    process."""
+    process; without the per-tenant series unless ``tenants``."""
+    source: Collector = REGISTRY
     if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest()
+        node = CollectorRegistry()
+        multiprocess.MultiProcessCollector(node)  # type: ignore[no-untyped-call]
+        source = node
+    if tenants:
+        return generate_latest(source)
+    public = CollectorRegistry(auto_describe=False)
+    public.register(_WithoutTenants(source))
+    return generate_latest(public)

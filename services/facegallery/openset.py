@@ -187,8 +187,11 @@ class OpenSetCalibrator:
         self, gallery: str, probes: np.ndarray, point: OperatingPoint, top_k: int
     ) -> list[tuple[list[Candidate], float | None]]:
         """Each probe's ``top_k`` best users and the value ``point``'s threshold is compared
-        with: the search reaches the whole cohort, whatever ``top_k`` is."""
-        hits = self.gallery.search(gallery, probes, max(top_k, self.cohort))
+        with, decided on the same search whatever ``top_k`` is: the whole cohort, and under
+        fusion exactly the fused shortlist that the calibration measured, so ``top_k`` only
+        cuts the answer (to at most ``fusion_shortlist`` users)."""
+        width = self.cohort if self.gallery.fuses else max(top_k, self.cohort)
+        hits = self.gallery.search(gallery, probes, width)
         return [(c[:top_k], decision_value(c, point.statistic, self.cohort)) for c in hits]
 
     def target(self, gallery: str, fpir: float | None = None) -> float:

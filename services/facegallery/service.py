@@ -5,7 +5,7 @@ the same methods, so the rules below hold whichever way a request arrives."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -15,6 +15,7 @@ from facegallery import ids
 from facegallery.config import Settings
 from facegallery.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
 from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, User
+from facegallery.gallery.fusion import user_score
 from facegallery.gallery.policy import templates_to_keep
 from facegallery.matching import UNKNOWN, Identification, Thresholds, Verification, decide
 from facegallery.metrics import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
@@ -23,6 +24,8 @@ from facegallery.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
 
 _T = TypeVar("_T")
+Fence = Callable[[], None]
+"""Called before each gallery write of an enrollment; raises to stop it."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,12 @@ class FaceService:
         user_id: str,
         images: list[ImageInput],
         face_index: int | None = None,
+        fence: Fence = lambda: None,
     ) -> EnrollResult:
         """Add a user's faces: one face per image (or the ``face_index``-th, in `detect`
-        order), gated on quality, checked against other users, capped per user."""
+        order), gated on quality, checked against other users, capped per user. ``fence``
+        is called before each write to the gallery and raises to stop it (a queue worker
+        whose lease is gone)."""
         gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
         if not images:
             raise InvalidInput("enrollment needs at least one image")
@@ -198,12 +204,14 @@ class FaceService:
                     "most diverse templates; this face adds less than those",
                 )
         with timed("upsert"):
+            fence()
             self.gallery.add(
                 gallery,
                 user_id,
                 [a.template for a in accepted if a.template.template_id in kept_new],
             )
             if evicted:
+                fence()
                 self.gallery.delete_templates(gallery, user_id, evicted)
         for outcome in outcomes.values():
             ENROLL_IMAGES.labels(
@@ -220,8 +228,12 @@ class FaceService:
     def verify(
         self, gallery: str, user_id: str, image: bytes | np.ndarray, threshold: float | None = None
     ) -> Verification:
-        """Is the probe's largest face the claimed user? Score = cosine similarity to the
-        user's best template; a probe face that fails the quality gate never matches."""
+        """Is the probe's largest face the claimed user? The score is the user's fused score
+        (``gallery.fusion``: by default the mean cosine of their two best templates), the
+        one identify gives them; the best template alone would be tried against the 1:1
+        threshold once per template, and accept strangers up to that many times as often
+        as the threshold's FAR says. A probe face that fails the quality gate never
+        matches."""
         gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
         limit = self.thresholds.threshold(self.model_id, threshold)
         templates = self.gallery.templates(gallery, user_id)
@@ -231,7 +243,9 @@ class FaceService:
         if not faces or faces[0].embedding is None:
             raise InvalidInput("no face found in the probe image")
         face = faces[0]
-        score = float(np.max(np.stack([t.embedding for t in templates]) @ face.embedding))
+        fusion = self.settings.gallery.fusion
+        cosines = np.stack([t.embedding for t in templates]) @ face.embedding
+        score = user_score(cosines, fusion)
         return Verification(
             gallery,
             user_id,
@@ -240,6 +254,7 @@ class FaceService:
             score >= limit and face.quality.passed,
             face.detection,
             face.quality,
+            fusion,
         )
 
     def identify(
@@ -341,12 +356,19 @@ class FaceService:
     def _analyze(
         self, images: list[ImageInput], outcomes: dict[int, EnrollOutcome]
     ) -> list[list[Face]]:
-        """Faces of every decodable image; undecodable ones get their outcome now."""
-        answers = []
-        for i, found in enumerate(self.analyze([im.data for im in images], embed_rejected=False)):
-            if isinstance(found, FaceGalleryError):
-                outcomes[i] = EnrollOutcome(images[i].name, False, "invalid_image", found.message)
-            answers.append([] if isinstance(found, FaceGalleryError) else found)
+        """Faces of every decodable image; undecodable ones get their outcome now. Images
+        are decoded ``decode.images_at_once`` at a time: a job's decoded pixels, not its
+        encoded bytes, are what fills memory (50 large JPEGs decoded at once are gigabytes)."""
+        answers: list[list[Face]] = []
+        step = self.settings.decode.images_at_once
+        for start in range(0, len(images), step):
+            chunk = [im.data for im in images[start : start + step]]
+            for i, found in enumerate(self.analyze(chunk, embed_rejected=False), start):
+                if isinstance(found, FaceGalleryError):
+                    outcomes[i] = EnrollOutcome(
+                        images[i].name, False, "invalid_image", found.message
+                    )
+                answers.append([] if isinstance(found, FaceGalleryError) else found)
         return answers
 
     def _check_duplicates(

@@ -118,5 +118,6 @@ def rebased(settings: Settings, data_dir: Path) -> Settings:
     s.serving.metrics_dir = data_dir / "serving" / "metrics"
     s.stack.data_dir = data_dir
     s.queue.url = s.redis.url
+    s.queue.appendfsync = s.redis.appendfsync  # the durability the stack's Redis is run with
     s.gallery.uri = s.milvus.uri
     return s

@@ -193,6 +193,28 @@ def test_adds_are_idempotent(gallery: Gallery) -> None:
     assert len(gallery.search("idem", templates[0].embedding[None], 5)[0]) == 1
 
 
+def test_a_registry_write_lost_after_its_templates_is_mended_by_the_retry(
+    gallery: Gallery,
+) -> None:
+    """The templates landed, the registry row did not (an error, a killed worker): the
+    state is made for real by deleting the row, then the job's retry and a later add run."""
+    templates = _templates("dora", _unit(6), 2)
+    gallery.add("lost", "dora", templates)
+    registry = gallery.registry
+    gallery.connection.delete(registry.collection, 'user_key in ["lost/dora"]')
+    gallery.connection.settle(registry.collection)
+    assert gallery.users("lost") == []  # the half-written state
+    gallery.add("lost", "dora", templates)  # the retry: nothing new to store
+    assert gallery.users("lost") == ["dora"]
+    assert len(gallery.get_user("lost", "dora").templates) == 2
+    assert gallery.stats("lost").users == 1
+    gallery.connection.delete(registry.collection, 'user_key in ["lost/dora"]')
+    gallery.connection.settle(registry.collection)
+    gallery.add("lost", "dora", _templates("dora", _unit(6), 1, tag="new"))  # a later job
+    record = registry.get("lost", "dora")
+    assert record is not None and record.templates == 3
+
+
 def test_delete_user_then_search_no_longer_finds_them(gallery: Gallery) -> None:
     base = _unit(77)
     gallery.add("deletes", "dave", _templates("dave", base, 3))

@@ -166,3 +166,20 @@ def test_job_survives_redis_sigkill_right_after_submit(
         assert len(service.templates("durable", "s9")) == 2
     finally:
         server.stop()
+
+
+def test_one_key_holds_at_most_its_share_until_its_jobs_finish(
+    redis_server: RedisServer, settings: Settings, samples: Samples, service: FaceService
+) -> None:
+    queue = make_queue(redis_server, settings, max_queued_jobs=4, owner_share=0.5)
+    photos = orl_photos(samples, 18, 1)
+    for user in ("u0", "u1"):
+        queue.submit("share", user, photos, owner="key-1")
+    with pytest.raises(Overloaded, match="this API key's share of unfinished jobs"):
+        queue.submit("share", "u2", photos, owner="key-1")
+    queue.submit("share", "u3", photos, owner="key-2")
+    queue.submit("share", "u4", photos)  # no owner: the operator's own tools
+    with pytest.raises(Overloaded, match="is full"):
+        queue.submit("share", "u5", photos, owner="key-3")
+    assert Worker(queue, service.enroll).run(max_jobs=1) == 1  # key-1's first job
+    queue.submit("share", "u2", photos, owner="key-1")  # its share has room again

@@ -16,8 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import redis
 
-from facegallery.config import GallerySettings, QueueSettings, Settings
+from facegallery.config import GallerySettings, QueueSettings, RedisServerSettings, Settings
+from facegallery.errors import FailedPrecondition
 from facegallery.gallery import Gallery
 from facegallery.jobs import EnrollmentQueue
 from facegallery.jobs.worker import Worker
@@ -25,8 +27,9 @@ from facegallery.matching import Thresholds
 from facegallery.pipeline import FacePipeline
 from facegallery.samples import Samples
 from facegallery.servers import MilvusServer
-from facegallery.servers.redis import RedisServer
-from facegallery.service import FaceService, ImageInput
+from facegallery.servers.redis import RedisServer, redis_binary
+from facegallery.servers.supervisor import free_port
+from facegallery.service import EnrollResult, FaceService, ImageInput
 from tests.helpers import encode
 from tests.jobs.helpers import orl_photos, queue_settings
 
@@ -196,3 +199,165 @@ def test_sigterm_finishes_the_job_in_hand(
             worker.kill()
     finished = queue.get(job.job_id)
     assert finished.status == "done" and finished.attempts == 1
+
+
+@pytest.mark.slow
+def test_a_stalled_worker_past_its_lease_never_writes_beside_the_one_that_took_over(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    server_service: FaceService,
+    settings: Settings,
+    samples: Samples,
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP a worker mid-job past claim_idle_ms; another takes the job and finishes it; the
+    user is then deleted; SIGCONT: the stalled worker finds its lease gone (its heartbeat
+    no longer renews another's lease or takes the entry back) and writes nothing."""
+    qs = queue_settings(redis_server, claim_idle_ms=1500, block_ms=100)
+    queue = EnrollmentQueue(qs, settings.decode)
+    stalled = _spawn_worker(qs, milvus_server, tmp_path)
+    try:
+        job = queue.submit("fenced", "s14", _mirrored(orl_photos(samples, 14, 10)))
+        _until(lambda: queue.get(job.job_id).status == "running", 60, "the first worker")
+        stalled.send_signal(signal.SIGSTOP)
+        assert server_service.templates("fenced", "s14") == []  # stopped before writing
+        taker = Worker(queue, server_service.enroll, "taker")
+        deadline = time.monotonic() + 60
+        while not queue.get(job.job_id).finished and time.monotonic() < deadline:
+            taker.run_once()
+        done = queue.get(job.job_id)
+        assert done.status == "done" and done.attempts == 2
+        assert server_service.delete_user("fenced", "s14") == 10
+        stalled.send_signal(signal.SIGCONT)
+        time.sleep(5)  # time enough to write, had it kept writing
+        assert stalled.poll() is None  # it went on working, without this job
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+        stalled.kill()
+        stalled.wait(10)
+    assert server_service.templates("fenced", "s14") == []
+    assert server_service.gallery.user_records("fenced") == []
+    after = queue.get(job.job_id)
+    assert (after.status, after.attempts, after.outcomes) == ("done", 2, done.outcomes)
+    assert queue.depth().pending == 0
+
+
+def test_heartbeat_renews_only_what_is_still_the_workers(
+    redis_server: RedisServer, settings: Settings, samples: Samples
+) -> None:
+    queue = EnrollmentQueue(queue_settings(redis_server, claim_idle_ms=200), settings.decode)
+    queue.submit("beat", "s15", orl_photos(samples, 15, 1))
+    delivery = queue.claim("slow", 100)
+    assert delivery is not None
+    with queue.user_lease("beat", "s15") as lease:
+        assert lease is not None
+        assert queue.heartbeat("slow", delivery, lease) and queue.holds(lease)
+        time.sleep(0.3)
+        taken = queue.claim("fast", 100)  # idle past claim_idle_ms: another worker's now
+        assert taken is not None and taken.entry_id == delivery.entry_id
+        assert not queue.heartbeat("slow", delivery, lease)  # never takes it back
+        owner = queue.redis.xpending_range(queue.stream, "workers", "-", "+", 1)
+        assert owner[0]["consumer"] == b"fast"
+
+
+@pytest.mark.slow
+def test_a_job_that_kills_its_workers_is_dead_lettered_with_the_reason(
+    redis_server: RedisServer,
+    milvus_server: MilvusServer,
+    server_service: FaceService,
+    settings: Settings,
+    samples: Samples,
+    tmp_path: Path,
+) -> None:
+    qs = queue_settings(redis_server, claim_idle_ms=500, block_ms=100, max_worker_losses=1)
+    queue = EnrollmentQueue(qs, settings.decode)
+    worker = _spawn_worker(qs, milvus_server, tmp_path)
+    try:
+        job = queue.submit("killer", "s16", _mirrored(orl_photos(samples, 16, 10)))
+        _until(lambda: queue.get(job.job_id).status == "running", 60, "the worker")
+        worker.send_signal(signal.SIGKILL)  # as the kernel's OOM killer would
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    next_worker = Worker(queue, server_service.enroll, "next")
+    deadline = time.monotonic() + 30
+    while not queue.get(job.job_id).finished and time.monotonic() < deadline:
+        next_worker.run_once()
+    failed = queue.get(job.job_id)
+    assert failed.status == "failed" and failed.error is not None
+    assert "stopped 1 time" in failed.error and "not retried" in failed.error
+    assert queue.dead_letters() == [(job.job_id, failed.error)]
+    assert server_service.templates("killer", "s16") == []
+
+
+def _bare_redis(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A redis-server as someone else might run it (not the project's managed one)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(redis_binary()), "--port", str(port), "--dir", str(tmp_path), "--save", "", *options],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    _until(lambda: _pings(client), 10, "redis-server")
+    return process, port
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("options", "wanted", "refused"),
+    [
+        (("--appendonly", "no"), "always", True),
+        (("--appendonly", "yes", "--appendfsync", "everysec"), "always", True),
+        (("--appendonly", "yes", "--appendfsync", "everysec"), "everysec", False),
+        (("--appendonly", "yes", "--appendfsync", "always"), "always", False),
+    ],
+)
+def test_a_redis_that_could_lose_acknowledged_jobs_is_refused(
+    settings: Settings, tmp_path: Path, options: tuple[str, ...], wanted: str, refused: bool
+) -> None:
+    server, port = _bare_redis(tmp_path, *options)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        queue = EnrollmentQueue(QueueSettings(url=url, appendfsync=wanted), settings.decode)
+        if refused:
+            with pytest.raises(FailedPrecondition, match="--appendonly yes --appendfsync"):
+                Worker(queue, lambda *a: EnrollResult("g", "u", [], 0, [])).run(max_jobs=1)
+        else:
+            queue.ensure_durable()
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_a_redis_outage_makes_the_worker_wait_not_exit(
+    server_service: FaceService, settings: Settings, samples: Samples, tmp_path: Path
+) -> None:
+    redis_settings = RedisServerSettings(data_dir=tmp_path / "redis", port=free_port())
+    server = RedisServer(redis_settings)
+    server.start()
+    qs = QueueSettings(url=redis_settings.url, prefix="blip", block_ms=100)
+    queue = EnrollmentQueue(qs, settings.decode)
+    worker = Worker(queue, server_service.enroll, "patient")
+    processed: list[int] = []
+    thread = threading.Thread(target=lambda: processed.append(worker.run(max_jobs=1)))
+    try:
+        thread.start()
+        time.sleep(0.5)
+        server.stop()  # Redis gone while the worker waits for work
+        time.sleep(2)
+        assert thread.is_alive()  # waiting, not ended by the error
+        server.start()
+        job = queue.submit("blip", "s17", orl_photos(samples, 17, 1))
+        thread.join(60)
+        assert processed == [1] and queue.get(job.job_id).status == "done"
+    finally:
+        worker.stop.set()
+        thread.join(10)
+        server.stop()

@@ -19,7 +19,9 @@ from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
 
 IMAGE_MAX_BYTES = 1_500_000
-QUEUE_MAX_BYTES = 3_000_000  # image bytes of unfinished jobs: three 1 MB jobs fill it
+REQUEST_MAX_BYTES = 8 * 1024 * 1024
+QUEUE_MAX_BYTES = 3_000_000
+METRICS_REFRESH_S = 1.0  # image bytes of unfinished jobs: three 1 MB jobs fill it
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ def served_overrides(
             "block_ms": 100,
             "claim_idle_ms": 3000,
             "max_queued_bytes": QUEUE_MAX_BYTES,
+            "owner_share": 0.5,
         },
         "runtime": {"intra_op_threads": 1},
         "serving": {
@@ -60,6 +63,8 @@ def served_overrides(
             "embedder": {**small, "max_batch_size": 32, "batch_wait_timeout_s": 0.01},
             "workers": small,
             "watch_poll_s": 0.05,
+            "max_request_bytes": REQUEST_MAX_BYTES,
+            "metrics_refresh_s": METRICS_REFRESH_S,
         },
     }
 
@@ -74,7 +79,7 @@ def served(
     import ray
     from ray import serve
 
-    from facegallery.serving.app import run_app
+    from facegallery.serving.app import ray_env, run_app
     from facegallery.serving.local_ray import start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -82,6 +87,7 @@ def served(
         settings, milvus_server, redis_server, tmp_path_factory.mktemp("metrics")
     )
     app_settings = Settings(**overrides)
+    os.environ.update(ray_env(app_settings))
     start_local_ray(2, log_to_driver=False)
     try:
         run_app(app_settings, overrides)

@@ -151,24 +151,38 @@ def test_zero_faces_in_a_verify_probe(
         client.verify(gallery, "collins", blank)
 
 
-def test_a_full_queue_is_overloaded_with_retry_after(
+def test_a_keys_share_and_a_full_queue_are_overloaded_with_retry_after(
     make_client: MakeClient, served: Served
 ) -> None:
-    """Three 1.2 MB jobs fill the 3 MB queue budget faster than the worker empties it."""
-    client = make_client(served.admin)
+    """1.2 MB jobs against the 3 MB queue budget, each key holding at most half of it: a
+    key's second job is over its share while the queue has room for another key's, and a
+    third key finds the queue full (faster than the worker empties it)."""
     noise = np.random.default_rng(0).integers(0, 256, (580, 700, 3), dtype=np.uint8)
     image = encode(noise)
     assert 1_000_000 < len(image) < IMAGE_MAX_BYTES
     gallery = "g-" + secrets.token_hex(4)
-    refused = []
-    for i in range(5):
-        try:
-            client.enroll(gallery, f"user-{i}", [(f"noise-{i}.png", image)])
-        except Overloaded as exc:
-            refused.append(exc)
-    assert refused and all(e.retry_after_s == served.settings.queue.retry_after_s for e in refused)
-    assert "full" in refused[0].message
-    assert client.gallery_stats(gallery).users == 0
+    first, second, third = (
+        make_client(served.keys.create("write", [gallery])[1]) for _ in range(3)
+    )
+    # The users' leases are held meanwhile, so the worker cannot finish a job during the test.
+    leases = [f"{served.settings.queue.prefix}:lease:{gallery}:user-{i}" for i in range(4)]
+    for lease in leases:
+        served.keys.redis.set(lease, "the test", px=60_000)
+    accepted = []
+    try:
+        accepted.append(first.enroll(gallery, "user-0", [("noise-0.png", image)]))
+        with pytest.raises(Overloaded, match="this API key's share") as share:
+            first.enroll(gallery, "user-1", [("noise-1.png", image)])
+        accepted.append(second.enroll(gallery, "user-2", [("noise-2.png", image)]))
+        with pytest.raises(Overloaded, match="is full") as full:
+            third.enroll(gallery, "user-3", [("noise-3.png", image)])
+    finally:
+        served.keys.redis.delete(*leases)
+        for job in accepted:  # the queue empties again for the tests after this one
+            first.wait_job(job.job_id)
+    retry = served.settings.queue.retry_after_s
+    assert share.value.retry_after_s == retry and full.value.retry_after_s == retry
+    assert first.gallery_stats(gallery).users == 0
 
 
 def test_http_error_bodies(served: Served) -> None:

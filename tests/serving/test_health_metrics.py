@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import grpc
 import httpx
@@ -11,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facegallery.client import GrpcClient, HttpClient
 from facegallery.samples import Samples
-from tests.serving.conftest import Served
+from tests.serving.conftest import METRICS_REFRESH_S, Served
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +45,14 @@ def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
     with pytest.raises(Exception, match="image"):
         http.detect(b"junk")
     refused = '{code="INVALID_ARGUMENT",operation="verify",protocol="http"}'
-    before = _samples(httpx.get(f"{served.http_url}/metrics").text, "facegallery_requests_total")
-    url = f"{served.http_url}/v1/galleries/{gallery}/users/obama/verify"
     headers = {"authorization": f"Bearer {served.admin}", "content-type": "application/json"}
+    metrics = f"{served.http_url}/metrics"
+    before = _samples(httpx.get(metrics, headers=headers).text, "facegallery_requests_total")
+    url = f"{served.http_url}/v1/galleries/{gallery}/users/obama/verify"
     assert httpx.post(url, content=b"{not json", headers=headers).status_code == 400
 
-    text = httpx.get(f"{served.http_url}/metrics").text
+    time.sleep(METRICS_REFRESH_S)  # the gallery gauges are read again on the next scrape
+    text = httpx.get(f"{served.http_url}/metrics", headers=headers).text  # an admin's scrape
     requests = _samples(text, "facegallery_requests_total")
     # A body refused before the API call is counted too:
     assert requests[refused] == before.get(refused, 0) + 1
@@ -76,3 +79,30 @@ def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
     assert size[f'{{gallery="{gallery}",kind="templates"}}'] == 1
     latency = _samples(text, "facegallery_request_seconds_sum")
     assert 0 < latency['{code="OK",operation="identify"}'] < 60
+
+
+def test_public_metrics_name_no_tenant_and_scrapes_cost_nothing_extra(
+    served: Served, samples: Samples
+) -> None:
+    gallery = "tenant-secret"
+    http = HttpClient(served.http_url, served.admin)
+    http.identify(gallery, samples.photo("obama2.jpg"))
+    time.sleep(METRICS_REFRESH_S)
+    public = httpx.get(f"{served.http_url}/metrics")
+    assert public.status_code == 200
+    assert "facegallery_requests_total" in public.text
+    assert "gallery=" not in public.text and gallery not in public.text
+    admin = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": served.admin}).text
+    assert f'gallery="{gallery}"' in admin
+    bad = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": "fgk_0_nope"})
+    assert bad.status_code == 401
+
+    def depth_reads() -> int:  # the gauges' queue reads (XPENDING) Redis has served
+        stats = served.keys.redis.info("commandstats").get("cmdstat_xpending", {})
+        return int(stats.get("calls", 0))
+
+    time.sleep(METRICS_REFRESH_S)
+    before = depth_reads()
+    for _ in range(20):
+        httpx.get(f"{served.http_url}/metrics")
+    assert depth_reads() - before <= 1  # twenty scrapes, at most one read of the gauges

@@ -27,7 +27,7 @@ from pymilvus import CollectionSchema, DataType, MilvusClient, MilvusException
 
 from facegallery import ids
 from facegallery.config import GallerySettings
-from facegallery.errors import Unavailable
+from facegallery.errors import Unavailable, redacted
 
 # Milvus 2.3 refuses a query or search whose limit (or offset + limit) exceeds this.
 MAX_LIMIT = 16384
@@ -76,7 +76,7 @@ class MilvusConnection:
                 else ""
             )
             raise Unavailable(
-                f"Milvus at {settings.uri} is not usable: {exc.message}{hint}"
+                f"Milvus at {redacted(settings.uri)} is not usable: {exc.message}{hint}"
             ) from exc
 
     def ensure_collection(
@@ -124,8 +124,10 @@ class MilvusConnection:
         fields: list[str],
         limit: int = MAX_LIMIT,
         key_order: bool = False,
+        strong: bool = False,
     ) -> list[dict[str, Any]]:
-        """Rows matching ``expression`` at the read consistency level (at most ``limit``).
+        """Rows matching ``expression`` at the read consistency level (at most ``limit``);
+        ``strong`` reads every write acknowledged so far.
 
         ``key_order``: the ``limit`` rows with the smallest primary keys, which is what a
         page needs. Milvus Lite otherwise returns rows in segment order; the flag is the one
@@ -137,7 +139,7 @@ class MilvusConnection:
             filter=expression,
             output_fields=fields,
             limit=limit,
-            consistency_level=self.settings.read_consistency,
+            consistency_level="Strong" if strong else self.settings.read_consistency,
             **ordered,
         )
         return rows

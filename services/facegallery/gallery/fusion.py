@@ -45,6 +45,12 @@ def best_template(hits: list[dict[str, Any]], top_k: int) -> list[Candidate]:
     return [Candidate(user, scores[0][0], scores[0][1]) for user, scores in users]
 
 
+def user_score(scores: np.ndarray, fusion: str) -> float:
+    """One user's score from their templates' cosines to a probe, as a search fuses them:
+    what verify reports, so a user and a photo get one score in identify and verify."""
+    return float(np.max(scores)) if fusion == MAX else top_two_mean(scores)
+
+
 def top_two_mean(scores: np.ndarray) -> float:
     """The mean of the two highest scores, or the one score."""
     if len(scores) == 1:

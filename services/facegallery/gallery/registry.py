@@ -8,9 +8,12 @@ order like the user ids, so a page is one query: ``gallery == g and user_key > "
 limit N.
 
 The registry is derived data, kept in step under the per-user lease: an add counts the
-templates it newly stored (a primary-key lookup, O(batch)); a delete sets the count from a
-Strong count of what is left; ``rebuild`` recomputes every row from the templates (for a
-gallery written before the registry existed, or after writes that bypassed the lease).
+templates it newly stored onto an existing row (a primary-key lookup, O(batch)); a new
+user's row, a row found missing, a retried add and a delete set the count from a Strong
+read of the user's templates, so a registry write lost after its templates landed (an
+error, a killed worker) is mended by the retry; ``rebuild`` recomputes every row from the
+templates (for a gallery written before the registry existed, or after writes that
+bypassed the lease).
 """
 
 from __future__ import annotations
@@ -68,16 +71,19 @@ class UserRegistry:
         schema.add_field("updated_at", DataType.INT64)
         return self.connection.ensure_collection(self.collection, schema)
 
-    def add(self, gallery: str, added: dict[str, int], settle: bool = True) -> None:
-        """Count newly stored templates (0 for a retried write: the row is still made if it
-        is missing)."""
+    def add(self, gallery: str, added: dict[str, int], settle: bool = True) -> list[str]:
+        """Count newly stored templates onto existing rows. Returns the users whose row
+        must be derived from a Strong read of their templates instead, once those are
+        written: a row that is missing, or a retried write (nothing new), since the
+        registry write of an earlier try may have been lost after its templates landed."""
         existing = self._rows(gallery, list(added))
         counts = {
-            user: (existing[user].templates if user in existing else 0) + n
+            user: existing[user].templates + n
             for user, n in added.items()
-            if n or user not in existing
+            if n and user in existing
         }
         self.update(gallery, counts, settle, existing)
+        return [user for user, n in added.items() if not n or user not in existing]
 
     def update(
         self,

@@ -185,9 +185,10 @@ class Gallery:
             self.registry.add, gallery, {u: added[u] for u in batch}, settle
         )
         self.connection.replace(self.collection, "template_id", rows, stored)
-        registry.result()
+        uncounted = registry.result()
         if settle:
             self.connection.settle(self.collection)
+        self._recount(gallery, uncounted)
 
     def settle(self) -> None:
         """The write barrier for bulk loaders that passed ``settle=False``."""
@@ -203,8 +204,7 @@ class Gallery:
             return []
         cap = self.settings.max_templates_per_user
         server_groups = self.settings.grouping == "server"
-        fused = not server_groups and self.settings.fusion != MAX
-        users = max(top_k, self.settings.fusion_shortlist) if fused else top_k
+        users = max(top_k, self.settings.fusion_shortlist) if self.fuses else top_k
         limit = top_k if server_groups else min(users * cap, MAX_LIMIT)
         grouping: dict[str, Any] = {"group_by_field": "user_id"} if server_groups else {}
         results = self.connection.call(
@@ -218,11 +218,18 @@ class Gallery:
             consistency_level=self.settings.read_consistency,
             **grouping,
         )
-        if not fused:
+        if not self.fuses:
             return [best_template(hits, top_k) for hits in results]
         return fuse_top_two(
             results, probes, limit, top_k, users, lambda found: self._embeddings(gallery, found)
         )
+
+    @property
+    def fuses(self) -> bool:
+        """Whether a search fuses each user's templates (``top2_mean``): then it fuses the
+        ``max(top_k, fusion_shortlist)`` users with the best templates, and a wider search
+        can change the ranking, so a decision must always search the same number."""
+        return self.settings.grouping != "server" and self.settings.fusion != MAX
 
     def sample_templates(self, gallery: str, size: int, seed: int) -> tuple[list[str], np.ndarray]:
         """About ``size`` of a gallery's templates, (user ids, embeddings (n, D)), read by one
@@ -312,7 +319,7 @@ class Gallery:
         if count:
             self.connection.delete(self.collection, expression)
             self.connection.seal(self.collection)
-        self._recount(gallery, user_id)
+        self._recount(gallery, [user_id])
         remaining = self.connection.count(self.collection, expression, strong=True)
         if remaining:
             raise Unavailable(f"{remaining} templates of {user_id} are still there after delete")
@@ -326,7 +333,7 @@ class Gallery:
         self.crops.delete(template_ids)
         self.connection.delete(self.collection, expression)
         self.connection.seal(self.collection)
-        self._recount(gallery, user_id)
+        self._recount(gallery, [user_id])
 
     def stats(self, gallery: str) -> GalleryStats:
         """Users (registry rows) and templates of a gallery: two counts, no scan."""
@@ -376,11 +383,18 @@ class Gallery:
         rows = self.connection.lookup(self.collection, "template_id", template_ids, ["template_id"])
         return {r["template_id"] for r in rows}
 
-    def _recount(self, gallery: str, user_id: str) -> None:
-        """Set a user's registry row from a Strong count of their templates (after a
-        delete; also the server's write barrier)."""
-        count = self.connection.count(self.collection, user_filter(gallery, user_id), True)
-        self.registry.update(gallery, {user_id: count})
+    def _recount(self, gallery: str, users: list[str]) -> None:
+        """Set users' registry rows from a Strong read of their templates (a few queries,
+        O(templates of those users); after a delete it is also the server's barrier)."""
+        per_query = max(1, MAX_LIMIT // (2 * self.settings.max_templates_per_user))
+        for start in range(0, len(users), per_query):
+            chunk = [ids.user_id(u) for u in users[start : start + per_query]]
+            expression = f"{gallery_filter(gallery)} and user_id in [{quoted(chunk)}]"
+            rows = self.connection.query(
+                self.collection, expression, ["user_id"], MAX_LIMIT, strong=True
+            )
+            found = Counter(row["user_id"] for row in rows)
+            self.registry.update(gallery, {user: found[user] for user in chunk})
 
     def _row(self, gallery: str, user_id: str, t: NewTemplate, now: int) -> dict[str, Any]:
         ids.template_id(t.template_id)

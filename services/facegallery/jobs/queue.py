@@ -33,10 +33,13 @@ from facegallery.config import DecodeSettings, QueueSettings
 from facegallery.errors import (
     AlreadyExists,
     FaceGalleryError,
+    FailedPrecondition,
     InvalidInput,
     NotFound,
     Overloaded,
     Unavailable,
+    as_error,
+    redacted,
 )
 from facegallery.service import EnrollResult, ImageInput
 from facegallery.vision.decode import check_image_header
@@ -48,24 +51,35 @@ _NAME_MAX = 256
 
 _SUBMIT = """
 local job_key, images_key, stream, unfinished, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local idem_key = KEYS[6]
+local idem_key, owner_jobs, owner_bytes = KEYS[6], KEYS[7], KEYS[8]
 local job_id, payload, max_jobs, max_bytes, nbytes, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local nfields = tonumber(ARGV[7])
+local owner, owner_max_jobs, owner_max_bytes = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 if idem_key ~= job_key then
   local existing = redis.call('GET', idem_key)
   if existing then
-    local prior = redis.call('HGET', ARGV[8 + nfields * 2] .. existing, 'payload_hash')
+    local prior = redis.call('HGET', ARGV[11 + nfields * 2] .. existing, 'payload_hash')
     if prior == payload then return {'existing', existing} end
     return {'conflict', existing}
   end
 end
 if tonumber(redis.call('GET', unfinished) or '0') >= max_jobs then return {'full', 'jobs'} end
 if tonumber(redis.call('GET', held) or '0') + nbytes > max_bytes then return {'full', 'bytes'} end
-for i = 0, nfields - 1 do
-  redis.call('HSET', job_key, ARGV[8 + i * 2], ARGV[9 + i * 2])
+if owner ~= '' then
+  if tonumber(redis.call('HGET', owner_jobs, owner) or '0') >= owner_max_jobs then
+    return {'quota', 'jobs'}
+  end
+  if tonumber(redis.call('HGET', owner_bytes, owner) or '0') + nbytes > owner_max_bytes then
+    return {'quota', 'bytes'}
+  end
+  redis.call('HINCRBY', owner_jobs, owner, 1)
+  redis.call('HINCRBY', owner_bytes, owner, nbytes)
 end
-local first_image = 8 + nfields * 2 + 1
+for i = 0, nfields - 1 do
+  redis.call('HSET', job_key, ARGV[11 + i * 2], ARGV[12 + i * 2])
+end
+local first_image = 11 + nfields * 2 + 1
 for i = first_image, #ARGV, 2 do
   redis.call('HSET', images_key, ARGV[i], ARGV[i + 1])
 end
@@ -79,6 +93,7 @@ return {'created', job_id}
 _FINISH = """
 local job_key, images_key, stream, unfinished, held, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4],
   KEYS[5], KEYS[6]
+local owner_jobs, owner_bytes = KEYS[7], KEYS[8]
 local entry, status, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 redis.call('XACK', stream, 'workers', entry)
 redis.call('XDEL', stream, entry)
@@ -90,6 +105,11 @@ local nbytes = tonumber(redis.call('HGET', job_key, 'bytes') or '0')
 redis.call('DEL', images_key)
 redis.call('DECR', unfinished)
 redis.call('DECRBY', held, nbytes)
+local owner = redis.call('HGET', job_key, 'owner')
+if owner and owner ~= '' then
+  redis.call('HINCRBY', owner_jobs, owner, -1)
+  redis.call('HINCRBY', owner_bytes, owner, -nbytes)
+end
 redis.call('EXPIRE', job_key, ttl)
 if status == 'failed' then
   redis.call('XADD', dead, '*', 'job', redis.call('HGET', job_key, 'job_id'),
@@ -103,9 +123,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+_HEARTBEAT = """
+local lease, stream, token, ttl, entry, consumer = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3],
+  ARGV[4]
+if redis.call('GET', lease) ~= token then return 0 end
+local owner = redis.call('XPENDING', stream, 'workers', entry, entry, 1)
+if #owner == 0 or owner[1][2] ~= consumer then return 0 end
+redis.call('PEXPIRE', lease, ttl)
+redis.call('XCLAIM', stream, 'workers', consumer, 0, entry, 'JUSTID')
+return 1
 """
 
 
@@ -188,10 +214,11 @@ class EnrollmentQueue:
         p = settings.prefix
         self.stream, self.dead = f"{p}:jobs", f"{p}:dead"
         self._unfinished, self._held = f"{p}:unfinished", f"{p}:held-bytes"
+        self._owner_jobs, self._owner_bytes = f"{p}:owner-jobs", f"{p}:owner-bytes"
         self._submit = self.redis.register_script(_SUBMIT)
         self._finish = self.redis.register_script(_FINISH)
         self._release = self.redis.register_script(_RELEASE)
-        self._renew = self.redis.register_script(_RENEW)
+        self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._group_ready = False
 
     def submit(
@@ -201,10 +228,13 @@ class EnrollmentQueue:
         images: list[ImageInput],
         idempotency_key: str | None = None,
         face_index: int | None = None,
+        owner: str = "",
     ) -> Job:
         """Validate and queue a job; returns once Redis holds it (durably, with fsync
         always). The same idempotency key returns the original job; the same key with
-        another payload is ``AlreadyExists``."""
+        another payload is ``AlreadyExists``. An ``owner`` (the API key that submits it)
+        may hold at most ``owner_share`` of the queue's jobs and image bytes, so that one
+        caller cannot fill the queue for everybody."""
         gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
         data = self._validate(images, idempotency_key, face_index)
         payload = payload_hash(gallery, user_id, images, face_index)
@@ -223,6 +253,7 @@ class EnrollmentQueue:
             "idempotency_key": idempotency_key or "",
             "payload_hash": payload,
             "bytes": str(nbytes),
+            "owner": owner,
         }
         job_key = self._job_key(job_id)
         idem_key = job_key if idempotency_key is None else self._idem_key(gallery, idempotency_key)
@@ -234,6 +265,9 @@ class EnrollmentQueue:
             nbytes,
             self.settings.job_ttl_s,
             len(fields),
+            owner,
+            max(1, int(self.settings.max_queued_jobs * self.settings.owner_share)),
+            max(1, int(self.settings.max_queued_bytes * self.settings.owner_share)),
         ]
         for name, value in fields.items():
             args += [name, value]
@@ -241,7 +275,8 @@ class EnrollmentQueue:
         for index, content in enumerate(data):
             args += [str(index), content]
         keys = [job_key, self._images_key(job_id), self.stream, self._unfinished, self._held]
-        answer = self._redis(self._submit, keys=[*keys, idem_key], args=args)
+        owners = [self._owner_jobs, self._owner_bytes]
+        answer = self._redis(self._submit, keys=[*keys, idem_key, *owners], args=args)
         verdict, value = (v.decode() for v in answer)
         if verdict == "existing":
             return self.get(value)
@@ -250,18 +285,19 @@ class EnrollmentQueue:
                 f"idempotency key {idempotency_key!r} was used for another enrollment "
                 f"(job {value}); use a new key for a different request"
             )
-        if verdict == "full":
+        if verdict in ("full", "quota"):
             what = "jobs" if value == "jobs" else "image bytes"
+            whose = "is full" if verdict == "full" else "holds this API key's share"
             raise Overloaded(
-                f"the enrollment queue is full ({what}); retry in {self.settings.retry_after_s} s",
+                f"the enrollment queue {whose} of unfinished {what}; retry in "
+                f"{self.settings.retry_after_s} s",
                 retry_after_s=self.settings.retry_after_s,
             )
         return _job(fields)  # what the script just stored, without reading it back
 
     def get(self, job_id: str) -> Job:
         """A job's status and outcomes; ``NotFound`` when unknown or expired."""
-        if not re.fullmatch(r"[0-9a-f]{32}", str(job_id)):
-            raise InvalidInput(f"invalid job id {str(job_id)[:40]!r}: 32 hexadecimal digits")
+        job_id = ids.job_id(job_id)
         raw = self._redis(self.redis.hgetall, self._job_key(job_id))
         if not raw:
             raise NotFound(f"job {job_id} does not exist (or finished and expired)")
@@ -292,6 +328,32 @@ class EnrollmentQueue:
         entries = self._redis(self.redis.xrange, self.dead, count=count) or []
         return [(v[b"job"].decode(), v[b"reason"].decode()) for _, v in entries]
 
+    def ensure_durable(self) -> None:
+        """Refuse a Redis that could lose an acknowledged job: the append-only file must be
+        on, fsynced at least as often as ``queue.appendfsync`` (``always``: before each
+        reply; ``everysec`` only when chosen). The gateway and every worker check at start."""
+        try:
+            config = self.redis.config_get("append*")
+        except redis.ResponseError as exc:
+            raise FailedPrecondition(
+                f"cannot read the persistence settings of Redis at {redacted(self.settings.url)} "
+                f"({exc}): allow CONFIG GET for this client, since enrollment needs "
+                "appendonly yes with appendfsync always to keep what it acknowledges"
+            ) from exc
+        except redis.RedisError as exc:
+            raise self._unreachable(exc) from exc
+        aof = config.get("appendonly", "no")
+        fsync = config.get("appendfsync", "no")
+        wanted = self.settings.appendfsync
+        good = {"always"} if wanted == "always" else {"always", "everysec"}
+        if aof != "yes" or fsync not in good:
+            raise FailedPrecondition(
+                f"Redis at {redacted(self.settings.url)} has appendonly {aof}, appendfsync "
+                f"{fsync}: an acknowledged enrollment job could be lost. Run it with "
+                f"`--appendonly yes --appendfsync {wanted}` (or CONFIG SET appendonly yes, "
+                f"CONFIG SET appendfsync {wanted}), or point queue.url at one that does"
+            )
+
     # The worker's side.
 
     def ensure_group(self) -> None:
@@ -301,7 +363,9 @@ class EnrollmentQueue:
             if "BUSYGROUP" not in str(exc):
                 raise Unavailable(f"Redis refused to create the consumer group: {exc}") from exc
         except redis.RedisError as exc:
-            raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
+            raise Unavailable(
+                f"Redis at {redacted(self.settings.url)} is not reachable: {exc}"
+            ) from exc
 
     def _ensure_group_once(self) -> None:
         if not self._group_ready:
@@ -346,11 +410,16 @@ class EnrollmentQueue:
             self._job_key(job_id),
             mapping={
                 "status": "running",
+                "error": "",  # a worker that dies now leaves "running" with no error
                 "worker": consumer,
                 "attempts": str(attempt),
                 "started_at": repr(time.time()),
             },
         )
+
+    def note_lost_worker(self, job_id: str) -> int:
+        """Count one more worker that died running this job; how many have."""
+        return int(self._redis(self.redis.hincrby, self._job_key(job_id), "lost_workers", 1))
 
     def complete(self, delivery: Delivery, result: EnrollResult) -> bool:
         """Record the outcome and acknowledge; False when the job was already finished."""
@@ -375,7 +444,7 @@ class EnrollmentQueue:
 
     def retry_later(self, delivery: Delivery, error: FaceGalleryError | Exception) -> None:
         """Leave the entry pending (another delivery after ``claim_idle_ms``), noting why."""
-        message = error.message if isinstance(error, FaceGalleryError) else repr(error)
+        message = as_error(error).message  # one line, a reference to the log for the rest
         self._redis(
             self.redis.hset,
             self._job_key(delivery.job_id),
@@ -411,13 +480,16 @@ class EnrollmentQueue:
         finally:
             self._redis(self._release, keys=[lease.key], args=[lease.token])
 
-    def heartbeat(self, consumer: str, delivery: Delivery, lease: Lease) -> None:
+    def heartbeat(self, consumer: str, delivery: Delivery, lease: Lease) -> bool:
         """Keep a long job ours: renew the lease and reset the entry's idle time (XCLAIM
-        with JUSTID does not count a delivery)."""
-        self._redis(self._renew, keys=[lease.key], args=[lease.token, self.settings.claim_idle_ms])
-        self._redis(
-            self.redis.xclaim, self.stream, GROUP, consumer, 0, [delivery.entry_id], justid=True
-        )
+        with JUSTID does not count a delivery), both only while they are still ours. False:
+        the lease lapsed or another worker claimed the entry, so this one must stop."""
+        args = [lease.token, self.settings.claim_idle_ms, delivery.entry_id, consumer]
+        return bool(self._redis(self._heartbeat, keys=[lease.key, self.stream], args=args))
+
+    def holds(self, lease: Lease) -> bool:
+        """Whether ``lease`` is still this worker's (the fence before every write)."""
+        return bool(self._redis(self.redis.get, lease.key) == lease.token.encode())
 
     def _finish_job(self, delivery: Delivery, status: JobStatus, fields: dict[str, str]) -> bool:
         keys = [
@@ -427,6 +499,8 @@ class EnrollmentQueue:
             self._unfinished,
             self._held,
             self.dead,
+            self._owner_jobs,
+            self._owner_bytes,
         ]
         args: list[Any] = [delivery.entry_id, status, self.settings.job_ttl_s, repr(time.time())]
         for name, value in fields.items():
@@ -466,6 +540,9 @@ class EnrollmentQueue:
             )
         return data
 
+    def _unreachable(self, exc: Exception) -> Unavailable:
+        return Unavailable(f"Redis at {redacted(self.settings.url)} is not reachable: {exc}")
+
     def _job_key(self, job_id: str) -> str:
         return f"{self.settings.prefix}:job:{job_id}"
 
@@ -487,7 +564,9 @@ class EnrollmentQueue:
                 ) from exc
             raise Unavailable(f"Redis refused a command: {exc}") from exc
         except redis.RedisError as exc:
-            raise Unavailable(f"Redis at {self.settings.url} is not reachable: {exc}") from exc
+            raise Unavailable(
+                f"Redis at {redacted(self.settings.url)} is not reachable: {exc}"
+            ) from exc
 
 
 def payload_hash(

@@ -8,9 +8,17 @@ most once (``EnrollmentQueue.complete``). A per-user lease keeps two jobs for on
 racing the per-user cap or the duplicate-identity check; it lapses with the worker (it lasts
 ``claim_idle_ms``), and a heartbeat renews it, and the job's entry, while a long job runs.
 
+Fencing: a worker checks its lease before every write (the fence `FaceService.enroll` calls)
+and before finishing; a worker stalled past ``claim_idle_ms`` (paused, swapping) whose job
+another worker took finds its lease gone and stops without writing. Its heartbeat renews
+only a lease and an entry that are still its own.
+
 Failures: an input the service refuses outright (``InvalidInput``) fails the job at once;
 anything else (the gallery unavailable, a crash inside a stage) is retried on a later
-delivery, and after ``max_deliveries`` the job is dead-lettered with the last error.
+delivery, and after ``max_deliveries`` the job is dead-lettered with the last error. A job
+whose workers die while running it (OOM-killed by its images, say) is dead-lettered after
+``max_worker_losses`` such deaths, not redelivered until ``max_deliveries``. Redis out of
+reach makes the loop wait and try again; it never ends the worker.
 """
 
 from __future__ import annotations
@@ -22,13 +30,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from facegallery.errors import FaceGalleryError, InvalidInput, NotFound
+from facegallery.errors import FaceGalleryError, InvalidInput, NotFound, Unavailable
 from facegallery.jobs.queue import Delivery, EnrollmentQueue, Lease
 from facegallery.metrics import JOBS
-from facegallery.service import EnrollResult, ImageInput
+from facegallery.service import EnrollResult, Fence, ImageInput
 
-Enroll = Callable[[str, str, list[ImageInput], int | None], EnrollResult]
+Enroll = Callable[[str, str, list[ImageInput], int | None, Fence], EnrollResult]
+MAX_PAUSE_S = 5.0  # the longest wait between tries while Redis is unreachable
 log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This worker's lease (or its job's entry) is another worker's now: stop writing."""
 
 
 class Worker:
@@ -42,11 +55,20 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> int:
         """Process jobs until ``stop`` is set (SIGTERM) or ``max_jobs`` are done; the job in
-        hand is always finished or handed back first. Returns how many were processed."""
-        done = 0
+        hand is always finished or handed back first. Returns how many were processed. A
+        Redis that cannot be reached is waited for (with a growing pause), not fatal; one
+        that could lose acknowledged jobs is refused before the first (``ensure_durable``)."""
+        self.queue.ensure_durable()
+        done, pause = 0, 0.0
         while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
-            if self.run_once():
-                done += 1
+            try:
+                if self.run_once():
+                    done += 1
+                pause = 0.0
+            except Unavailable as exc:
+                pause = min(max(2 * pause, 0.1), MAX_PAUSE_S)
+                log.warning("worker %s: %s; retrying in %.1f s", self.name, exc.message, pause)
+                self.stop.wait(pause)
         return done
 
     def run_once(self) -> bool:
@@ -67,50 +89,76 @@ class Worker:
             queue.acknowledge(delivery)
             return
         if delivery.deliveries > queue.settings.max_deliveries:
-            queue.fail(
+            self._give_up(
                 delivery,
                 f"gave up after {delivery.deliveries - 1} attempts; last error: "
                 f"{job.error or 'the worker handling it stopped'}",
             )
-            JOBS.labels("failed").inc()
             return
+        if job.status == "running" and not job.error:  # its last worker died holding it
+            lost = queue.note_lost_worker(job.job_id)
+            if lost >= queue.settings.max_worker_losses:
+                self._give_up(
+                    delivery,
+                    f"the workers running this job stopped {lost} time(s) without an answer "
+                    "(killed, e.g. out of memory, or their node lost); not retried again. "
+                    "Split the job or send smaller images",
+                )
+                return
         with queue.user_lease(job.gallery, job.user_id) as lease:
             if lease is None:
                 queue.requeue(delivery)
                 return
             queue.mark_running(job.job_id, self.name, delivery.deliveries)
-            with self._heartbeat(delivery, lease):
+            with self._heartbeat(delivery, lease) as fence:
                 try:
                     images = queue.images(job)
-                    result = self.enroll(job.gallery, job.user_id, images, job.face_index)
+                    result = self.enroll(job.gallery, job.user_id, images, job.face_index, fence)
+                    fence()
+                except LeaseLost as exc:  # another worker has the job now: it finishes it
+                    log.warning("job %s: %s; left to the worker that took it", job.job_id, exc)
+                    return
                 except InvalidInput as exc:
-                    queue.fail(delivery, exc.message)
-                    JOBS.labels("failed").inc()
+                    self._give_up(delivery, exc.message)
                     return
                 except Exception as exc:  # retried on a later delivery, then dead-lettered
                     log.warning("job %s attempt %d: %s", job.job_id, delivery.deliveries, exc)
                     queue.retry_later(delivery, exc)
                     return
-            queue.complete(delivery, result)
+                queue.complete(delivery, result)
             JOBS.labels("done").inc()
 
+    def _give_up(self, delivery: Delivery, reason: str) -> None:
+        self.queue.fail(delivery, reason)
+        JOBS.labels("failed").inc()
+
     @contextmanager
-    def _heartbeat(self, delivery: Delivery, lease: Lease) -> Iterator[None]:
-        """While the job runs, renew its lease and entry three times per claim interval."""
-        done = threading.Event()
+    def _heartbeat(self, delivery: Delivery, lease: Lease) -> Iterator[Fence]:
+        """While the job runs, renew its lease and entry three times per claim interval.
+        Yields the fence: called before every write, it raises `LeaseLost` once the lease
+        or the entry is no longer this worker's (a stalled worker past ``claim_idle_ms``
+        whose job another worker took), so two workers never write one user's templates."""
+        done, lost = threading.Event(), threading.Event()
         interval = self.queue.settings.claim_idle_ms / 3000
 
         def beat() -> None:
             while not done.wait(interval):
                 try:
-                    self.queue.heartbeat(self.name, delivery, lease)
+                    if not self.queue.heartbeat(self.name, delivery, lease):
+                        lost.set()
+                        return
                 except FaceGalleryError as exc:
                     log.warning("heartbeat for job %s failed: %s", delivery.job_id, exc.message)
+
+        def fence() -> None:
+            if lost.is_set() or not self.queue.holds(lease):
+                lost.set()
+                raise LeaseLost(f"the lease on {lease.key} is no longer this worker's")
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()
         try:
-            yield
+            yield fence
         finally:
             done.set()
             thread.join()

@@ -6,10 +6,13 @@ goes wrong is logged here with its traceback and reaches the caller as one line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from facegallery.auth import ADMIN, ApiKey, KeyStore, Role
 from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError, InvalidInput
+from facegallery.errors import FaceGalleryError, InvalidInput, Overloaded, as_error
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.metrics import GALLERY_SIZE, QUEUE_JOBS, REQUEST_SECONDS, REQUESTS, exposition
 from facegallery.service import FaceService, ImageInput
@@ -30,14 +33,19 @@ def _named_gallery(request: Any) -> str | None:
     return str(request.gallery)
 
 
+def _keyless(run: Callable[[Any], BaseModel]) -> Callable[[Any, ApiKey], BaseModel]:
+    """An operation whose answer does not depend on who asks (all but enroll)."""
+    return lambda request, _key: run(request)
+
+
 @dataclass(frozen=True)
 class Operation:
     """One API operation: its request model, the role it needs, the gallery it touches (the
-    key must be valid for it; None: no gallery), and what it does."""
+    key must be valid for it; None: no gallery), and what it does (for whom)."""
 
     request: type[BaseModel]
     role: Role
-    run: Callable[[Any], BaseModel]
+    run: Callable[[Any, ApiKey], BaseModel]
     gallery: Callable[[Any], str | None] = _named_gallery
 
 
@@ -56,32 +64,42 @@ class Api:
         self.keys = keys  # None: authentication switched off (local demo)
         self.settings = settings
         self.galleries_seen: set[str] = set()
+        self.watches: Counter[str] = Counter()  # open watches per key id
+        self.gauges_read_at = -math.inf
+        self.image_limits = {
+            "identify_batch": settings.serving.max_images_per_request,
+            "enroll": settings.queue.max_images_per_job,
+        }
         self.operations: dict[str, Operation] = {
-            "detect": Operation(s.DetectRequest, "read", self._detect, lambda r: None),
-            "identify": Operation(s.IdentifyRequest, "read", self._identify),
-            "identify_batch": Operation(s.IdentifyBatchRequest, "read", self._identify_batch),
-            "verify": Operation(s.VerifyRequest, "read", self._verify),
+            "detect": Operation(s.DetectRequest, "read", _keyless(self._detect), lambda r: None),
+            "identify": Operation(s.IdentifyRequest, "read", _keyless(self._identify)),
+            "identify_batch": Operation(
+                s.IdentifyBatchRequest, "read", _keyless(self._identify_batch)
+            ),
+            "verify": Operation(s.VerifyRequest, "read", _keyless(self._verify)),
             "enroll": Operation(s.EnrollRequest, "write", self._enroll),
             "get_job": Operation(
-                s.GetJobRequest, "read", self._get_job, lambda r: self.queue.get(r.job_id).gallery
+                s.GetJobRequest,
+                "read",
+                _keyless(self._get_job),
+                lambda r: self.queue.get(r.job_id).gallery,
             ),
-            "list_users": Operation(s.ListUsersRequest, "read", self._list_users),
-            "get_user": Operation(s.GetUserRequest, "read", self._get_user),
-            "delete_user": Operation(s.DeleteUserRequest, "write", self._delete_user),
-            "gallery_stats": Operation(s.GalleryStatsRequest, "read", self._gallery_stats),
+            "list_users": Operation(s.ListUsersRequest, "read", _keyless(self._list_users)),
+            "get_user": Operation(s.GetUserRequest, "read", _keyless(self._get_user)),
+            "delete_user": Operation(s.DeleteUserRequest, "write", _keyless(self._delete_user)),
+            "gallery_stats": Operation(
+                s.GalleryStatsRequest, "read", _keyless(self._gallery_stats)
+            ),
         }
 
-    def call(
-        self, name: str, protocol: str, token: str | None, payload: dict[str, Any]
-    ) -> BaseModel:
-        """Run operation ``name`` for the holder of ``token``; counted and timed per status."""
+    @contextmanager
+    def counted(self, name: str, protocol: str) -> Iterator[None]:
+        """Count and time one call of ``name``, whatever stops it: a refused key, a body
+        over its bound, bad input, or the operation's own answer. Errors leave as
+        `FaceGalleryError` (anything else as one line, see `as_error`)."""
         start, code = time.perf_counter(), "OK"
         try:
-            operation = self.operations[name]
-            key = self.authenticate(token)
-            request = self.parse(operation.request, payload)
-            key.check(operation.role, operation.gallery(request))
-            return operation.run(request)
+            yield
         except Exception as exc:
             error = as_error(exc)
             code = error.grpc_code
@@ -90,23 +108,57 @@ class Api:
             REQUESTS.labels(name, protocol, code).inc()
             REQUEST_SECONDS.labels(name, code).observe(time.perf_counter() - start)
 
-    def watch_job(
-        self, protocol: str, token: str | None, payload: dict[str, Any]
-    ) -> Iterator[s.JobView]:
-        """The job each time its state changes, until it is finished (or the watch times out)."""
-        first = self.call("get_job", protocol, token, payload)
+    def call(self, name: str, key: ApiKey, payload: dict[str, Any]) -> BaseModel:
+        """Run operation ``name`` for ``key`` (already authenticated from the headers)."""
+        operation = self.operations[name]
+        self.check_counts(name, payload)
+        request = self.parse(operation.request, payload)
+        key.check(operation.role, operation.gallery(request))
+        return operation.run(request, key)
+
+    def check_counts(self, name: str, payload: dict[str, Any]) -> None:
+        """Refuse too many images before any of them is decoded (base64 or pixels)."""
+        limit = self.image_limits.get(name)
+        images = payload.get("images")
+        if limit is not None and isinstance(images, list) and len(images) > limit:
+            raise InvalidInput(f"at most {limit} images per call, got {len(images)}")
+
+    async def watch_job(self, token: str | None, job_id: str) -> AsyncGenerator[s.JobView]:
+        """The job each time its state changes, until it is finished or the watch times out.
+        Nothing is held while it waits (an await, not a thread); the key is checked again
+        before every poll (a revoked key ends the watch), and each key may hold at most
+        ``serving.max_watches_per_key`` watches on this replica. A caller who leaves
+        cancels the generator, which frees its place."""
+        key = await asyncio.to_thread(self.authenticate, token)
+        first = await asyncio.to_thread(self.call, "get_job", key, {"job_id": job_id})
         assert isinstance(first, s.GetJobResponse)
-        job, deadline = first.job, time.monotonic() + self.settings.serving.watch_timeout_s
-        yield job
-        while not job.finished and time.monotonic() < deadline:
-            time.sleep(self.settings.serving.watch_poll_s)
-            try:
-                latest = s.JobView.of(self.queue.get(job.job_id))
-            except Exception as exc:
-                raise as_error(exc) from exc
-            if latest != job:
-                job = latest
-                yield job
+        limit = self.settings.serving.max_watches_per_key
+        if self.watches[key.key_id] >= limit:
+            raise Overloaded(
+                f"this API key already watches {limit} jobs on this replica; close one, or "
+                "poll GetJob instead",
+                retry_after_s=self.settings.serving.retry_after_s,
+            )
+        self.watches[key.key_id] += 1
+        try:
+            job = first.job
+            deadline = time.monotonic() + self.settings.serving.watch_timeout_s
+            yield job
+            while not job.finished and time.monotonic() < deadline:
+                await asyncio.sleep(self.settings.serving.watch_poll_s)
+                latest = await asyncio.to_thread(self._watched, token, job.job_id)
+                if latest != job:
+                    job = latest
+                    yield job
+        finally:
+            self.watches[key.key_id] -= 1
+
+    def _watched(self, token: str | None, job_id: str) -> s.JobView:
+        self.authenticate(token)  # revoked meanwhile: Unauthenticated ends the watch
+        try:
+            return s.JobView.of(self.queue.get(job_id))
+        except Exception as exc:
+            raise as_error(exc) from exc
 
     def authenticate(self, token: str | None) -> ApiKey:
         return ADMIN if self.keys is None else self.keys.authenticate(token)
@@ -121,8 +173,17 @@ class Api:
             )
             raise InvalidInput(f"invalid request: {problems}") from None
 
-    def metrics(self) -> bytes:
-        """The node's metrics, with the queue and gallery gauges read now."""
+    def metrics(self, tenants: bool) -> bytes:
+        """The node's metrics (the per-tenant series only if ``tenants``: an operator's
+        scrape), with the queue and gallery gauges at most ``serving.metrics_refresh_s``
+        old, so that scraping in a loop costs Redis and Milvus nothing extra."""
+        now = time.monotonic()
+        if now - self.gauges_read_at >= self.settings.serving.metrics_refresh_s:
+            self.gauges_read_at = now
+            self._read_gauges()
+        return exposition(tenants)
+
+    def _read_gauges(self) -> None:
         try:
             depth = self.queue.depth()
             QUEUE_JOBS.labels("unfinished").set(depth.unfinished)
@@ -134,7 +195,6 @@ class Api:
                 GALLERY_SIZE.labels(gallery, "templates").set(stats.templates)
         except FaceGalleryError as exc:  # a scrape still answers with what it has
             log.warning("metrics: %s", exc.message)
-        return exposition()
 
     # The operations. Each takes its validated request model.
 
@@ -152,9 +212,6 @@ class Api:
         return self._identify_batch(batch).results[0]
 
     def _identify_batch(self, r: s.IdentifyBatchRequest) -> s.IdentifyBatchResponse:
-        limit = self.settings.serving.max_images_per_request
-        if len(r.images) > limit:
-            raise InvalidInput(f"at most {limit} images per call, got {len(r.images)}")
         answers = self.service.identify_batch(
             r.gallery, [i.data for i in r.images], r.top_k or None, r.threshold, r.target_fpir
         )
@@ -175,10 +232,11 @@ class Api:
     def _verify(self, r: s.VerifyRequest) -> s.VerifyResponse:
         return s.VerifyResponse.of(self.service.verify(r.gallery, r.user_id, r.image.data))
 
-    def _enroll(self, r: s.EnrollRequest) -> s.EnrollResponse:
+    def _enroll(self, r: s.EnrollRequest, key: ApiKey) -> s.EnrollResponse:
+        """Queued under the key's share of the queue (`EnrollmentQueue.submit`'s owner)."""
         images = [ImageInput(i.name or f"image-{n}", i.data) for n, i in enumerate(r.images)]
         job = self.queue.submit(
-            r.gallery, r.user_id, images, r.idempotency_key or None, r.face_index
+            r.gallery, r.user_id, images, r.idempotency_key or None, r.face_index, key.key_id
         )
         self.galleries_seen.add(r.gallery)
         return s.EnrollResponse(job=s.JobView.of(job))
@@ -207,13 +265,3 @@ class Api:
         return s.GalleryStatsResponse(
             gallery=r.gallery, users=stats.users, templates=stats.templates
         )
-
-
-def as_error(exc: BaseException) -> FaceGalleryError:
-    """The caller's view of any failure: ours as they are, anything else as one line with a
-    reference to the traceback in the log (never the traceback itself)."""
-    if isinstance(exc, FaceGalleryError):
-        return exc
-    reference = uuid.uuid4().hex[:12]
-    log.error("internal error %s", reference, exc_info=exc)
-    return FaceGalleryError(f"internal error (reference {reference}); the service keeps running")

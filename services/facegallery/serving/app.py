@@ -17,6 +17,7 @@ from ray.serve.config import BackpressureConfig
 
 from facegallery.config import DeploymentSettings, Settings
 from facegallery.metrics import MULTIPROC_ENV
+from facegallery.serving import proxy
 from facegallery.serving.gateway import GRPC_SERVICERS, Gateway
 from facegallery.serving.models import Detector, Embedder
 from facegallery.serving.workers import EnrollmentWorkers
@@ -82,6 +83,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
     if os.environ.get("FACEGALLERY_CONFIG"):
         env["FACEGALLERY_CONFIG"] = os.environ["FACEGALLERY_CONFIG"]
     return env
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    """What Ray's own processes must find in their environment when Ray starts (Serve's
+    proxies read it once): ``serving.max_request_bytes`` as the gRPC proxy's maximum message
+    size (a larger message is RESOURCE_EXHAUSTED before it is buffered), and the HTTP
+    proxy's body bound (`facegallery.serving.proxy`), which reads the same variable."""
+    return {
+        proxy.MAX_BYTES_ENV: str(settings.serving.max_request_bytes),
+        proxy.CALLBACK_ENV: proxy.CALLBACK,
+    }
 
 
 def serve_config(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any]:

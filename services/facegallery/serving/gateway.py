@@ -3,12 +3,12 @@
 translate: the request becomes the schema's dict, `Api.call` does the work, the answer (or the
 error, through `errors.py`'s one mapping) goes back in the transport's terms."""
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
@@ -17,15 +17,16 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from facegallery import ids
 from facegallery.auth import KeyStore
 from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError, InvalidInput
+from facegallery.errors import FaceGalleryError
 from facegallery.jobs.queue import EnrollmentQueue
-from facegallery.metrics import REQUESTS
 from facegallery.serving import schemas as s
-from facegallery.serving.api import Api, as_error
+from facegallery.serving.api import Api
+from facegallery.serving.body import body_bound, check_declared_length, read_payload, too_large
+from facegallery.serving.http_errors import error_response
 from facegallery.serving.service import served_service
 from facegallery.v1 import facegallery_pb2 as pb
 
@@ -51,15 +52,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no or unknown API key"),
         (403, "the key's role or galleries do not allow this"),
         (404, "no such user or job"),
+        (409, "the idempotency key was used for another request"),
+        (412, "the service cannot do this yet (e.g. the gallery has no calibration)"),
+        (413, "the request is over its size bound"),
         (429, "at capacity: retry after Retry-After seconds"),
         (503, "a dependency is unavailable: retry after Retry-After seconds"),
     ]
 }
 
 
+_JOB_LINKS = {
+    name: {"operationId": name, "parameters": {"job_id": "$response.body#/job/job_id"}}
+    for name in ("get_job", "watch_job")
+}
+
+
 def _body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI request body: the model as JSON, or its fields as a multipart form."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    """OpenAPI request body: the model as JSON, or its fields as a multipart form (the
+    model's schema is added to the document's components by `_openapi`)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {
         "requestBody": {
             "required": True,
@@ -71,45 +82,41 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def error_response(error: FaceGalleryError) -> JSONResponse:
-    headers = {}
-    if error.retry_after_s is not None:
-        headers["Retry-After"] = str(error.retry_after_s)
-    body = s.ErrorResponse(
-        error=s.ErrorDetail(code=error.grpc_code, reason=error.reason, message=error.message)
+DOCUMENTED_MODELS = (
+    s.WatchJobResponse,  # the watch stream's lines
+    s.DetectRequest,
+    s.IdentifyRequest,
+    s.IdentifyBatchRequest,
+    s.VerifyRequest,
+    s.EnrollRequest,
+)
+
+
+def _openapi() -> dict[str, Any]:
+    """The OpenAPI document, self-contained: the request models and the watch stream's
+    lines (and the models they use) are in its components, and path ids carry their
+    patterns."""
+    if http.openapi_schema:
+        return http.openapi_schema
+    document = get_openapi(
+        title=http.title, version=http.version, description=http.description, routes=http.routes
     )
-    return JSONResponse(body.model_dump(), status_code=error.http_status, headers=headers)
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in DOCUMENTED_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                pattern = ids.PATH_PATTERNS.get(parameter["name"])
+                if parameter["in"] == "path" and pattern is not None:
+                    parameter["schema"]["pattern"] = f"^{pattern.pattern}$"
+    http.openapi_schema = document
+    return document
 
 
-async def read_payload(request: Request, **path: str) -> dict[str, Any]:
-    """The request's fields: a JSON object, or a form (files ``image`` / ``images``; other
-    fields as values), with the path's ids on top."""
-    if request.method in ("GET", "DELETE"):
-        return {**request.query_params, **path}
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        payload: dict[str, Any] = {}
-        async with request.form() as form:
-            for field, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    image = {"data": await value.read(), "name": value.filename or ""}
-                    if field == "images":
-                        payload.setdefault("images", []).append(image)
-                    else:
-                        payload[field] = image
-                else:
-                    payload[field] = value
-    else:
-        try:
-            payload = json.loads(await request.body() or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"the request body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise InvalidInput("the request body must be a JSON object")
-    for name, value in path.items():
-        if payload.setdefault(name, value) != value:
-            raise InvalidInput(f"{name} in the body ({payload[name]!r}) differs from the path")
-    return payload
+http.openapi = _openapi  # type: ignore[method-assign]
 
 
 # The helpers the Gateway's methods call are defined above the class on purpose: Serve takes
@@ -160,6 +167,7 @@ class Gateway:
         config = Settings(**settings)  # type: ignore[arg-type]
         keys = KeyStore(config.queue.url, config.queue.prefix) if config.auth.required else None
         queue = EnrollmentQueue(config.queue, config.decode)
+        queue.ensure_durable()
         self.api = Api(await served_service(config, detector, embedder), queue, keys, config)
         self.workers = workers  # bound so that the app deploys them
 
@@ -168,17 +176,17 @@ class Gateway:
     async def _http(
         self, operation: str, request: Request, status: int = 200, **path: str
     ) -> Response:
+        """Headers first (the body's declared size, then the key), then the body within its
+        bound, then the operation."""
         try:
-            payload = await read_payload(request, **path)
-        except Exception as exc:  # refused before Api.call, which counts everything after
-            error = as_error(exc)
-            REQUESTS.labels(operation, "http", error.grpc_code).inc()
+            with self.api.counted(operation, "http"):
+                limit = body_bound(self.api.settings, operation)
+                check_declared_length(request, limit)
+                key = await run_in_threadpool(self.api.authenticate, _token(request.headers))
+                payload = await read_payload(request, limit, **path)
+                answer = await run_in_threadpool(self.api.call, operation, key, payload)
+        except FaceGalleryError as error:
             return error_response(error)
-        try:
-            token = _token(request.headers)
-            answer = await run_in_threadpool(self.api.call, operation, "http", token, payload)
-        except Exception as exc:
-            return error_response(as_error(exc))
         return JSONResponse(answer.model_dump(mode="json"), status_code=status)
 
     @http.post(
@@ -221,33 +229,54 @@ class Gateway:
         "/v1/galleries/{gallery}/users/{user_id}/enroll",
         status_code=202,
         response_model=s.EnrollResponse,
-        responses=_ERRORS,
+        responses={202: {"links": _JOB_LINKS}, **_ERRORS},
         openapi_extra=_body(s.EnrollRequest),
     )
     async def enroll(self, gallery: str, user_id: str, request: Request) -> Response:
         return await self._http("enroll", request, 202, gallery=gallery, user_id=user_id)
 
-    @http.get("/v1/jobs/{job_id}", response_model=s.GetJobResponse, responses=_ERRORS)
+    @http.get(
+        "/v1/jobs/{job_id}",
+        operation_id="get_job",
+        response_model=s.GetJobResponse,
+        responses=_ERRORS,
+    )
     async def get_job(self, job_id: str, request: Request) -> Response:
         return await self._http("get_job", request, job_id=job_id)
 
-    @http.get("/v1/jobs/{job_id}/watch", responses=_ERRORS)
+    @http.get(
+        "/v1/jobs/{job_id}/watch",
+        operation_id="watch_job",
+        responses={
+            200: {
+                "description": "One WatchJobResponse per line, each time the job changes",
+                "content": {
+                    "application/x-ndjson": {
+                        "schema": {"$ref": "#/components/schemas/WatchJobResponse"}
+                    }
+                },
+            },
+            **_ERRORS,
+        },
+    )
     async def watch_job(self, job_id: str, request: Request) -> Response:
         """The job as newline-delimited JSON (one WatchJobResponse per change) until it ends."""
-        token, payload = _token(request.headers), {"job_id": job_id}
-        stream = self.api.watch_job("http", token, payload)
+        stream = self.api.watch_job(_token(request.headers), job_id)
         try:
-            first = await run_in_threadpool(next, stream)
-        except Exception as exc:
-            return error_response(as_error(exc))
+            with self.api.counted("watch_job", "http"):
+                first = await anext(stream)
+        except FaceGalleryError as error:
+            return error_response(error)
 
-        def lines() -> Iterator[bytes]:
-            yield _ndjson(first)
+        async def lines() -> AsyncIterator[bytes]:
             try:
-                for job in stream:
+                yield _ndjson(first)
+                async for job in stream:
                     yield _ndjson(job)
-            except FaceGalleryError as exc:
-                yield bytes(error_response(exc).body) + b"\n"
+            except FaceGalleryError as error:
+                yield bytes(error_response(error).body) + b"\n"
+            finally:
+                await stream.aclose()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -284,10 +313,28 @@ class Gateway:
         """Liveness without a key (the proxy's own /-/healthz says the same of Serve)."""
         return {"status": "SERVING", "model_id": self.api.service.model_id}
 
-    @http.get("/metrics")
-    async def metrics(self) -> Response:
-        """Prometheus exposition for this node (no key)."""
-        body = await run_in_threadpool(self.api.metrics)
+    @http.get(
+        "/metrics",
+        responses={
+            200: {
+                "description": "Prometheus text exposition",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_ERRORS,
+        },
+    )
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus exposition for this node. Without a key: every series but the
+        per-tenant ones (gallery ids); with an admin key (Prometheus' ``authorization``
+        credentials): all of them."""
+        token = _token(request.headers)
+        asked = token is not None or self.api.keys is None  # no keys: the local demo's admin
+        try:
+            key = await run_in_threadpool(self.api.authenticate, token) if asked else None
+        except FaceGalleryError as error:
+            return error_response(error)
+        tenants = key is not None and key.role == "admin"
+        body = await run_in_threadpool(self.api.metrics, tenants)
         return Response(body, media_type="text/plain; version=0.0.4")
 
     # gRPC -----------------------------------------------------------------------------------
@@ -295,10 +342,17 @@ class Gateway:
     def _grpc(
         self, operation: str, request: ProtoMessage, context: Any, reply: type[ProtoMessage]
     ) -> ProtoMessage:
+        """The key first, then the message's size against the operation's bound (the
+        proxy's maximum message size is the ceiling of every bound), then the operation."""
         try:
-            answer = self.api.call(operation, "grpc", _grpc_token(context), _as_dict(request))
-        except Exception as exc:
-            _set_error(context, as_error(exc))
+            with self.api.counted(operation, "grpc"):
+                key = self.api.authenticate(_grpc_token(context))
+                limit = body_bound(self.api.settings, operation)
+                if request.ByteSize() > limit:
+                    raise too_large(request.ByteSize(), limit)
+                answer = self.api.call(operation, key, _as_dict(request))
+        except FaceGalleryError as error:
+            _set_error(context, error)
             return reply()
         return _proto(answer, reply)
 
@@ -320,12 +374,21 @@ class Gateway:
     def GetJob(self, request: Any, grpc_context: Any) -> ProtoMessage:
         return self._grpc("get_job", request, grpc_context, pb.GetJobResponse)
 
-    def WatchJob(self, request: Any, grpc_context: Any) -> Iterator[ProtoMessage]:
+    async def WatchJob(self, request: Any, grpc_context: Any) -> AsyncIterator[ProtoMessage]:
+        stream = self.api.watch_job(_grpc_token(grpc_context), request.job_id)
         try:
-            for job in self.api.watch_job("grpc", _grpc_token(grpc_context), _as_dict(request)):
+            with self.api.counted("watch_job", "grpc"):
+                first = await anext(stream)
+            yield _proto(s.WatchJobResponse(job=first), pb.WatchJobResponse)
+            async for job in stream:
                 yield _proto(s.WatchJobResponse(job=job), pb.WatchJobResponse)
-        except Exception as exc:
-            _set_error(grpc_context, as_error(exc))
+        except FaceGalleryError as error:
+            # Serve sends a streaming call's context only with a message; raised with the
+            # code set, the status reaches the caller (without the trailing metadata).
+            _set_error(grpc_context, error)
+            raise
+        finally:
+            await stream.aclose()
 
     def ListUsers(self, request: Any, grpc_context: Any) -> ProtoMessage:
         return self._grpc("list_users", request, grpc_context, pb.ListUsersResponse)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from facegallery import openset
-from facegallery.config import MAX_FPIR
+from facegallery.config import IMAGES_PER_CALL_MAX, MAX_FPIR
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
 from facegallery.matching import Identification, Verification, describe_decision, rounded_score
@@ -45,8 +45,19 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A 32x32 gray PNG: the OpenAPI document's example image (fuzzers start from it).
+_EXAMPLE_IMAGE = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAWElEQVRIDbXBAQEAAAABIJ433QpV5KnIU5GnIk9Fno"
+    "o8FXkq8lTkqchTkaciT0WeijwVeSryVOSpyFORpyJPRZ6KPBV5KvJU5KnIU5GnIk9Fnoo8FXkq8jSdxDAhMmaq4g"
+    "AAAABJRU5ErkJggg=="
+)
+
+
 class Image(Message):
-    data: ImageBytes = Field(description="The encoded image (JPEG, PNG, WebP), base64 in JSON.")
+    data: ImageBytes = Field(
+        description="The encoded image (JPEG, PNG, WebP), base64 in JSON.",
+        examples=[_EXAMPLE_IMAGE],
+    )
     name: str = Field(default="", max_length=256)
 
 
@@ -181,7 +192,7 @@ class IdentifyResponse(Message):
 
 class IdentifyBatchRequest(Message):
     gallery: str
-    images: list[Image] = Field(min_length=1)
+    images: list[Image] = Field(min_length=1, max_length=IMAGES_PER_CALL_MAX)
     top_k: int = Field(default=0, ge=0, le=100)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0, description=_THRESHOLD)
     target_fpir: float | None = Field(default=None, gt=0.0, le=MAX_FPIR, description=_FPIR)
@@ -200,10 +211,16 @@ class VerifyRequest(Message):
 class VerifyResponse(Message):
     gallery: str
     user_id: str
-    score: float
+    score: float = Field(
+        description="The user's fused score (see fusion): the score identify gives them."
+    )
     threshold: float
     match: bool
     face: Face
+    fusion: str = Field(
+        description="How the score fuses the user's templates: top2_mean (the mean cosine "
+        "of their two best templates) or max (their best template)."
+    )
 
     @classmethod
     def of(cls, v: Verification) -> VerifyResponse:
@@ -214,13 +231,14 @@ class VerifyResponse(Message):
             threshold=v.threshold,
             match=v.match,
             face=Face.of(v.detection, v.quality),
+            fusion=v.fusion,
         )
 
 
 class EnrollRequest(Message):
     gallery: str
     user_id: str
-    images: list[Image] = Field(min_length=1)
+    images: list[Image] = Field(min_length=1, max_length=IMAGES_PER_CALL_MAX)
     idempotency_key: str = Field(default="", max_length=128)
     face_index: int | None = Field(default=None, ge=0)
 

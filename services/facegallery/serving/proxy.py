@@ -1,0 +1,77 @@
+"""A bound on what Serve's HTTP proxy holds of a request body.
+
+Serve's proxy reads a request's body from the client as fast as it arrives and queues it for
+the replica, whether or not the replica reads it: a client streaming a huge chunked body
+fills the proxy's memory until the gateway answers. This middleware runs inside the proxy
+(Serve calls `middlewares` at start, named by ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``)
+and counts body bytes as the proxy receives them: a ``Content-Length`` over the bound is
+refused before the request is forwarded, and a body that grows past it is cut off (the
+replica sees the client leave) and answered 413. The bound is ``serving.max_request_bytes``,
+which reaches the proxy the way the gRPC proxy's maximum message size does: in Ray's
+environment (`facegallery.serving.app.ray_env`), so both transports have one ceiling.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from facegallery.serving.body import too_large
+from facegallery.serving.http_errors import error_response
+
+MAX_BYTES_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
+CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+CALLBACK = "facegallery.serving.proxy:middlewares"
+
+
+def middlewares() -> list[Middleware]:
+    """Serve's proxy callback: the body bound, when Ray's environment names one."""
+    if not os.environ.get(MAX_BYTES_ENV):
+        return []
+    return [Middleware(BodyLimit, max_bytes=int(os.environ[MAX_BYTES_ENV]))]
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse or cut off an HTTP body over ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(too_large(int(declared), self.max_bytes))(scope, receive, send)
+            return
+        state: dict[str, Any] = {"size": 0, "cut": False, "app_answered": False}
+
+        async def counted_receive() -> Message:
+            if state["cut"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["size"] += len(message.get("body", b""))
+                if state["size"] > self.max_bytes:
+                    state["cut"] = True
+                    if not state["app_answered"]:
+                        await error_response(too_large(state["size"], self.max_bytes))(
+                            scope, receive, send
+                        )
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["cut"] and not state["app_answered"]:
+                return  # this middleware answered: the replica's late answer goes nowhere
+            if message["type"] == "http.response.start":
+                state["app_answered"] = True
+            await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
