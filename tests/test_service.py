@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -233,3 +237,45 @@ def test_clear_errors(service: FaceService, samples: Samples, gallery: str) -> N
     with pytest.raises(InvalidInput, match="top_k"):
         service.identify(gallery, blank, top_k=0)
     assert service.identify(gallery, blank) == []
+
+
+_PEAK_SCRIPT = """
+import resource, sys
+import cv2, numpy as np
+from facegallery.config import load_settings
+from facegallery.service import FaceService, ImageInput
+
+service = FaceService.from_settings(load_settings())
+ok, jpeg = cv2.imencode(".jpg", np.full((4000, 6000, 3), 128, np.uint8))  # 24 MP, 72 MB decoded
+image = ImageInput("big.jpg", jpeg.tobytes())
+service.enroll("peak", "u", [image])  # warm: one image decoded, the models loaded
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+service.enroll("peak", "u", [ImageInput(f"big-{i}.jpg", image.data) for i in range(8)])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_an_enrollment_decodes_a_few_images_at_a_time(tmp_path: Path) -> None:
+    """Eight 24-megapixel photos (small as JPEG, 72 MB each as pixels): the peak memory of
+    an enrollment grows with decode.images_at_once, not with the job's size."""
+
+    def peak_growth(at_once: int) -> int:
+        env = {
+            **os.environ,
+            "FACEGALLERY_DECODE__IMAGES_AT_ONCE": str(at_once),
+            "FACEGALLERY_GALLERY__URI": str(tmp_path / f"peak-{at_once}.db"),
+        }
+        run = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        return int(run.stdout.split()[-1])
+
+    one_at_a_time, all_at_once = peak_growth(1), peak_growth(8)
+    assert one_at_a_time < 250 * 1024 * 1024  # measured 119 MB: about two decoded photos
+    assert all_at_once > 4 * one_at_a_time  # measured 1.4 GB: what decoding them together costs

@@ -20,8 +20,8 @@ from facegallery.servers.supervisor import free_port
 
 IMAGE_MAX_BYTES = 1_500_000
 REQUEST_MAX_BYTES = 8 * 1024 * 1024
-QUEUE_MAX_BYTES = 3_000_000
-METRICS_REFRESH_S = 1.0  # image bytes of unfinished jobs: three 1 MB jobs fill it
+QUEUE_MAX_BYTES = 3_000_000  # image bytes of unfinished jobs: two 1.2 MB jobs and a bit
+METRICS_REFRESH_S = 1.0
 
 
 @dataclass(frozen=True)
