@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from facegallery.config import load_settings
+from facegallery.config import QueueSettings, load_settings
 from facegallery.errors import InvalidInput
 
 
@@ -59,3 +60,9 @@ def test_invalid_environment_is_explained(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings()
     monkeypatch.setenv("FACEGALLERY_MATCHING__STATISTIC", "score")
     assert load_settings().matching.statistic == "score"
+
+
+def test_a_keys_queue_share_must_hold_the_largest_job() -> None:
+    with pytest.raises(ValidationError, match="refused for ever"):
+        QueueSettings(max_queued_bytes=100, owner_share=0.25, max_job_bytes=50)
+    assert QueueSettings(max_queued_bytes=100, owner_share=0.5, max_job_bytes=50).owner_share

@@ -26,6 +26,7 @@ def test_redacted_drops_credentials_only() -> None:
     assert redacted(f"redis://:{PASSWORD}@cache:6379/0") == "redis://***@cache:6379/0"
     assert redacted(f"redis://app:{PASSWORD}@10.0.0.5/2") == "redis://***@10.0.0.5/2"
     assert redacted("http://127.0.0.1:19530") == "http://127.0.0.1:19530"
+    assert redacted("redis://:pa/ss?w#rd@cache:6379/0") == "redis://***@cache:6379/0"
 
 
 def test_a_password_in_the_queue_url_never_reaches_a_message(

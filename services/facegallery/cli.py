@@ -33,7 +33,7 @@ from facegallery.cli_common import (
 )
 from facegallery.client.cli import client_app
 from facegallery.config import RecognizerFamily, Settings, load_settings
-from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable
+from facegallery.errors import FaceGalleryError, InvalidInput, Unavailable, redacted
 from facegallery.training.cli import export_command, train_command
 
 app = typer.Typer(
@@ -591,7 +591,8 @@ def worker(
     runner = Worker(_queue(config, settings), service.enroll)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stop.set())
-    typer.echo(f"worker {runner.name}: gallery {settings.gallery.uri}, queue {settings.queue.url}")
+    gallery, queue = redacted(settings.gallery.uri), redacted(settings.queue.url)
+    typer.echo(f"worker {runner.name}: gallery {gallery}, queue {queue}")
     done = runner.run(max_jobs)
     typer.echo(f"worker {runner.name}: stopped after {done} job(s)")
 

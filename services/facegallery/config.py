@@ -225,8 +225,9 @@ class GallerySettings(BaseModel):
         default=10,
         ge=1,
         le=100,
-        description="top2_mean fuses this many users, those with the best templates (at "
-        "least top_k), so identify and the self-calibration rank the same candidates.",
+        description="top2_mean fuses this many users, those with the best templates, so "
+        "identify and the self-calibration rank the same candidates; it is also the decision's "
+        "cohort, and under top2_mean the most candidates identify answers with, whatever top_k.",
     )
     keep_crops: bool = Field(
         default=False,
@@ -362,6 +363,17 @@ class QueueSettings(BaseModel):
         "before it is dead-lettered instead of delivered again.",
     )
     block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
+
+    @model_validator(mode="after")
+    def _a_keys_share_holds_the_largest_job(self) -> QueueSettings:
+        share = int(self.max_queued_bytes * self.owner_share)
+        if share < self.max_job_bytes:
+            raise ValueError(
+                f"one key's share of the queue (max_queued_bytes x owner_share = {share:,} "
+                f"bytes) is below max_job_bytes ({self.max_job_bytes:,}): a job of legal size "
+                "would be refused for ever; raise the share or lower max_job_bytes"
+            )
+        return self
 
 
 class DeploymentSettings(BaseModel):

@@ -7,10 +7,11 @@ Every public entry point raises one of these with a message a person can act on.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 log = logging.getLogger(__name__)
+_CREDENTIALS = re.compile(r"://.*@")
 
 
 class FaceGalleryError(Exception):
@@ -128,12 +129,9 @@ def _subclasses(cls: type[FaceGalleryError]) -> list[type[FaceGalleryError]]:
 def redacted(url: str) -> str:
     """``url`` without its credentials (``redis://:secret@host/0`` -> ``redis://***@host/0``):
     every message that names a server's address is built with this, since messages reach
-    callers and logs."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    callers and logs. Everything between the scheme and the last ``@`` goes, so a password
+    holding ``/``, ``?`` or ``#`` (which a URL parser would not see as user info) goes too."""
+    return _CREDENTIALS.sub("://***@", url, count=1)
 
 
 def as_error(exc: BaseException) -> FaceGalleryError:

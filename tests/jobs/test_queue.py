@@ -125,9 +125,14 @@ def test_a_full_queue_refuses_then_accepts_once_drained(
     assert caught.value.retry_after_s == 7 and caught.value.http_status == 429
     Worker(queue, service.enroll).run(max_jobs=2)
     assert queue.submit("full", "s6", orl_photos(samples, 6, 1)).status == "queued"
-    byte_budget = make_queue(redis_server, settings, max_queued_bytes=100)
+    photo = orl_photos(samples, 7, 1)
+    size = len(bytes(photo[0].data))  # a budget of two and a half such jobs
+    budget = {"max_queued_bytes": 5 * size // 2, "max_job_bytes": size, "owner_share": 1.0}
+    byte_budget = make_queue(redis_server, settings, **budget)
+    for user in ("s7", "s8"):
+        byte_budget.submit("full", user, photo)
     with pytest.raises(Overloaded, match="image bytes"):
-        byte_budget.submit("full", "s7", orl_photos(samples, 7, 1))
+        byte_budget.submit("full", "s9", photo)
 
 
 def test_finished_jobs_expire(

@@ -361,3 +361,22 @@ def test_a_redis_outage_makes_the_worker_wait_not_exit(
         worker.stop.set()
         thread.join(10)
         server.stop()
+
+
+def test_a_job_handed_back_for_a_busy_user_is_not_a_lost_worker(
+    redis_server: RedisServer, settings: Settings, samples: Samples, service: FaceService
+) -> None:
+    """One worker died running the job (it shows running, no error); the next finds the
+    user's lease busy and hands the job back: that is no second death, and the job runs."""
+    queue = EnrollmentQueue(queue_settings(redis_server, max_worker_losses=2), settings.decode)
+    job = queue.submit("busy", "s19", orl_photos(samples, 19, 1))
+    queue.mark_running(job.job_id, "died", 1)
+    worker = Worker(queue, service.enroll, "next")
+    with queue.user_lease("busy", "s19") as held:  # another job of the user runs meanwhile
+        assert held is not None
+        assert worker.run_once()  # waits for the lease, then hands the job back
+    assert queue.get(job.job_id).status == "queued"
+    deadline = time.monotonic() + 30
+    while not queue.get(job.job_id).finished and time.monotonic() < deadline:
+        worker.run_once()
+    assert queue.get(job.job_id).status == "done"

@@ -52,6 +52,7 @@ def served_overrides(
             "claim_idle_ms": 3000,
             "max_queued_bytes": QUEUE_MAX_BYTES,
             "owner_share": 0.5,
+            "max_job_bytes": IMAGE_MAX_BYTES,  # within one key's share of QUEUE_MAX_BYTES
         },
         "runtime": {"intra_op_threads": 1},
         "serving": {

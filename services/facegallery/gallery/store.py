@@ -161,8 +161,10 @@ class Gallery:
         self, gallery: str, batch: dict[str, list[NewTemplate]], settle: bool = True
     ) -> None:
         """Store templates for many users in a few calls (bulk enrollment), then update
-        their registry rows. The registry is kept incrementally (a primary-key lookup of
-        which templates were already stored, O(batch)), never by re-reading the gallery.
+        their registry rows: known users incrementally (a primary-key lookup of which
+        templates were already stored, O(batch)); new users, missing rows and retries from
+        a Strong read of those users' templates (one query per batch of users, O(their
+        templates)), never by re-reading the gallery.
         ``settle=False`` (bulk loaders) leaves the write barrier to one ``settle()`` at the
         end. Kept crops are written first: a template is never stored without its crop."""
         gallery = ids.gallery_id(gallery)
@@ -188,7 +190,7 @@ class Gallery:
         uncounted = registry.result()
         if settle:
             self.connection.settle(self.collection)
-        self._recount(gallery, uncounted)
+        self._recount(gallery, uncounted, settle)
 
     def settle(self) -> None:
         """The write barrier for bulk loaders that passed ``settle=False``."""
@@ -383,7 +385,7 @@ class Gallery:
         rows = self.connection.lookup(self.collection, "template_id", template_ids, ["template_id"])
         return {r["template_id"] for r in rows}
 
-    def _recount(self, gallery: str, users: list[str]) -> None:
+    def _recount(self, gallery: str, users: list[str], settle: bool = True) -> None:
         """Set users' registry rows from a Strong read of their templates (a few queries,
         O(templates of those users); after a delete it is also the server's barrier)."""
         per_query = max(1, MAX_LIMIT // (2 * self.settings.max_templates_per_user))
@@ -394,7 +396,7 @@ class Gallery:
                 self.collection, expression, ["user_id"], MAX_LIMIT, strong=True
             )
             found = Counter(row["user_id"] for row in rows)
-            self.registry.update(gallery, {user: found[user] for user in chunk})
+            self.registry.update(gallery, {user: found[user] for user in chunk}, settle)
 
     def _row(self, gallery: str, user_id: str, t: NewTemplate, now: int) -> dict[str, Any]:
         ids.template_id(t.template_id)

@@ -363,9 +363,7 @@ class EnrollmentQueue:
             if "BUSYGROUP" not in str(exc):
                 raise Unavailable(f"Redis refused to create the consumer group: {exc}") from exc
         except redis.RedisError as exc:
-            raise Unavailable(
-                f"Redis at {redacted(self.settings.url)} is not reachable: {exc}"
-            ) from exc
+            raise self._unreachable(exc) from exc
 
     def _ensure_group_once(self) -> None:
         if not self._group_ready:
@@ -455,6 +453,7 @@ class EnrollmentQueue:
         """Hand the job back as a fresh entry (its user was busy), without using up one of
         its deliveries."""
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._job_key(delivery.job_id), "status", "queued")
             pipe.xadd(self.stream, {"job": delivery.job_id})
             pipe.xack(self.stream, GROUP, delivery.entry_id)
             pipe.xdel(self.stream, delivery.entry_id)
@@ -564,9 +563,7 @@ class EnrollmentQueue:
                 ) from exc
             raise Unavailable(f"Redis refused a command: {exc}") from exc
         except redis.RedisError as exc:
-            raise Unavailable(
-                f"Redis at {redacted(self.settings.url)} is not reachable: {exc}"
-            ) from exc
+            raise self._unreachable(exc) from exc
 
 
 def payload_hash(

@@ -8,10 +8,12 @@ most once (``EnrollmentQueue.complete``). A per-user lease keeps two jobs for on
 racing the per-user cap or the duplicate-identity check; it lapses with the worker (it lasts
 ``claim_idle_ms``), and a heartbeat renews it, and the job's entry, while a long job runs.
 
-Fencing: a worker checks its lease before every write (the fence `FaceService.enroll` calls)
-and before finishing; a worker stalled past ``claim_idle_ms`` (paused, swapping) whose job
-another worker took finds its lease gone and stops without writing. Its heartbeat renews
-only a lease and an entry that are still its own.
+Fencing: a worker checks its lease before every write (the fence `FaceService.enroll` calls),
+before finishing and before recording a failure; a worker stalled past ``claim_idle_ms``
+(paused, swapping) whose job another worker took finds its lease gone at its next check and
+stops there. Its heartbeat renews only a lease and an entry that are still its own. (A
+check is not atomic with the write after it: a stall between the two can still let one
+write through, which the deterministic template ids make a rewrite of the same rows.)
 
 Failures: an input the service refuses outright (``InvalidInput``) fails the job at once;
 anything else (the gallery unavailable, a crash inside a stage) is retried on a later
@@ -30,8 +32,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from facegallery.errors import FaceGalleryError, InvalidInput, NotFound, Unavailable
-from facegallery.jobs.queue import Delivery, EnrollmentQueue, Lease
+from facegallery.errors import FaceGalleryError, InvalidInput, NotFound, Overloaded, Unavailable
+from facegallery.jobs.queue import Delivery, EnrollmentQueue, Job, Lease
 from facegallery.metrics import JOBS
 from facegallery.service import EnrollResult, Fence, ImageInput
 
@@ -58,14 +60,16 @@ class Worker:
         hand is always finished or handed back first. Returns how many were processed. A
         Redis that cannot be reached is waited for (with a growing pause), not fatal; one
         that could lose acknowledged jobs is refused before the first (``ensure_durable``)."""
-        self.queue.ensure_durable()
-        done, pause = 0, 0.0
+        done, pause, durable = 0, 0.0, False
         while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
             try:
+                if not durable:
+                    self.queue.ensure_durable()
+                    durable = True
                 if self.run_once():
                     done += 1
                 pause = 0.0
-            except Unavailable as exc:
+            except (Unavailable, Overloaded) as exc:  # Redis away, or out of memory
                 pause = min(max(2 * pause, 0.1), MAX_PAUSE_S)
                 log.warning("worker %s: %s; retrying in %.1f s", self.name, exc.message, pause)
                 self.stop.wait(pause)
@@ -95,19 +99,11 @@ class Worker:
                 f"{job.error or 'the worker handling it stopped'}",
             )
             return
-        if job.status == "running" and not job.error:  # its last worker died holding it
-            lost = queue.note_lost_worker(job.job_id)
-            if lost >= queue.settings.max_worker_losses:
-                self._give_up(
-                    delivery,
-                    f"the workers running this job stopped {lost} time(s) without an answer "
-                    "(killed, e.g. out of memory, or their node lost); not retried again. "
-                    "Split the job or send smaller images",
-                )
-                return
         with queue.user_lease(job.gallery, job.user_id) as lease:
             if lease is None:
                 queue.requeue(delivery)
+                return
+            if self._lost_too_often(delivery, queue.get(job.job_id)):
                 return
             queue.mark_running(job.job_id, self.name, delivery.deliveries)
             with self._heartbeat(delivery, lease) as fence:
@@ -115,18 +111,43 @@ class Worker:
                     images = queue.images(job)
                     result = self.enroll(job.gallery, job.user_id, images, job.face_index, fence)
                     fence()
-                except LeaseLost as exc:  # another worker has the job now: it finishes it
-                    log.warning("job %s: %s; left to the worker that took it", job.job_id, exc)
-                    return
-                except InvalidInput as exc:
-                    self._give_up(delivery, exc.message)
-                    return
-                except Exception as exc:  # retried on a later delivery, then dead-lettered
-                    log.warning("job %s attempt %d: %s", job.job_id, delivery.deliveries, exc)
-                    queue.retry_later(delivery, exc)
+                except Exception as exc:
+                    self._failed(delivery, exc, fence)
                     return
                 queue.complete(delivery, result)
             JOBS.labels("done").inc()
+
+    def _lost_too_often(self, delivery: Delivery, job: Job) -> bool:
+        """Under the user's lease, a job still ``running`` with no error was left by a
+        worker that died running it (nobody else can be running it now): count that, and
+        give up once ``max_worker_losses`` workers have."""
+        if job.status != "running" or job.error:
+            return False
+        lost = self.queue.note_lost_worker(job.job_id)
+        if lost < self.queue.settings.max_worker_losses:
+            return False
+        self._give_up(
+            delivery,
+            f"the workers running this job stopped {lost} time(s) without an answer "
+            "(killed, e.g. out of memory, or their node lost); not retried again. "
+            "Split the job or send smaller images",
+        )
+        return True
+
+    def _failed(self, delivery: Delivery, exc: Exception, fence: Fence) -> None:
+        """A refused input fails the job; anything else is retried on a later delivery
+        (then dead-lettered), unless the job is no longer this worker's: then its new
+        owner decides, and this one writes nothing."""
+        try:
+            fence()
+        except LeaseLost as lost:
+            log.warning("job %s: %s; left to the worker that took it", delivery.job_id, lost)
+            return
+        if isinstance(exc, InvalidInput):
+            self._give_up(delivery, exc.message)
+            return
+        log.warning("job %s attempt %d: %s", delivery.job_id, delivery.deliveries, exc)
+        self.queue.retry_later(delivery, exc)
 
     def _give_up(self, delivery: Delivery, reason: str) -> None:
         self.queue.fail(delivery, reason)
@@ -137,7 +158,7 @@ class Worker:
         """While the job runs, renew its lease and entry three times per claim interval.
         Yields the fence: called before every write, it raises `LeaseLost` once the lease
         or the entry is no longer this worker's (a stalled worker past ``claim_idle_ms``
-        whose job another worker took), so two workers never write one user's templates."""
+        whose job another worker took), so it stops at its next write."""
         done, lost = threading.Event(), threading.Event()
         interval = self.queue.settings.claim_idle_ms / 3000
 

@@ -152,6 +152,8 @@ class Api:
                     yield job
         finally:
             self.watches[key.key_id] -= 1
+            if not self.watches[key.key_id]:
+                del self.watches[key.key_id]
 
     def _watched(self, token: str | None, job_id: str) -> s.JobView:
         self.authenticate(token)  # revoked meanwhile: Unauthenticated ends the watch

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from facegallery import ids
 from facegallery.auth import KeyStore
 from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError
+from facegallery.errors import FaceGalleryError, as_error
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.serving import schemas as s
 from facegallery.serving.api import Api
@@ -382,11 +382,12 @@ class Gateway:
             yield _proto(s.WatchJobResponse(job=first), pb.WatchJobResponse)
             async for job in stream:
                 yield _proto(s.WatchJobResponse(job=job), pb.WatchJobResponse)
-        except FaceGalleryError as error:
+        except Exception as exc:
             # Serve sends a streaming call's context only with a message; raised with the
             # code set, the status reaches the caller (without the trailing metadata).
+            error = as_error(exc)
             _set_error(grpc_context, error)
-            raise
+            raise error from exc
         finally:
             await stream.aclose()
 
