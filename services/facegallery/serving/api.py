@@ -1,8 +1,11 @@
 """The servicer layer: every API operation, once. The HTTP routes and the gRPC methods of the
-gateway both hand a request (as a dict of the schema's fields) and the caller's API key to
-`Api.call`, which validates, authorizes, runs the operation on `FaceService` / the enrollment
-queue, counts it, and answers with a schema model or raises a `FaceGalleryError`. Whatever else
-goes wrong is logged here with its traceback and reaches the caller as one line."""
+gateway authenticate the caller's key from the headers (`Api.authenticate`), read the body
+within its bound, and hand the request (as a dict of the schema's fields) and the key to
+`Api.call`, which counts the images, validates, authorizes, runs the operation on
+`FaceService` / the enrollment queue, and answers with a schema model or raises a
+`FaceGalleryError`; `Api.counted` counts and times the whole call, refusals included.
+Whatever else goes wrong is logged here with its traceback and reaches the caller as one
+line."""
 
 from __future__ import annotations
 
