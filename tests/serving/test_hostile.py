@@ -19,6 +19,7 @@ import pytest
 
 from facegallery.client import GrpcClient, HttpClient
 from facegallery.errors import InvalidInput, Overloaded, PayloadTooLarge
+from facegallery.serving.body import body_bound
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc
 from tests.serving.conftest import Served
@@ -112,7 +113,7 @@ def test_a_huge_http_body_is_refused_before_it_is_held(served: Served, case: str
 
 
 def test_a_body_over_a_single_image_calls_bound_is_413_on_http(served: Served) -> None:
-    bound = 4 * ((served.settings.decode.max_bytes + 2) // 3) + 64 * 1024
+    bound = body_bound(served.settings, "identify")  # a one-image call
     oversized = b"{" + b" " * bound + b"}"
     answer = httpx.post(
         f"{served.http_url}/v1/galleries/{served.gallery}/identify",
@@ -139,7 +140,7 @@ def test_an_unauthenticated_huge_grpc_message_is_resource_exhausted(served: Serv
 
 
 def test_a_grpc_message_over_its_calls_bound_is_refused_with_a_key(served: Served) -> None:
-    bound = 4 * ((served.settings.decode.max_bytes + 2) // 3) + 64 * 1024
+    bound = body_bound(served.settings, "identify")  # a one-image call
     with closing(GrpcClient(served.grpc_target, served.admin)) as client:
         with pytest.raises(PayloadTooLarge, match="at most"):
             client.identify(served.gallery, b"0" * bound)

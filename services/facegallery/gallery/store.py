@@ -388,6 +388,8 @@ class Gallery:
     def _recount(self, gallery: str, users: list[str], settle: bool = True) -> None:
         """Set users' registry rows from a Strong read of their templates (a few queries,
         O(templates of those users); after a delete it is also the server's barrier)."""
+        # A user holds at most the cap, and twice it between an add and its evictions, so a
+        # query over this many users never reaches Milvus's row limit.
         per_query = max(1, MAX_LIMIT // (2 * self.settings.max_templates_per_user))
         for start in range(0, len(users), per_query):
             chunk = [ids.user_id(u) for u in users[start : start + per_query]]

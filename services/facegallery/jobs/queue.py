@@ -338,7 +338,8 @@ class EnrollmentQueue:
             raise FailedPrecondition(
                 f"cannot read the persistence settings of Redis at {redacted(self.settings.url)} "
                 f"({exc}): allow CONFIG GET for this client, since enrollment needs "
-                "appendonly yes with appendfsync always to keep what it acknowledges"
+                f"appendonly yes with appendfsync {self.settings.appendfsync} to keep what it "
+                "acknowledges"
             ) from exc
         except redis.RedisError as exc:
             raise self._unreachable(exc) from exc

@@ -62,8 +62,8 @@ def too_large(size: int, limit: int) -> PayloadTooLarge:
 
 
 async def read_bounded(request: Request, limit: int) -> bytes:
-    """The whole body, refused as soon as it passes ``limit`` bytes."""
-    check_declared_length(request, limit)
+    """The whole body, refused as soon as it passes ``limit`` bytes (its declared length
+    was checked from the headers before, with `check_declared_length`)."""
     chunks, size = [], 0
     try:
         async for chunk in request.stream():

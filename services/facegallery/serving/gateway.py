@@ -347,9 +347,9 @@ class Gateway:
         try:
             with self.api.counted(operation, "grpc"):
                 key = self.api.authenticate(_grpc_token(context))
-                limit = body_bound(self.api.settings, operation)
-                if request.ByteSize() > limit:
-                    raise too_large(request.ByteSize(), limit)
+                size, limit = request.ByteSize(), body_bound(self.api.settings, operation)
+                if size > limit:
+                    raise too_large(size, limit)
                 answer = self.api.call(operation, key, _as_dict(request))
         except FaceGalleryError as error:
             _set_error(context, error)
