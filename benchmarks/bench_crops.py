@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from facegallery.config import load_settings
+from facegallery.core.config import load_settings
 from facegallery.gallery.crops import encode_crop
 from facegallery.models import ModelStore
-from facegallery.pipeline import FaceFinder, build_detector, build_embedder
 from facegallery.training.data import identity_photos
+from facegallery.vision.pipeline import FaceFinder, build_detector, build_embedder
 from report import FACES, emit
 
 

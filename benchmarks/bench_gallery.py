@@ -28,12 +28,12 @@ from typing import Any, get_args
 import numpy as np
 
 from embedding_model import EmbeddingModel, fitted
-from facegallery.config import FusionName, GallerySettings, MilvusServerSettings, load_settings
+from facegallery.core.config import FusionName, GallerySettings, MilvusServerSettings, load_settings
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate
-from facegallery.matching import Thresholds
-from facegallery.pipeline import FacePipeline
 from facegallery.servers import MilvusServer
 from facegallery.servers.supervisor import free_port
+from facegallery.vision.pipeline import FacePipeline
 from report import FACES, emit
 
 PER_USER = 5

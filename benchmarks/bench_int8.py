@@ -38,12 +38,12 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from facegallery.config import Settings, load_settings
+from facegallery.core.config import Settings, load_settings
 from facegallery.evaluation.pairs import read_pairs
 from facegallery.evaluation.runner import evaluate_pairs
 from facegallery.models import ModelStore
 from facegallery.models.specs import SFACE_2021DEC
-from facegallery.pipeline import FacePipeline
+from facegallery.vision.pipeline import FacePipeline
 from report import FACES, emit
 
 Run = Callable[[np.ndarray], np.ndarray]

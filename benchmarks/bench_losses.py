@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from facegallery.config import Settings, load_settings
+from facegallery.core.config import Settings, load_settings
+from facegallery.decisions.thresholds import Thresholds, calibrate
 from facegallery.evaluation.identify import evaluate_identification
 from facegallery.evaluation.pairs import read_pairs
 from facegallery.evaluation.runner import evaluate_pairs
-from facegallery.matching import Thresholds, calibrate
-from facegallery.pipeline import FacePipeline
 from facegallery.training.data import (
     guard_evaluation,
     identity_photos,
@@ -46,6 +45,7 @@ from facegallery.training.export import export
 from facegallery.training.losses import LOSSES
 from facegallery.training.trainer import RunConfig, held_out_people, train
 from facegallery.training.validation import cosines, validation_pairs
+from facegallery.vision.pipeline import FacePipeline
 from report import FACES, emit
 
 EVAL_SETS = ("celeba_150", "att_orl")

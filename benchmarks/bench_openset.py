@@ -52,7 +52,15 @@ from typing import Any, get_args
 
 import numpy as np
 
-from facegallery.config import FusionName, GallerySettings, MatchingSettings, load_settings
+from facegallery.core.config import FusionName, GallerySettings, MatchingSettings, load_settings
+from facegallery.decisions.openset import (
+    SCORE,
+    OpenSetCalibrator,
+    far_comparisons,
+    far_extended_threshold,
+)
+from facegallery.decisions.rates import threshold_at_rate
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.evaluation.identify import (
     DISTRACTOR,
     EVAL_GALLERY,
@@ -61,17 +69,10 @@ from facegallery.evaluation.identify import (
     search,
     user_id,
 )
-from facegallery.evaluation.metrics import open_set_rates, threshold_at_rate
+from facegallery.evaluation.metrics import open_set_rates
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
-from facegallery.matching import Thresholds
-from facegallery.openset import (
-    SCORE,
-    OpenSetCalibrator,
-    far_comparisons,
-    far_extended_threshold,
-)
-from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
+from facegallery.vision.pipeline import FacePipeline
 from report import FACES, emit
 
 PER_USER = 3

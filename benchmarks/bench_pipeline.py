@@ -30,13 +30,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from facegallery.config import Settings, load_settings
+from facegallery.assets.samples import fetch_samples
+from facegallery.core.config import Settings, load_settings
 from facegallery.models import ModelStore
-from facegallery.pipeline import FacePipeline, build_detector
 from facegallery.runtime.choice import measured_choice
-from facegallery.samples import fetch_samples
 from facegallery.vision.align import align_face
 from facegallery.vision.decode import decode_image
+from facegallery.vision.pipeline import FacePipeline, build_detector
 from facegallery.vision.quality import assess_quality
 from opencv_reference import OpenCVReference
 from report import emit

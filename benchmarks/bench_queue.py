@@ -20,22 +20,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facegallery.config import (
+from facegallery.assets.samples import fetch_samples
+from facegallery.core.config import (
     GallerySettings,
     MilvusServerSettings,
     QueueSettings,
     RedisServerSettings,
     load_settings,
 )
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
 from facegallery.jobs import EnrollmentQueue
-from facegallery.matching import Thresholds
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import fetch_samples
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
+from facegallery.vision.pipeline import FacePipeline
 from report import emit
 
 PHOTOS_PER_JOB = 2
@@ -90,7 +91,7 @@ def through_workers(
         "FACEGALLERY_QUEUE__BLOCK_MS": "100",
         "FACEGALLERY_GALLERY__URI": milvus_uri,
     }
-    command = [sys.executable, "-m", "facegallery.cli", "worker"]
+    command = [sys.executable, "-m", "facegallery", "worker"]
     processes = [
         subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(workers)

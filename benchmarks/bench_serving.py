@@ -28,15 +28,20 @@ import cv2
 import httpx
 import numpy as np
 
-from facegallery.auth import KeyStore
+from facegallery.assets.samples import Samples, fetch_samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.config import MilvusServerSettings, RedisServerSettings, Settings, load_settings
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples, fetch_samples
+from facegallery.core.config import (
+    MilvusServerSettings,
+    RedisServerSettings,
+    Settings,
+    load_settings,
+)
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
-from facegallery.service import FaceService
+from facegallery.service.face_service import FaceService
+from facegallery.serving.keys import KeyStore
+from facegallery.vision.pipeline import FacePipeline
 from report import emit
 
 GALLERY = "fleet"

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.config import load_settings
+from facegallery.core.config import load_settings
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.gallery.fusion import user_score
-from facegallery.matching import Thresholds
-from facegallery.pipeline import FacePipeline
 from facegallery.training.data import identity_photos
+from facegallery.vision.pipeline import FacePipeline
 from report import FACES, emit
 
 TEMPLATES = (1, 2, 3, 5)

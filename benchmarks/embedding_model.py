@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
-from facegallery.pipeline import FacePipeline
 from facegallery.vision.decode import IMAGE_SUFFIXES
+from facegallery.vision.pipeline import FacePipeline
 
 
 @dataclass(frozen=True)

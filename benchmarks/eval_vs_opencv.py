@@ -14,10 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
-from facegallery.config import Settings, load_settings
+from facegallery.core.config import Settings, load_settings
 from facegallery.evaluation.pairs import read_pairs
 from facegallery.evaluation.runner import evaluate_pairs, pairs_report, score_pairs
-from facegallery.pipeline import FacePipeline
+from facegallery.vision.pipeline import FacePipeline
 from opencv_reference import OpenCVReference
 from report import emit
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.models.specs import SFACE_2021DEC, YUNET_2023MAR
 
 

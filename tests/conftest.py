@@ -11,16 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from facegallery.config import MilvusServerSettings, RedisServerSettings, Settings, load_settings
+from facegallery.assets.samples import Samples, fetch_samples
+from facegallery.core.config import (
+    MilvusServerSettings,
+    RedisServerSettings,
+    Settings,
+    load_settings,
+)
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
-from facegallery.matching import Thresholds
 from facegallery.models import ModelStore
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples, fetch_samples
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
-from facegallery.service import FaceService
+from facegallery.service.face_service import FaceService
+from facegallery.vision.pipeline import FacePipeline
 
 
 def _prepared(settings: Settings, pack: str) -> Settings:

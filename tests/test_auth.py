@@ -6,9 +6,9 @@ import secrets
 
 import pytest
 
-from facegallery.auth import KeyStore
-from facegallery.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from facegallery.core.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from facegallery.servers.redis import RedisServer
+from facegallery.serving.keys import KeyStore
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.samples import Samples
 from tests.helpers import read_bgr
 
 runner = CliRunner()
@@ -53,7 +53,7 @@ def test_eval_pairs_on_a_tiny_set(samples: Samples, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "facegallery.cli",
+            "facegallery",
             "eval",
             "pairs",
             "--root",

@@ -9,8 +9,8 @@ import cv2
 import pytest
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.samples import Samples
 from tests.helpers import read_bgr
 from tests.test_cli import _tiny_pairs_set
 

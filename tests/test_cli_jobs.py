@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.jobs import EnrollmentQueue
 from facegallery.jobs.worker import Worker
-from facegallery.samples import Samples
 from facegallery.servers.redis import RedisServer
-from facegallery.service import FaceService
+from facegallery.service.face_service import FaceService
 from tests.helpers import read_bgr
 from tests.jobs.helpers import queue_settings
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from facegallery.auth import KeyStore
 from facegallery.cli import app
 from facegallery.servers.redis import RedisServer
+from facegallery.serving.keys import KeyStore
 
 runner = CliRunner()
 

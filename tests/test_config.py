@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from facegallery.config import QueueSettings, load_settings
-from facegallery.errors import InvalidInput
+from facegallery.core.config import QueueSettings, load_settings
+from facegallery.core.errors import InvalidInput
 
 
 def test_yaml_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facegallery.errors import (
+from facegallery.core.errors import (
     FaceGalleryError,
     ImageTooLarge,
     InvalidImage,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from facegallery import ids
-from facegallery.errors import InvalidInput
+from facegallery.core import ids
+from facegallery.core.errors import InvalidInput
 
 HOSTILE = [
     "",

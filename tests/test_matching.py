@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facegallery.config import MatchingSettings
-from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.core.config import MatchingSettings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.decisions.thresholds import SHIPPED, Thresholds, calibrate, decide
 from facegallery.gallery import Candidate
-from facegallery.matching import SHIPPED, Thresholds, calibrate, decide
 
 
 def _pairs(n: int = 2000) -> tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facegallery.config import GallerySettings, MatchingSettings
-from facegallery.errors import InvalidInput
-from facegallery.evaluation.metrics import threshold_at_rate
-from facegallery.gallery import Candidate, Gallery, ImpostorSample, NewTemplate
-from facegallery.matching import SHIPPED, Thresholds
-from facegallery.openset import (
+from facegallery.core.config import GallerySettings, MatchingSettings
+from facegallery.core.errors import InvalidInput
+from facegallery.decisions.openset import (
     COHORT_GAP,
     EXPLICIT,
     FAR_EXTENDED,
@@ -33,6 +30,9 @@ from facegallery.openset import (
     far_extended_threshold,
     self_calibrated_threshold,
 )
+from facegallery.decisions.rates import threshold_at_rate
+from facegallery.decisions.thresholds import SHIPPED, Thresholds
+from facegallery.gallery import Candidate, Gallery, ImpostorSample, NewTemplate
 
 DIM = 64
 MODEL = "sface-2021dec-728d3b367af3+flip"  # shipped pair calibration: the fallback's model

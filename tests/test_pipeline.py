@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegallery.errors import InvalidImage
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.core.errors import InvalidImage
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
 

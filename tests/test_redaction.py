@@ -8,15 +8,15 @@ import logging
 
 import pytest
 
-from facegallery.auth import KeyStore
-from facegallery.config import Settings
-from facegallery.errors import Unavailable, redacted
+from facegallery.assets.samples import Samples
+from facegallery.core.config import Settings
+from facegallery.core.errors import Unavailable, redacted
 from facegallery.jobs import EnrollmentQueue
 from facegallery.jobs.worker import Worker
-from facegallery.samples import Samples
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
-from facegallery.service import EnrollResult, Fence, ImageInput
+from facegallery.service.enrollment import EnrollResult, Fence, ImageInput
+from facegallery.serving.keys import KeyStore
 from tests.jobs.helpers import orl_photos, queue_settings
 
 PASSWORD = "s3cret-Pa55word"

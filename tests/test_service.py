@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from facegallery.errors import InvalidInput, NotFound
+from facegallery.assets.samples import Samples
+from facegallery.core.errors import InvalidInput, NotFound
 from facegallery.gallery import NewTemplate
-from facegallery.samples import Samples
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
 from tests.helpers import encode, read_bgr
 
 _galleries = itertools.count()
@@ -242,8 +243,9 @@ def test_clear_errors(service: FaceService, samples: Samples, gallery: str) -> N
 _PEAK_SCRIPT = """
 import resource, sys
 import cv2, numpy as np
-from facegallery.config import load_settings
-from facegallery.service import FaceService, ImageInput
+from facegallery.core.config import load_settings
+from facegallery.service.face_service import FaceService
+from facegallery.service.enrollment import ImageInput
 
 service = FaceService.from_settings(load_settings())
 ok, jpeg = cv2.imencode(".jpg", np.full((4000, 6000, 3), 128, np.uint8))  # 24 MP, 72 MB decoded

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from facegallery.assets.samples import Samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.samples import Samples
 from facegallery.servers.supervisor import free_port
 
 pytestmark = pytest.mark.slow

@@ -8,14 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facegallery.config import MatchingSettings
-from facegallery.errors import InvalidInput
+from facegallery.assets.samples import Samples
+from facegallery.core.config import MatchingSettings
+from facegallery.core.errors import InvalidInput
+from facegallery.decisions.openset import far_extended_threshold
+from facegallery.decisions.thresholds import SHIPPED
 from facegallery.evaluation.identify import evaluate_identification, split_identities
 from facegallery.evaluation.metrics import fnir_at_fpir, open_set_rates
-from facegallery.matching import SHIPPED
-from facegallery.openset import far_extended_threshold
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from facegallery.decisions.rates import tar_at_far
 from facegallery.evaluation.metrics import (
     accuracy,
     auc,
     best_threshold,
     kfold_accuracy,
     roc_curve,
-    tar_at_far,
 )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from facegallery.errors import InvalidInput
+from facegallery.core.errors import InvalidInput
 from facegallery.evaluation.pairs import identity_disjoint_folds, read_pairs
 
 

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.config import Settings
-from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.core.config import Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
-from facegallery.matching import Thresholds
 from facegallery.models import ModelStore
-from facegallery.pipeline import FacePipeline
-from facegallery.reembed import reembed
-from facegallery.samples import Samples
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
+from facegallery.service.reembed import reembed
+from facegallery.vision.pipeline import FacePipeline
 
 runner = CliRunner()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facegallery.config import GallerySettings
-from facegallery.errors import InvalidInput, NotFound
+from facegallery.core.config import GallerySettings
+from facegallery.core.errors import InvalidInput, NotFound
 from facegallery.gallery import Gallery, ImpostorSample, NewTemplate
 from facegallery.gallery.connection import PLACEHOLDER, PLACEHOLDER_ROW
 from facegallery.gallery.store import collection_name
@@ -356,8 +356,8 @@ def test_lite_file_held_by_another_process_is_a_clear_error(tmp_path: Path) -> N
     uri = str(tmp_path / "held.db")
     Gallery(GallerySettings(uri=uri), MODEL, DIM)
     code = (
-        "from facegallery.config import GallerySettings\n"
-        "from facegallery.errors import Unavailable\n"
+        "from facegallery.core.config import GallerySettings\n"
+        "from facegallery.core.errors import Unavailable\n"
         "from facegallery.gallery import Gallery\n"
         "try:\n"
         f"    Gallery(GallerySettings(uri={uri!r}), {MODEL!r}, {DIM})\n"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from facegallery.config import QueueSettings, Settings
+from facegallery.assets.samples import Samples
+from facegallery.core.config import QueueSettings, Settings
 from facegallery.jobs import EnrollmentQueue
-from facegallery.samples import Samples
 from facegallery.servers.redis import RedisServer
-from facegallery.service import ImageInput
+from facegallery.service.enrollment import ImageInput
 from tests.helpers import encode, read_bgr
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from facegallery.config import RedisServerSettings, Settings
-from facegallery.errors import (
+from facegallery.assets.samples import Samples
+from facegallery.core.config import RedisServerSettings, Settings
+from facegallery.core.errors import (
     AlreadyExists,
     ImageTooLarge,
     InvalidImage,
@@ -21,10 +22,10 @@ from facegallery.errors import (
 )
 from facegallery.jobs import EnrollmentQueue
 from facegallery.jobs.worker import Worker
-from facegallery.samples import Samples
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port, process_alive
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
 from tests.helpers import png_claiming
 from tests.jobs.helpers import make_queue, orl_photos, queue_settings
 

@@ -18,18 +18,19 @@ import numpy as np
 import pytest
 import redis
 
-from facegallery.config import GallerySettings, QueueSettings, RedisServerSettings, Settings
-from facegallery.errors import FailedPrecondition
+from facegallery.assets.samples import Samples
+from facegallery.core.config import GallerySettings, QueueSettings, RedisServerSettings, Settings
+from facegallery.core.errors import FailedPrecondition
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
 from facegallery.jobs import EnrollmentQueue
 from facegallery.jobs.worker import Worker
-from facegallery.matching import Thresholds
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer, redis_binary
 from facegallery.servers.supervisor import free_port
-from facegallery.service import EnrollResult, FaceService, ImageInput
+from facegallery.service.enrollment import EnrollResult, ImageInput
+from facegallery.service.face_service import FaceService
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import encode
 from tests.jobs.helpers import orl_photos, queue_settings
 
@@ -58,7 +59,7 @@ def _spawn_worker(
         "FACEGALLERY_MATCHING__THRESHOLDS_FILE": str(data / "thresholds.json"),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "facegallery.cli", "worker"],
+        [sys.executable, "-m", "facegallery", "worker"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

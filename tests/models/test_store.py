@@ -12,9 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from facegallery.artifacts import PackagedFile
-from facegallery.config import ModelSettings, Settings
-from facegallery.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from facegallery.assets.artifacts import PackagedFile
+from facegallery.core.config import ModelSettings, Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
 from facegallery.models import PACKS, ModelStore
 from facegallery.models.convert import prepare_graph, verify_prepared
 from facegallery.models.specs import SFACE_2021DEC, YUNET_2023MAR

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegallery.config import RuntimeSettings, Settings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings, Settings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.models import ModelStore
 from facegallery.runtime import ShapeProfile, create_runtime
 from facegallery.runtime.onnx import OnnxRuntime

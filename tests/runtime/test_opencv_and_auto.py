@@ -12,8 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from facegallery.config import RuntimeSettings, Settings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings, Settings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.models import ModelStore, PreparedModel
 from facegallery.runtime import ShapeProfile, create_runtime
 from facegallery.runtime.choice import (

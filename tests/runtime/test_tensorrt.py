@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facegallery.config import RuntimeSettings, Settings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings, Settings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.models import ModelStore
 from facegallery.runtime import ShapeProfile, create_runtime
 from facegallery.runtime.tensorrt import tensorrt_unavailable_reason

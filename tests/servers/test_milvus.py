@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from facegallery.cli import app
-from facegallery.config import GallerySettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import GallerySettings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.gallery import Gallery, NewTemplate
 from facegallery.servers import MilvusServer
 from facegallery.servers.supervisor import process_alive

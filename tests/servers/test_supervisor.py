@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facegallery.errors import FailedPrecondition, Unavailable
+from facegallery.core.errors import FailedPrecondition, Unavailable
 from facegallery.servers.supervisor import (
     Launch,
     ManagedServer,

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from facegallery.auth import KeyStore
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
+from facegallery.serving.keys import KeyStore
 
 IMAGE_MAX_BYTES = 1_500_000
 REQUEST_MAX_BYTES = 8 * 1024 * 1024

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from facegallery.assets.samples import Samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.errors import InvalidInput
-from facegallery.samples import Samples
+from facegallery.core.errors import InvalidInput
 from tests.serving.conftest import Served
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.samples import Samples
 from tests.serving.conftest import Served
 
 pytestmark = pytest.mark.slow

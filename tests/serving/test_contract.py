@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel
 from ray.serve.schema import ServeDeploySchema
 
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.serving import schemas as s
 from facegallery.serving.app import serve_config
 from facegallery.v1 import facegallery_pb2 as pb

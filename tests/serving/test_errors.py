@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from facegallery.assets.samples import Samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.errors import (
+from facegallery.core.errors import (
     FaceGalleryError,
     ImageTooLarge,
     InvalidImage,
@@ -22,7 +23,6 @@ from facegallery.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from facegallery.samples import Samples
 from tests.helpers import encode, png_claiming
 from tests.serving.conftest import IMAGE_MAX_BYTES, Served
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from facegallery.assets.samples import Samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.samples import Samples
 from tests.serving.conftest import METRICS_REFRESH_S, Served
 
 pytestmark = pytest.mark.slow

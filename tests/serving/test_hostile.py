@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.errors import InvalidInput, Overloaded, PayloadTooLarge
+from facegallery.core.errors import InvalidInput, Overloaded, PayloadTooLarge
 from facegallery.serving.body import body_bound
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import ray
 
-from facegallery.errors import Unavailable
+from facegallery.core.errors import Unavailable
 from facegallery.serving import local_ray
 
 TIMEOUT = Exception(

@@ -23,16 +23,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.config import Settings
-from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.core.config import Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.decisions.thresholds import Thresholds, calibrate
 from facegallery.gallery import Gallery
-from facegallery.matching import Thresholds, calibrate
 from facegallery.models import ModelStore
 from facegallery.models.specs import SFACE_2021DEC
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
 from facegallery.training.augment import augment
 from facegallery.training.data import (
     PKSampler,
@@ -46,6 +46,7 @@ from facegallery.training.losses import build_loss
 from facegallery.training.model import preprocess
 from facegallery.training.sface import convert_sface, sface_modules
 from facegallery.training.trainer import CHECKPOINT, face_finder, train
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import encode, read_bgr
 
 CELEBA_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "faces" / "celeba_train"

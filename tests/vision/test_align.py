@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.config import Settings
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.core.config import Settings
 from facegallery.vision.align import ARCFACE_TEMPLATE, CROP_SIZE, align_face, similarity_transform
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facegallery.config import DecodeSettings
-from facegallery.errors import ImageTooLarge, InvalidImage
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.core.config import DecodeSettings
+from facegallery.core.errors import ImageTooLarge, InvalidImage
 from facegallery.vision.decode import decode_image
 from tests.helpers import png_claiming
 

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facegallery.config import DetectSettings
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.core.config import DetectSettings
 from facegallery.vision.detect import Detection, Detector, largest
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
 

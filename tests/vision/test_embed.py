@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
 

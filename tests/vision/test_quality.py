@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facegallery.config import QualitySettings
-from facegallery.pipeline import FacePipeline
-from facegallery.samples import Samples
+from facegallery.assets.samples import Samples
+from facegallery.core.config import QualitySettings
 from facegallery.vision.align import ARCFACE_TEMPLATE
+from facegallery.vision.pipeline import FacePipeline
 from facegallery.vision.quality import Quality, estimate_pose
 from tests.helpers import read_bgr
 

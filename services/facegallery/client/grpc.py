@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
-from facegallery.errors import FaceGalleryError, error_for
+from facegallery.core.errors import FaceGalleryError, error_for
 from facegallery.serving import schemas as s
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
-from facegallery.errors import FaceGalleryError, Unavailable, error_for
+from facegallery.core.errors import FaceGalleryError, Unavailable, error_for
 from facegallery.serving import schemas as s
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegallery.errors import InvalidInput
+from facegallery.core.errors import InvalidInput
 
 N_FOLDS = 10
 

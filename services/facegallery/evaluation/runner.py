@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from facegallery.errors import InvalidImage
-from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve, tar_at_far
+from facegallery.core.errors import InvalidImage
+from facegallery.decisions.rates import tar_at_far
+from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve
 from facegallery.evaluation.pairs import Pair
-from facegallery.pipeline import FacePipeline
+from facegallery.vision.pipeline import FacePipeline
 
 IMAGE_BATCH = 8
 

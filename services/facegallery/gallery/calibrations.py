@@ -1,9 +1,9 @@
 """The open-set calibration of each gallery, stored beside it so every process reads the same.
 
-A self-calibration (``facegallery.openset``) searches a sample of the gallery's templates with
-their own user left out; what it keeps is the highest of those searches' decision values (the
-statistic identify compares with the threshold, named beside them; enough to answer any
-target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
+A self-calibration (``facegallery.decisions.openset``) searches a sample of the gallery's
+templates with their own user left out; what it keeps is the highest of those searches'
+decision values (the statistic identify compares with the threshold, named beside them; enough
+to answer any target FPIR up to 0.1) and the gallery's size at the time. One row per gallery
 in a small collection next to the templates and the user registry, written with the same
 delete-then-insert as the others.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from pymilvus import DataType, MilvusClient
 
-from facegallery import ids
+from facegallery.core import ids
 from facegallery.gallery.connection import PLACEHOLDER, PLACEHOLDER_ROW, MilvusConnection
 
 # The tail of the largest sample (16,384 searches: 1,639 scores, 12 characters each) fits.

@@ -25,9 +25,9 @@ from typing import Any
 
 from pymilvus import CollectionSchema, DataType, MilvusClient, MilvusException
 
-from facegallery import ids
-from facegallery.config import GallerySettings
-from facegallery.errors import Unavailable, redacted
+from facegallery.core import ids
+from facegallery.core.config import GallerySettings
+from facegallery.core.errors import Unavailable, redacted
 
 # Milvus 2.3 refuses a query or search whose limit (or offset + limit) exceeds this.
 MAX_LIMIT = 16384

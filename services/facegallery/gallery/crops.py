@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from facegallery import ids
-from facegallery.errors import Unavailable
+from facegallery.core import ids
+from facegallery.core.errors import Unavailable
 from facegallery.gallery.connection import (
     PLACEHOLDER,
     PLACEHOLDER_ROW,

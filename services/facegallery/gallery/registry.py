@@ -25,7 +25,7 @@ from typing import Any
 
 from pymilvus import DataType, MilvusClient
 
-from facegallery import ids
+from facegallery.core import ids
 from facegallery.gallery.connection import (
     PLACEHOLDER,
     PLACEHOLDER_ROW,

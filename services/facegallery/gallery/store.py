@@ -12,7 +12,7 @@ done here, not by Milvus: server 2.3 silently ignores ``group_by_field``. The se
 user's best) that is exact for an exact search: a user holds at most ``cap`` templates, so
 the k-th best user's best template ranks at most ``(k - 1) * cap + 1``; ``top2_mean`` fetches
 enough for ``max(top_k, fusion_shortlist)`` users and fuses those.
-Every id is validated (``facegallery.ids``) before it is written into a filter expression.
+Every id is validated (``facegallery.core.ids``) before it is written into a filter expression.
 With ``gallery.keep_crops``, each template's aligned crop is kept beside it (``crops.py``) for
 ``facegallery reembed``.
 
@@ -33,9 +33,9 @@ from typing import Any, get_args
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from facegallery import ids
-from facegallery.config import FusionName, GallerySettings
-from facegallery.errors import InvalidInput, NotFound, Unavailable
+from facegallery.core import ids
+from facegallery.core.config import FusionName, GallerySettings
+from facegallery.core.errors import InvalidInput, NotFound, Unavailable
 from facegallery.gallery.calibrations import CalibrationStore
 from facegallery.gallery.connection import (
     MAX_LIMIT,

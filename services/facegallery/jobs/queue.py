@@ -28,9 +28,9 @@ from typing import Any, Literal, cast
 
 import redis
 
-from facegallery import ids
-from facegallery.config import DecodeSettings, QueueSettings
-from facegallery.errors import (
+from facegallery.core import ids
+from facegallery.core.config import DecodeSettings, QueueSettings
+from facegallery.core.errors import (
     AlreadyExists,
     FaceGalleryError,
     FailedPrecondition,
@@ -41,7 +41,7 @@ from facegallery.errors import (
     as_error,
     redacted,
 )
-from facegallery.service import EnrollResult, ImageInput
+from facegallery.service.enrollment import EnrollResult, ImageInput
 from facegallery.vision.decode import check_image_header
 
 JobStatus = Literal["queued", "running", "done", "failed"]

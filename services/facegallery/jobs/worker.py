@@ -32,10 +32,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from facegallery.errors import FaceGalleryError, InvalidInput, NotFound, Overloaded, Unavailable
+from facegallery.core.errors import (
+    FaceGalleryError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+from facegallery.core.telemetry import JOBS
 from facegallery.jobs.queue import Delivery, EnrollmentQueue, Job, Lease
-from facegallery.metrics import JOBS
-from facegallery.service import EnrollResult, Fence, ImageInput
+from facegallery.service.enrollment import EnrollResult, Fence, ImageInput
 
 Enroll = Callable[[str, str, list[ImageInput], int | None, Fence], EnrollResult]
 MAX_PAUSE_S = 5.0  # the longest wait between tries while Redis is unreachable

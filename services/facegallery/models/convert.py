@@ -13,8 +13,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from facegallery.config import DetectorFamily, RecognizerFamily
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import DetectorFamily, RecognizerFamily
+from facegallery.core.errors import FailedPrecondition
 
 Family = DetectorFamily | RecognizerFamily
 

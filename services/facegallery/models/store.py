@@ -16,9 +16,9 @@ from pathlib import Path
 
 import onnx
 
-from facegallery.artifacts import sha256_file
-from facegallery.config import DetectorFamily, ModelSettings, RecognizerFamily
-from facegallery.errors import FailedPrecondition, InvalidInput, PermissionDenied
+from facegallery.assets.artifacts import sha256_file
+from facegallery.core.config import DetectorFamily, ModelSettings, RecognizerFamily
+from facegallery.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
 from facegallery.models.convert import prepare_graph, verify_prepared
 from facegallery.models.specs import PACKS, ModelPack, ModelSpec
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facegallery.config import RuntimeSettings
+from facegallery.core.config import RuntimeSettings
 from facegallery.models import PreparedModel
 from facegallery.runtime.base import InferenceRuntime, ShapeProfile
 

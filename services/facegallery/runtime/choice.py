@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from facegallery.config import RuntimeSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.models import PreparedModel
 from facegallery.runtime.base import InferenceRuntime, ShapeProfile
 from facegallery.runtime.onnx import OnnxRuntime

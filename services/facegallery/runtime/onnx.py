@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from facegallery.config import RuntimeSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings
+from facegallery.core.errors import FailedPrecondition
 
 
 class OnnxRuntime:

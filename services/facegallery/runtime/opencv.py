@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import onnx
 
-from facegallery.config import RuntimeSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings
+from facegallery.core.errors import FailedPrecondition
 
 
 class OpenCvRuntime:

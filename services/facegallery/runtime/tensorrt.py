@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from facegallery.config import RuntimeSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RuntimeSettings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.models import PreparedModel
 from facegallery.runtime.base import ShapeProfile
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from facegallery.config import MilvusServerSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import MilvusServerSettings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.servers.supervisor import Launch, ManagedServer, free_port, port_is_free
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")

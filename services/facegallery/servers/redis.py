@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
-from facegallery.config import RedisServerSettings
-from facegallery.errors import FailedPrecondition
+from facegallery.core.config import RedisServerSettings
+from facegallery.core.errors import FailedPrecondition
 from facegallery.servers.supervisor import Launch, ManagedServer
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.servers.supervisor import Launch, ManagedServer
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from facegallery.errors import FailedPrecondition, Unavailable
+from facegallery.core.errors import FailedPrecondition, Unavailable
 
 _POLL_S = 0.1
 _LOG_TAIL_LINES = 15

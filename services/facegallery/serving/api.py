@@ -21,13 +21,20 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from facegallery.auth import ADMIN, ApiKey, KeyStore, Role
-from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError, InvalidInput, Overloaded, as_error
+from facegallery.core.config import Settings
+from facegallery.core.errors import FaceGalleryError, InvalidInput, Overloaded, as_error
+from facegallery.core.telemetry import (
+    GALLERY_SIZE,
+    QUEUE_JOBS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    exposition,
+)
 from facegallery.jobs.queue import EnrollmentQueue
-from facegallery.metrics import GALLERY_SIZE, QUEUE_JOBS, REQUEST_SECONDS, REQUESTS, exposition
-from facegallery.service import FaceService, ImageInput
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
 from facegallery.serving import schemas as s
+from facegallery.serving.keys import ADMIN, ApiKey, KeyStore, Role
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from facegallery.config import DeploymentSettings, Settings
-from facegallery.metrics import MULTIPROC_ENV
+from facegallery.core.config import DeploymentSettings, Settings
+from facegallery.core.telemetry import MULTIPROC_ENV
 from facegallery.serving import proxy
+from facegallery.serving.deployments import DetectorDeployment, EmbedderDeployment
 from facegallery.serving.gateway import GRPC_SERVICERS, Gateway
-from facegallery.serving.models import Detector, Embedder
 from facegallery.serving.workers import EnrollmentWorkers
 
 IMPORT_PATH = "facegallery.serving.app:build"
@@ -30,8 +30,12 @@ def build(args: dict[str, Any]) -> Application:
     settings = Settings(**args.get("settings", {}))
     shared = args.get("settings", {})
     serving = settings.serving
-    detector = serve.deployment(**deployment_options(serving.detector, settings))(Detector)
-    embedder = serve.deployment(**deployment_options(serving.embedder, settings))(Embedder)
+    detector = serve.deployment(name="Detector", **deployment_options(serving.detector, settings))(
+        DetectorDeployment
+    )
+    embedder = serve.deployment(name="Embedder", **deployment_options(serving.embedder, settings))(
+        EmbedderDeployment
+    )
     workers = serve.deployment(**deployment_options(serving.workers, settings))(EnrollmentWorkers)
     gateway = serve.deployment(**deployment_options(serving.gateway, settings, True))(Gateway)
     detector_node, embedder_node = detector.bind(shared), embedder.bind(shared)

@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
-from facegallery.config import Settings
-from facegallery.errors import InvalidInput, PayloadTooLarge
+from facegallery.core.config import Settings
+from facegallery.core.errors import InvalidInput, PayloadTooLarge
 
 NO_IMAGE_BYTES = 64 * 1024
 """The bound of a call that carries no image (ids, page tokens, options)."""

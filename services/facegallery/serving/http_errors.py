@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from facegallery.errors import FaceGalleryError
+from facegallery.core.errors import FaceGalleryError
 
 
 def error_response(error: FaceGalleryError) -> JSONResponse:

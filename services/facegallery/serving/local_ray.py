@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from facegallery.errors import Unavailable
+from facegallery.core.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 

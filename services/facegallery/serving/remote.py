@@ -12,8 +12,8 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from facegallery.errors import Overloaded, Unavailable
-from facegallery.pipeline import AlignedFace, DetectedImage, Face, attach_embeddings
+from facegallery.core.errors import Overloaded, Unavailable
+from facegallery.vision.pipeline import AlignedFace, DetectedImage, Face, attach_embeddings
 
 
 class ServedPipeline:

@@ -12,13 +12,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from facegallery import openset
-from facegallery.config import IMAGES_PER_CALL_MAX, MAX_FPIR
+from facegallery.core.config import IMAGES_PER_CALL_MAX, MAX_FPIR
+from facegallery.decisions import openset
+from facegallery.decisions.thresholds import (
+    Identification,
+    Verification,
+    describe_decision,
+    rounded_score,
+)
 from facegallery.gallery import User
 from facegallery.jobs.queue import Job
-from facegallery.matching import Identification, Verification, describe_decision, rounded_score
-from facegallery.pipeline import Face as PipelineFace
 from facegallery.vision.detect import Detection
+from facegallery.vision.pipeline import Face as PipelineFace
 from facegallery.vision.quality import Quality as PipelineQuality
 
 

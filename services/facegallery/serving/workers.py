@@ -10,10 +10,10 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from facegallery.config import Settings
+from facegallery.core.config import Settings
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.jobs.worker import Worker
-from facegallery.serving.service import served_service
+from facegallery.serving.served_service import served_service
 
 
 class EnrollmentWorkers:

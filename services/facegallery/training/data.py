@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from facegallery.errors import FaceGalleryError, InvalidInput
-from facegallery.pipeline import FaceFinder
+from facegallery.core.errors import FaceGalleryError, InvalidInput
 from facegallery.vision.decode import IMAGE_SUFFIXES
+from facegallery.vision.pipeline import FaceFinder
 
 ALIGN_BATCH = 16
 

@@ -24,8 +24,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from facegallery.config import Settings
-from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.core.config import Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
 from facegallery.training.data import manifest_path
 from facegallery.training.model import MEAN, STD, preprocess
 from facegallery.training.trainer import (

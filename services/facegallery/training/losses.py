@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from facegallery.config import LossName
+from facegallery.core.config import LossName
 
 
 def _pairwise_squared_distances(unit: torch.Tensor) -> torch.Tensor:

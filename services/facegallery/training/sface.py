@@ -25,7 +25,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from facegallery.errors import FailedPrecondition
+from facegallery.core.errors import FailedPrecondition
 from facegallery.training.model import MEAN, STD, preprocess
 from facegallery.training.validation import PARITY_COSINE, lowest_cosine
 

@@ -28,12 +28,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from facegallery.config import Settings
-from facegallery.errors import FailedPrecondition, InvalidInput
+from facegallery.core.config import Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
 from facegallery.evaluation.runner import PairScores, plot_roc
 from facegallery.models import ModelStore
 from facegallery.models.specs import SFACE_2021DEC
-from facegallery.pipeline import FaceFinder, build_detector
 from facegallery.training.augment import augment
 from facegallery.training.data import (
     AlignedSet,
@@ -57,6 +56,7 @@ from facegallery.training.validation import (
     validation_metrics,
     validation_pairs,
 )
+from facegallery.vision.pipeline import FaceFinder, build_detector
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"

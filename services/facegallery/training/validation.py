@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from facegallery.evaluation.metrics import auc, kfold_accuracy, tar_at_far
+from facegallery.decisions.rates import tar_at_far
+from facegallery.evaluation.metrics import auc, kfold_accuracy
 from facegallery.training.data import AlignedSet
 from facegallery.training.model import preprocess
 

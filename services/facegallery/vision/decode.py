@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegallery.config import DecodeSettings
-from facegallery.errors import ImageTooLarge, InvalidImage
+from facegallery.core.config import DecodeSettings
+from facegallery.core.errors import ImageTooLarge, InvalidImage
 
 _ORIENTATION = 0x0112  # the EXIF tag
 # EXIF orientation -> the numpy operations that make the image upright (exif_transpose's table:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facegallery.config import DetectSettings
+from facegallery.core.config import DetectSettings
 from facegallery.runtime import InferenceRuntime
 
 

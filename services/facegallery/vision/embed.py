@@ -12,8 +12,8 @@ from functools import cached_property
 
 import numpy as np
 
-from facegallery.config import EmbedSettings, RecognizerFamily
-from facegallery.metrics import timed
+from facegallery.core.config import EmbedSettings, RecognizerFamily
+from facegallery.core.telemetry import timed
 from facegallery.runtime import InferenceRuntime
 
 # (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.

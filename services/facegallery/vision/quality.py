@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from facegallery.config import QualitySettings
+from facegallery.core.config import QualitySettings
 from facegallery.vision.align import ARCFACE_TEMPLATE
 from facegallery.vision.detect import Detection
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facegallery.config import DetectSettings
+from facegallery.core.config import DetectSettings
 from facegallery.runtime import InferenceRuntime
 from facegallery.vision.detect import Detection, Detector
 

@@ -29,7 +29,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from facegallery.errors import FailedPrecondition, Unavailable
+from facegallery.core.errors import FailedPrecondition, Unavailable
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,16 @@ import json
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from facegallery.errors import FaceGalleryError, InvalidInput
+from facegallery.core.config import Settings, load_settings
+from facegallery.core.errors import FaceGalleryError, InvalidInput
+
+if TYPE_CHECKING:
+    from facegallery.jobs import EnrollmentQueue
+    from facegallery.service.face_service import FaceService
 
 ConfigOption = Annotated[
     Path | None,
@@ -108,3 +113,18 @@ def report_enrollment(
         f"{prefix}enrolled {enrolled} of {images} image(s) for {user} in {gallery} "
         f"({templates} template(s) kept)"
     )
+
+
+def service_for(config: Path | None) -> FaceService:
+    """The in-process use case on these settings (models loaded, gallery opened)."""
+    from facegallery.service.face_service import FaceService
+
+    return FaceService.from_settings(load_settings(config))
+
+
+def queue_for(config: Path | None, settings: Settings | None = None) -> EnrollmentQueue:
+    """The enrollment queue these settings name."""
+    from facegallery.jobs import EnrollmentQueue
+
+    settings = settings or load_settings(config)
+    return EnrollmentQueue(settings.queue, settings.decode)

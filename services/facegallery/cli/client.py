@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from tqdm import tqdm
 
-from facegallery.cli_common import (
+from facegallery.cli.common import (
     FpirOption,
     GalleryOption,
     JsonFlag,
@@ -30,7 +30,7 @@ from facegallery.cli_common import (
     report_folder,
     reports_errors,
 )
-from facegallery.errors import FaceGalleryError, InvalidInput
+from facegallery.core.errors import FaceGalleryError, InvalidInput
 
 if TYPE_CHECKING:
     from facegallery.client import GrpcClient, HttpClient

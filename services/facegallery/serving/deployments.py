@@ -1,6 +1,6 @@
-"""The Detector and Embedder deployments: the pipeline's two halves, batched across every
-request that reaches the replica (`@serve.batch`), sized from ``serving.detector`` /
-``serving.embedder``. Each replica loads its models once."""
+"""The Detector and Embedder deployments (served under those names): the pipeline's two
+halves, batched across every request that reaches the replica (`@serve.batch`), sized from
+``serving.detector`` / ``serving.embedder``. Each replica loads its models once."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import asyncio
 import numpy as np
 from ray import serve
 
-from facegallery.config import DeploymentSettings, Settings
-from facegallery.metrics import BATCH_SIZE
+from facegallery.core.config import DeploymentSettings, Settings
+from facegallery.core.telemetry import BATCH_SIZE
 from facegallery.models import ModelStore
-from facegallery.pipeline import DetectedImage, FaceFinder, build_detector, build_embedder
+from facegallery.vision.pipeline import DetectedImage, FaceFinder, build_detector, build_embedder
 
 DetectCall = tuple[bytes | np.ndarray, bool]  # image, largest_only
 
@@ -26,7 +26,7 @@ def _set_batching(method: object, deployment: DeploymentSettings) -> None:
     method.set_batch_wait_timeout_s(deployment.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
 
-class Detector:
+class DetectorDeployment:
     """Image bytes -> decode -> detect -> quality -> align, a batch of images at a time."""
 
     def __init__(self, settings: dict[str, object]) -> None:
@@ -52,7 +52,7 @@ class Detector:
         return [answers[i] for i in range(len(calls))]
 
 
-class Embedder:
+class EmbedderDeployment:
     """Aligned crops -> unit embeddings; the batch is counted in faces, not requests."""
 
     def __init__(self, settings: dict[str, object]) -> None:

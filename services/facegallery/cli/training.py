@@ -9,8 +9,8 @@ from typing import Annotated, get_args
 
 import typer
 
-from facegallery.cli_common import ConfigOption, emit_json, reports_errors
-from facegallery.config import LossName, load_settings
+from facegallery.cli.common import ConfigOption, emit_json, reports_errors
+from facegallery.core.config import LossName, load_settings
 
 LOSS_HELP = "The loss: " + ", ".join(get_args(LossName)) + "."
 
@@ -19,7 +19,7 @@ def _require_torch() -> None:
     """A clear instruction instead of an ImportError where the train extra is missing."""
     from importlib.util import find_spec
 
-    from facegallery.errors import FailedPrecondition
+    from facegallery.core.errors import FailedPrecondition
 
     if find_spec("torch") is None:
         raise FailedPrecondition("training needs torch: pip install 'facegallery[train]'")

@@ -21,12 +21,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from facegallery.errors import InvalidInput
+from facegallery.core.errors import InvalidInput
 
 DetectorFamily = Literal["yunet", "scrfd"]
 RecognizerFamily = Literal["sface", "arcface"]
 FusionName = Literal["max", "top2_mean"]
-# What a self-calibrated identify compares with its threshold (facegallery.openset).
+# What a self-calibrated identify compares with its threshold (facegallery.decisions.openset).
 StatisticName = Literal["score", "cohort_gap"]
 ImageFormat = Literal["JPEG", "PNG", "WEBP"]
 
@@ -491,7 +491,7 @@ MAX_FPIR = 0.1
 
 class MatchingSettings(BaseModel):
     """Decisions: 1:1 thresholds per model id, the open-set operating point of each gallery
-    (``facegallery.openset``), and what a duplicate identity at enrollment does."""
+    (``facegallery.decisions.openset``), and what a duplicate identity at enrollment does."""
 
     thresholds_file: Path = Field(
         default_factory=lambda: _data_home() / "thresholds.json",

@@ -7,10 +7,10 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from facegallery.config import Settings
+from facegallery.core.config import Settings
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
-from facegallery.matching import Thresholds
-from facegallery.service import FaceService
+from facegallery.service.face_service import FaceService
 from facegallery.serving.remote import ServedPipeline
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facegallery.artifacts import Distribution, PackagedFile, list_members, open_member
-from facegallery.errors import FailedPrecondition
+from facegallery.assets.artifacts import Distribution, PackagedFile, list_members, open_member
+from facegallery.core.errors import FailedPrecondition
 
 FACE_RECOGNITION = Distribution("face-recognition", "1.3.0", sdist=True)
 INSIGHTFACE = Distribution("insightface", "2.1", sdist=True)

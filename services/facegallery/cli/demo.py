@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facegallery.config import Settings
-from facegallery.samples import Samples, fetch_samples
-from facegallery.service import FaceService, ImageInput
+from facegallery.assets.samples import Samples, fetch_samples
+from facegallery.core.config import Settings
+from facegallery.service.enrollment import ImageInput
+from facegallery.service.face_service import FaceService
 
 GALLERY = "demo"
 
@@ -50,8 +51,8 @@ CLAIMS = ("barack-obama", "joe-biden")  # obama2.jpg claims to be each in turn
 def run_served_demo(settings: Settings, say: Callable[[str], None]) -> None:
     """The demo through the service: stack up, jobs, gRPC and HTTP answers, stack down."""
     from facegallery.client import GrpcClient, HttpClient
+    from facegallery.servers.stack import Stack
     from facegallery.servers.supervisor import free_port
-    from facegallery.stack import Stack
 
     samples = fetch_samples(settings.samples_dir.expanduser(), settings.models.wheelhouse)
     settings = settings.model_copy(deep=True)

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from facegallery.config import MatchingSettings
-from facegallery.errors import FailedPrecondition, InvalidInput
-from facegallery.evaluation.metrics import tar_at_far
+from facegallery.core.config import MatchingSettings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.decisions.rates import tar_at_far
 from facegallery.gallery import Candidate
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality
@@ -189,7 +189,7 @@ class Verification:
 class Identification:
     """1:N answer for one face: candidates and the decision (a user id or ``unknown``), and
     ``decision_score``, the value compared with the operating point's threshold (the best
-    score, or the cohort gap: ``facegallery.openset``).
+    score, or the cohort gap: ``facegallery.decisions.openset``).
 
     A face that failed the quality gate is not searched: no candidates, decision ``unknown``,
     and ``quality.reasons`` says why."""
@@ -248,7 +248,7 @@ def describe_decision(
 
 
 def decide(candidates: list[Candidate], value: float | None, threshold: float) -> str:
-    """The best candidate's user id when the decision value (``facegallery.openset``)
+    """The best candidate's user id when the decision value (``facegallery.decisions.openset``)
     reaches the threshold, else unknown."""
     if candidates and value is not None and value >= threshold:
         return candidates[0].user_id

@@ -22,8 +22,8 @@ from typing import Any, Literal, get_args
 
 import redis
 
-from facegallery import ids
-from facegallery.errors import (
+from facegallery.core import ids
+from facegallery.core.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,

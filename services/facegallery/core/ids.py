@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from facegallery.errors import InvalidInput
+from facegallery.core.errors import InvalidInput
 
 GALLERY_MAX = 64
 USER_MAX = 128

@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
-from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError
-from facegallery.metrics import FACES_PER_IMAGE, timed
+from facegallery.core.config import Settings
+from facegallery.core.errors import FaceGalleryError
+from facegallery.core.telemetry import FACES_PER_IMAGE, timed
 from facegallery.models import ModelStore, PreparedModel
 from facegallery.runtime import ShapeProfile, create_runtime
 from facegallery.vision.align import CROP_SIZE, align_face

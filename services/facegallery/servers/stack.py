@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from facegallery.auth import KeyStore
-from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError
+from facegallery.core.config import Settings
+from facegallery.core.errors import FaceGalleryError
 from facegallery.servers import MilvusServer
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.serving import ServingServer
 from facegallery.servers.supervisor import ManagedServer, ServerStatus
+from facegallery.serving.keys import KeyStore
 
 KEY_FILE = "admin.key"
 CONFIG_FILE = "stack.yaml"

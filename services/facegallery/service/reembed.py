@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from facegallery import ids
-from facegallery.config import Settings
-from facegallery.errors import FailedPrecondition, InvalidInput, NotFound
+from facegallery.core import ids
+from facegallery.core.config import Settings
+from facegallery.core.errors import FailedPrecondition, InvalidInput, NotFound
+from facegallery.decisions.openset import OpenSetCalibrator
+from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate, TemplateInfo
-from facegallery.matching import Thresholds
 from facegallery.models import ModelStore
-from facegallery.openset import OpenSetCalibrator
-from facegallery.pipeline import build_embedder
 from facegallery.vision.embed import Embedder
+from facegallery.vision.pipeline import build_embedder
 
 NAMED_USERS_MAX = 100
 

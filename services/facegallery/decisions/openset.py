@@ -43,13 +43,13 @@ from statistics import NormalDist
 
 import numpy as np
 
-from facegallery import ids
-from facegallery.config import MAX_FPIR, MatchingSettings
-from facegallery.errors import FailedPrecondition, InvalidInput
-from facegallery.evaluation.metrics import threshold_at_rate
+from facegallery.core import ids
+from facegallery.core.config import MAX_FPIR, MatchingSettings
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.decisions.rates import threshold_at_rate
+from facegallery.decisions.thresholds import Calibration, Thresholds
 from facegallery.gallery import Candidate, Gallery, GalleryStats, ImpostorSample
 from facegallery.gallery.fusion import MAX
-from facegallery.matching import Calibration, Thresholds
 
 SELF_CALIBRATED = "self_calibrated"
 FAR_EXTENDED = "far_extended"

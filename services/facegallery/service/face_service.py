@@ -5,35 +5,32 @@ the same methods, so the rules below hold whichever way a request arrives."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 
-from facegallery import ids
-from facegallery.config import Settings
-from facegallery.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
+from facegallery.core import ids
+from facegallery.core.config import Settings
+from facegallery.core.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
+from facegallery.core.telemetry import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
+from facegallery.decisions.openset import SCORE, OpenSetCalibrator, OperatingPoint
+from facegallery.decisions.thresholds import (
+    UNKNOWN,
+    Identification,
+    Thresholds,
+    Verification,
+    decide,
+)
 from facegallery.gallery import Gallery, GalleryStats, NewTemplate, Template, User
 from facegallery.gallery.fusion import user_score
 from facegallery.gallery.policy import templates_to_keep
-from facegallery.matching import UNKNOWN, Identification, Thresholds, Verification, decide
-from facegallery.metrics import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
-from facegallery.openset import SCORE, OpenSetCalibrator, OperatingPoint
-from facegallery.pipeline import Face, FaceAnalyzer, FacePipeline
+from facegallery.service.enrollment import EnrollOutcome, EnrollResult, Fence, ImageInput
+from facegallery.vision.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
 
 _T = TypeVar("_T")
-Fence = Callable[[], None]
-"""Called before each gallery write of an enrollment; raises to stop it."""
-
-
-@dataclass(frozen=True)
-class ImageInput:
-    """An image to process and the name it is reported (and stored as source) under."""
-
-    name: str
-    data: bytes | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -42,56 +39,6 @@ class Identified:
 
     images: list[list[Identification]]
     operating_point: OperatingPoint
-
-
-@dataclass(frozen=True)
-class EnrollOutcome:
-    """What happened to one enrollment image. ``reason`` (when rejected) is one of
-    invalid_image, no_face, multiple_faces, no_such_face, low_quality, duplicate_identity,
-    redundant."""
-
-    image: str
-    enrolled: bool
-    reason: str | None = None
-    message: str = ""
-    template_id: str | None = None
-    quality: Quality | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "image": self.image,
-            "status": "enrolled" if self.enrolled else "rejected",
-            "reason": self.reason,
-            "message": self.message,
-            "template_id": self.template_id,
-            "quality": self.quality.to_dict() if self.quality else None,
-            "warnings": self.warnings,
-        }
-
-
-@dataclass(frozen=True)
-class EnrollResult:
-    gallery: str
-    user_id: str
-    outcomes: list[EnrollOutcome]
-    templates: int
-    evicted: list[str]
-
-    @property
-    def enrolled(self) -> int:
-        return sum(o.enrolled for o in self.outcomes)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "gallery": self.gallery,
-            "user_id": self.user_id,
-            "enrolled": self.enrolled,
-            "rejected": len(self.outcomes) - self.enrolled,
-            "templates": self.templates,
-            "evicted_templates": self.evicted,
-            "images": [o.to_dict() for o in self.outcomes],
-        }
 
 
 @dataclass

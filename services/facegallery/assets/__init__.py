@@ -1,0 +1,1 @@
+"""Files taken out of pinned registry packages: model weights and sample photos."""

@@ -1,0 +1,186 @@
+"""Research commands: detection on one photo, accuracy with the field's protocols (10-fold,
+TAR@FAR, rank-1, FNIR@FPIR), pair calibration of the 1:1 threshold, and metric learning
+(train, export)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from facegallery.cli.common import (
+    ConfigOption,
+    FpirOption,
+    JsonFlag,
+    emit_json,
+    read_image,
+    reports_errors,
+)
+from facegallery.core.config import Settings, load_settings
+from facegallery.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    pass
+
+
+from facegallery.cli.training import export_command, train_command
+
+app = typer.Typer()
+eval_app = typer.Typer(help="Measure accuracy with the field's protocols.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.command("train")(train_command)
+app.command("export")(export_command)
+
+RootOption = Annotated[Path, typer.Option("--root", help="Folder the pair paths are relative to.")]
+PairsOption = Annotated[
+    Path, typer.Option("--pairs", help="CSV img_a,img_b,same[,fold] or LFW pairs.txt.")
+]
+PackOption = Annotated[
+    str | None, typer.Option("--model-pack", help="Model pack to use (default: configured).")
+]
+
+
+def _settings(config: Path | None, pack: str | None = None) -> Settings:
+    settings = load_settings(config)
+    if pack is not None:
+        settings.models.pack = pack
+    return settings
+
+
+@app.command("detect")
+@reports_errors
+def detect(
+    image: Annotated[Path, typer.Argument(help="JPEG, PNG or WebP file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Faces in an image: boxes, landmarks, quality and why a face would be rejected."""
+    from facegallery.vision.pipeline import FacePipeline
+
+    data = read_image(image)
+    pipeline = FacePipeline.from_settings(_settings(config, model_pack))
+    faces = pipeline.analyze(data)
+    if as_json:
+        emit_json({"image": str(image), "faces": [f.to_dict() for f in faces]}, None)
+        return
+    typer.echo(f"{image}: {len(faces)} face(s)")
+    for i, face in enumerate(faces, start=1):
+        x1, y1, x2, y2 = (round(float(v)) for v in face.detection.box)
+        typer.echo(
+            f"  {i}. box ({x1},{y1})-({x2},{y2}) score {face.detection.score:.2f} "
+            f"quality {face.quality.score:.2f} {face.quality.verdict}"
+        )
+
+
+@eval_app.command("pairs")
+@reports_errors
+def eval_pairs(
+    root: RootOption,
+    pairs: PairsOption,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Save the ROC curve here.")] = None,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """10-fold verification accuracy, AUC and TAR@FAR on image pairs (largest face each)."""
+    from facegallery.evaluation.pairs import read_pairs
+    from facegallery.evaluation.runner import evaluate_pairs, plot_roc
+    from facegallery.training.data import guard_evaluation
+    from facegallery.vision.pipeline import FacePipeline
+
+    if not root.is_dir():
+        raise InvalidInput(f"--root {root} is not a folder")
+    settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root)
+    pair_list = read_pairs(pairs)
+    pipeline = FacePipeline.from_settings(settings)
+    report, scores = evaluate_pairs(pipeline, root, pair_list, progress=True)
+    if plot is not None:
+        plot_roc(scores, plot, pipeline.model_id)
+    emit_json(report, json_out)
+
+
+@app.command("calibrate")
+@reports_errors
+def calibrate(
+    root: RootOption,
+    pairs: PairsOption,
+    far: Annotated[float, typer.Option("--far", help="Target false accept rate.")] = 0.001,
+    as_json: JsonFlag = False,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Choose the threshold for a target FAR on labelled pairs and store it for the model."""
+    from facegallery.decisions.thresholds import Thresholds
+    from facegallery.decisions.thresholds import calibrate as fit
+    from facegallery.evaluation.pairs import read_pairs
+    from facegallery.evaluation.runner import largest_face_embedder, score_pairs
+    from facegallery.vision.pipeline import FacePipeline
+
+    if not root.is_dir():
+        raise InvalidInput(f"--root {root} is not a folder")
+    settings = _settings(config, model_pack)
+    pair_list = read_pairs(pairs)
+    pipeline = FacePipeline.from_settings(settings)
+    scores = score_pairs(root, pair_list, largest_face_embedder(pipeline), progress=True)
+    result = fit(scores.scores, scores.same, far, pipeline.model_id, f"{root.name}/{pairs.name}")
+    thresholds = Thresholds(settings.matching)
+    thresholds.save(result)
+    if as_json:
+        emit_json(asdict(result), None)
+        return
+    typer.echo(
+        f"threshold {result.threshold:.4f} for {result.model_id}: FAR {result.far:.5f} "
+        f"(target {far}), TAR {result.tar:.4f} on {result.genuine_pairs} genuine / "
+        f"{result.impostor_pairs} impostor pairs; saved to {thresholds.path}"
+    )
+
+
+@eval_app.command("identify")
+@reports_errors
+def eval_identify(
+    root: Annotated[Path, typer.Option("--root", help="Folder with one sub-folder per person.")],
+    enroll_per_identity: Annotated[
+        int, typer.Option("--enroll-per-identity", help="K: photos enrolled per person.")
+    ] = 1,
+    min_images: Annotated[
+        int | None,
+        typer.Option("--min-images", help="N: people with fewer are not enrolled (default K+1)."),
+    ] = None,
+    distractors: Annotated[
+        Path | None,
+        typer.Option(
+            "--distractors",
+            help="Folder-per-identity people enrolled as extra users (K photos each), never "
+            "searched: a bigger gallery.",
+        ),
+    ] = None,
+    fpir: FpirOption = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Rank-1, rank-5, FNIR@FPIR and the product's operating point (measured FPIR and FNIR
+    at the threshold identify would use) with the real gallery (a temporary one)."""
+    from facegallery.evaluation.identify import evaluate_identification
+    from facegallery.training.data import guard_evaluation
+    from facegallery.vision.pipeline import FacePipeline
+
+    settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root, *filter(None, [distractors]))
+    pipeline = FacePipeline.from_settings(settings)
+    minimum = min_images if min_images is not None else enroll_per_identity + 1
+    report = evaluate_identification(
+        pipeline,
+        root,
+        enroll_per_identity,
+        minimum,
+        settings.matching,
+        settings.gallery.fusion,
+        distractors,
+        fpir,
+    )
+    emit_json(report, json_out)
