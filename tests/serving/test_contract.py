@@ -12,9 +12,9 @@ from pydantic import BaseModel
 from ray.serve.schema import ServeDeploySchema
 
 from facegallery.core.config import Settings
-from facegallery.serving import schemas as s
 from facegallery.serving.app import serve_config
 from facegallery.v1 import facegallery_pb2 as pb
+from facegallery.wire import schemas as s
 
 REPO = Path(__file__).resolve().parents[2]
 # The schema models whose proto message has another name.

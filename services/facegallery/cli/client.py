@@ -34,7 +34,7 @@ from facegallery.core.errors import FaceGalleryError, InvalidInput
 
 if TYPE_CHECKING:
     from facegallery.client import GrpcClient, HttpClient
-    from facegallery.serving.schemas import JobView
+    from facegallery.wire.schemas import JobView
 
 client_app = typer.Typer(
     help="Call a running facegallery service (HTTP or gRPC): enroll, identify, verify, users.",

@@ -1,5 +1,5 @@
 """Python clients for the served API: `HttpClient` and `GrpcClient` have the same methods,
-return the same typed results (`facegallery.serving.schemas`) and raise the same
+return the same typed results (`facegallery.wire.schemas`) and raise the same
 `FaceGalleryError` subclasses (`InvalidImage`, `PermissionDenied`, `Overloaded`, ...)."""
 
 from facegallery.client.grpc import GrpcClient

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
 from facegallery.core.errors import FaceGalleryError, error_for
-from facegallery.serving import schemas as s
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc
+from facegallery.wire import schemas as s
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
 from facegallery.core.errors import FaceGalleryError, Unavailable, error_for
-from facegallery.serving import schemas as s
+from facegallery.wire import schemas as s
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from facegallery.core.errors import InvalidInput
+from facegallery.core.limits import IMAGES_PER_CALL_MAX, MAX_FPIR
 
 DetectorFamily = Literal["yunet", "scrfd"]
 RecognizerFamily = Literal["sface", "arcface"]
@@ -37,10 +38,6 @@ def _cache_home() -> Path:
 
 def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "facegallery"
-
-
-IMAGES_PER_CALL_MAX = 100
-"""The most images any one call carries (the API schemas' list bound; the settings below it)."""
 
 
 class ModelSettings(BaseModel):
@@ -483,10 +480,6 @@ class AuthSettings(BaseModel):
     required: bool = Field(
         default=True, description="False only for a local demo: every call is an admin."
     )
-
-
-# Targets above this are not a useful "unknown" (and a stored calibration answers up to it).
-MAX_FPIR = 0.1
 
 
 class MatchingSettings(BaseModel):

@@ -44,17 +44,18 @@ from statistics import NormalDist
 import numpy as np
 
 from facegallery.core import ids
-from facegallery.core.config import MAX_FPIR, MatchingSettings
+from facegallery.core.config import MatchingSettings
 from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.core.limits import MAX_FPIR
 from facegallery.decisions.rates import threshold_at_rate
 from facegallery.decisions.thresholds import Calibration, Thresholds
 from facegallery.gallery import Candidate, Gallery, GalleryStats, ImpostorSample
 from facegallery.gallery.fusion import MAX
+from facegallery.wire.wording import SCORE, describe_operating_point
 
 SELF_CALIBRATED = "self_calibrated"
 FAR_EXTENDED = "far_extended"
 EXPLICIT = "explicit"
-SCORE = "score"
 COHORT_GAP = "cohort_gap"
 SEARCH_BATCH = 512
 
@@ -80,13 +81,9 @@ class OperatingPoint:
         return asdict(self)
 
     def describe(self) -> str:
-        """The phrase for people (both command lines print it)."""
-        on = "" if self.statistic == SCORE else f"{self.statistic} "
-        if self.target_fpir is None:
-            return f"{on}threshold {self.threshold:.3f} ({self.method})"
-        return (
-            f"{on}threshold {self.threshold:.3f} ({self.method} for FPIR {self.target_fpir:g} "
-            f"at {self.gallery_users} users)"
+        """The phrase for people (``wire.wording``, as every client prints it)."""
+        return describe_operating_point(
+            self.statistic, self.threshold, self.method, self.target_fpir, self.gallery_users
         )
 
 

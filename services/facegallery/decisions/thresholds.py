@@ -20,8 +20,7 @@ from facegallery.decisions.rates import tar_at_far
 from facegallery.gallery import Candidate
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality
-
-UNKNOWN = "unknown"
+from facegallery.wire.wording import UNKNOWN, describe_decision, rounded_score
 
 
 @dataclass(frozen=True)
@@ -219,32 +218,6 @@ class Identification:
             "decision": self.decision,
             "decision_score": rounded_score(self.decision_score),
         }
-
-
-def rounded_score(value: float | None) -> float | None:
-    """A score as answers carry it (6 decimals), or None."""
-    return None if value is None else round(value, 6)
-
-
-def describe_decision(
-    searched: bool,
-    reasons: list[str],
-    best: tuple[str, float] | None,
-    decision: str,
-    decision_score: float | None = None,
-) -> str:
-    """The phrase for one identified face (the CLI, the demo and the client all print it);
-    the decision score is named where it is not the best score itself (a cohort gap)."""
-    if not searched:
-        return "not searched: " + ", ".join(reasons)
-    if best is None:
-        return "unknown (the gallery is empty)"
-    gap = ""
-    if decision_score is not None and round(decision_score, 6) != round(best[1], 6):
-        gap = f", decision score {decision_score:.3f}"
-    if decision != UNKNOWN:
-        return f"{decision} (score {best[1]:.3f}{gap})"
-    return f"unknown (closest {best[0]} at {best[1]:.3f}{gap})"
 
 
 def decide(candidates: list[Candidate], value: float | None, threshold: float) -> str:

@@ -15,9 +15,8 @@ from facegallery.core import ids
 from facegallery.core.config import Settings
 from facegallery.core.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
 from facegallery.core.telemetry import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
-from facegallery.decisions.openset import SCORE, OpenSetCalibrator, OperatingPoint
+from facegallery.decisions.openset import OpenSetCalibrator, OperatingPoint
 from facegallery.decisions.thresholds import (
-    UNKNOWN,
     Identification,
     Thresholds,
     Verification,
@@ -29,6 +28,7 @@ from facegallery.gallery.policy import templates_to_keep
 from facegallery.service.enrollment import EnrollOutcome, EnrollResult, Fence, ImageInput
 from facegallery.vision.pipeline import Face, FaceAnalyzer, FacePipeline
 from facegallery.vision.quality import Quality
+from facegallery.wire.wording import SCORE, UNKNOWN
 
 _T = TypeVar("_T")
 

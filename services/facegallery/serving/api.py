@@ -33,8 +33,9 @@ from facegallery.core.telemetry import (
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.service.enrollment import ImageInput
 from facegallery.service.face_service import FaceService
-from facegallery.serving import schemas as s
+from facegallery.serving import convert
 from facegallery.serving.keys import ADMIN, ApiKey, KeyStore, Role
+from facegallery.wire import schemas as s
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class Api:
     def _watched(self, token: str | None, job_id: str) -> s.JobView:
         self.authenticate(token)  # revoked meanwhile: Unauthenticated ends the watch
         try:
-            return s.JobView.of(self.queue.get(job_id))
+            return convert.job_view(self.queue.get(job_id))
         except Exception as exc:
             raise as_error(exc) from exc
 
@@ -211,7 +212,7 @@ class Api:
     # The operations. Each takes its validated request model.
 
     def _detect(self, r: s.DetectRequest) -> s.DetectResponse:
-        return s.DetectResponse.of(self.service.detect(r.image.data), self.service.model_id)
+        return convert.detect_response(self.service.detect(r.image.data), self.service.model_id)
 
     def _identify(self, r: s.IdentifyRequest) -> s.IdentifyResponse:
         batch = s.IdentifyBatchRequest(
@@ -228,11 +229,11 @@ class Api:
             r.gallery, [i.data for i in r.images], r.top_k or None, r.threshold, r.target_fpir
         )
         self.galleries_seen.add(r.gallery)
-        point = s.OperatingPoint.of(answers.operating_point)
+        point = convert.operating_point(answers.operating_point)
         return s.IdentifyBatchResponse(
             results=[
                 s.IdentifyResponse(
-                    faces=[s.IdentifiedFace.of(a) for a in faces],
+                    faces=[convert.identified_face(a) for a in faces],
                     threshold=point.threshold,
                     model_id=self.service.model_id,
                     operating_point=point,
@@ -242,7 +243,7 @@ class Api:
         )
 
     def _verify(self, r: s.VerifyRequest) -> s.VerifyResponse:
-        return s.VerifyResponse.of(self.service.verify(r.gallery, r.user_id, r.image.data))
+        return convert.verify_response(self.service.verify(r.gallery, r.user_id, r.image.data))
 
     def _enroll(self, r: s.EnrollRequest, key: ApiKey) -> s.EnrollResponse:
         """Queued under the key's share of the queue (`EnrollmentQueue.submit`'s owner)."""
@@ -251,10 +252,10 @@ class Api:
             r.gallery, r.user_id, images, r.idempotency_key or None, r.face_index, key.key_id
         )
         self.galleries_seen.add(r.gallery)
-        return s.EnrollResponse(job=s.JobView.of(job))
+        return s.EnrollResponse(job=convert.job_view(job))
 
     def _get_job(self, r: s.GetJobRequest) -> s.GetJobResponse:
-        return s.GetJobResponse(job=s.JobView.of(self.queue.get(r.job_id)))
+        return s.GetJobResponse(job=convert.job_view(self.queue.get(r.job_id)))
 
     def _list_users(self, r: s.ListUsersRequest) -> s.ListUsersResponse:
         size = r.page_size or 100
@@ -264,7 +265,7 @@ class Api:
         )
 
     def _get_user(self, r: s.GetUserRequest) -> s.GetUserResponse:
-        return s.GetUserResponse.of(self.service.get_user(r.gallery, r.user_id))
+        return convert.user(self.service.get_user(r.gallery, r.user_id))
 
     def _delete_user(self, r: s.DeleteUserRequest) -> s.DeleteUserResponse:
         return s.DeleteUserResponse(

@@ -22,13 +22,13 @@ from facegallery.core import ids
 from facegallery.core.config import Settings
 from facegallery.core.errors import FaceGalleryError, as_error
 from facegallery.jobs.queue import EnrollmentQueue
-from facegallery.serving import schemas as s
 from facegallery.serving.api import Api
 from facegallery.serving.body import body_bound, check_declared_length, read_payload, too_large
 from facegallery.serving.http_errors import error_response
 from facegallery.serving.keys import KeyStore
 from facegallery.serving.served_service import served_service
 from facegallery.v1 import facegallery_pb2 as pb
+from facegallery.wire import schemas as s
 
 GRPC_SERVICERS = [
     "facegallery.v1.facegallery_pb2_grpc.add_FaceGalleryServiceServicer_to_server",

@@ -1,8 +1,9 @@
 """The API's messages as pydantic models: the HTTP API's JSON bodies and OpenAPI schemas, and
-the one shape both transports share. Field names and meanings are those of
-``proto/facegallery/v1/facegallery.proto``; gRPC messages convert to and from these models
-field by field (``json_format``), and a test checks that every response model parses into its
-proto message, so the two cannot drift apart."""
+the one shape both transports share (and every client returns). They import nothing of the
+server; ``serving.convert`` builds them from the domain's answers. Field names and meanings
+are those of ``proto/facegallery/v1/facegallery.proto``; gRPC messages convert to and from
+these models field by field (``json_format``), and a test checks that every response model
+parses into its proto message, so the two cannot drift apart."""
 
 from __future__ import annotations
 
@@ -12,19 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from facegallery.core.config import IMAGES_PER_CALL_MAX, MAX_FPIR
-from facegallery.decisions import openset
-from facegallery.decisions.thresholds import (
-    Identification,
-    Verification,
-    describe_decision,
-    rounded_score,
-)
-from facegallery.gallery import User
-from facegallery.jobs.queue import Job
-from facegallery.vision.detect import Detection
-from facegallery.vision.pipeline import Face as PipelineFace
-from facegallery.vision.quality import Quality as PipelineQuality
+from facegallery.core.limits import IMAGES_PER_CALL_MAX, MAX_FPIR
+from facegallery.wire.wording import describe_decision, describe_operating_point
 
 
 def _image_bytes(value: Any) -> bytes:
@@ -89,29 +79,12 @@ class Quality(Message):
     pitch: float
     roll: float
 
-    @classmethod
-    def of(cls, q: PipelineQuality) -> Quality:
-        view = q.to_dict()
-        return cls(**{k: view[k] for k in cls.model_fields})
-
 
 class Face(Message):
     box: Box
     landmarks: list[Point]
     detector_score: float
     quality: Quality
-
-    @classmethod
-    def of(cls, detection: Detection, quality: PipelineQuality) -> Face:
-        x1, y1, x2, y2 = (round(float(v), 1) for v in detection.box)
-        return cls(
-            box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
-            landmarks=[
-                Point(x=round(float(x), 1), y=round(float(y), 1)) for x, y in detection.landmarks
-            ],
-            detector_score=round(detection.score, 4),
-            quality=Quality.of(quality),
-        )
 
 
 class Candidate(Message):
@@ -132,18 +105,6 @@ class IdentifiedFace(Message):
             self.searched, self.face.quality.reasons, best, self.decision, self.decision_score
         )
 
-    @classmethod
-    def of(cls, ident: Identification) -> IdentifiedFace:
-        return cls(
-            face=Face.of(ident.detection, ident.quality),
-            searched=ident.searched,
-            candidates=[
-                Candidate(user_id=c.user_id, score=round(c.score, 6)) for c in ident.candidates
-            ],
-            decision=ident.decision,
-            decision_score=rounded_score(ident.decision_score),
-        )
-
 
 class DetectRequest(Message):
     image: Image
@@ -152,10 +113,6 @@ class DetectRequest(Message):
 class DetectResponse(Message):
     faces: list[Face]
     model_id: str
-
-    @classmethod
-    def of(cls, faces: list[PipelineFace], model_id: str) -> DetectResponse:
-        return cls(faces=[Face.of(f.detection, f.quality) for f in faces], model_id=model_id)
 
 
 _THRESHOLD = "Decide at this cosine threshold instead of the gallery's operating point."
@@ -180,12 +137,10 @@ class OperatingPoint(Message):
     calibrated_users: int
     statistic: str
 
-    @classmethod
-    def of(cls, point: openset.OperatingPoint) -> OperatingPoint:
-        return cls(**point.to_dict())
-
     def describe(self) -> str:
-        return openset.OperatingPoint(**self.model_dump()).describe()
+        return describe_operating_point(
+            self.statistic, self.threshold, self.method, self.target_fpir, self.gallery_users
+        )
 
 
 class IdentifyResponse(Message):
@@ -227,18 +182,6 @@ class VerifyResponse(Message):
         "of their two best templates) or max (their best template)."
     )
 
-    @classmethod
-    def of(cls, v: Verification) -> VerifyResponse:
-        return cls(
-            gallery=v.gallery,
-            user_id=v.user_id,
-            score=round(v.score, 6),
-            threshold=v.threshold,
-            match=v.match,
-            face=Face.of(v.detection, v.quality),
-            fusion=v.fusion,
-        )
-
 
 class EnrollRequest(Message):
     gallery: str
@@ -274,27 +217,6 @@ class JobView(Message):
     @property
     def finished(self) -> bool:
         return self.status in ("done", "failed")
-
-    @classmethod
-    def of(cls, job: Job) -> JobView:
-        outcomes = [
-            ImageOutcome(**{k: o.get(k) for k in ImageOutcome.model_fields if o.get(k) is not None})
-            for o in job.outcomes
-        ]
-        return cls(
-            job_id=job.job_id,
-            gallery=job.gallery,
-            user_id=job.user_id,
-            status=job.status,
-            images=job.images,
-            attempts=job.attempts,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            error=job.error,
-            outcomes=outcomes,
-            templates=int((job.result or {}).get("templates", 0)),
-        )
 
 
 class EnrollResponse(Message):
@@ -345,23 +267,6 @@ class GetUserResponse(Message):
     templates: list[Template]
     created_at: int
     updated_at: int
-
-    @classmethod
-    def of(cls, user: User) -> GetUserResponse:
-        return cls(
-            user_id=user.user_id,
-            templates=[
-                Template(
-                    template_id=t.template_id,
-                    quality=t.quality,
-                    source=t.source,
-                    created_at=t.created_at,
-                )
-                for t in user.templates
-            ],
-            created_at=user.created_at,
-            updated_at=user.updated_at,
-        )
 
 
 class DeleteUserRequest(Message):
