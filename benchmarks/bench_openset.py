@@ -33,7 +33,7 @@ self-calibrated threshold (all templates searched) and at the oracle threshold.
 ``numpy_decision`` does the same for what the decision compares with the threshold, under the
 product's fusion: the best user's score (``matching.statistic: score``), or that score
 normalised by the probe's cohort, the other users of the fused shortlist
-(``gallery.fusion_shortlist``): minus their mean (``cohort_gap``), minus the second best
+(``gallery.cohort_size``): minus their mean (``cohort_gap``), minus the second best
 (``top2_gap``), or as a z-score (``cohort_z``). Every FPIR comes with its 95% (Wilson)
 interval: a few false positives decide it.
 
@@ -53,6 +53,7 @@ from typing import Any, get_args
 import numpy as np
 
 from facegallery.core.config import FusionName, GallerySettings, MatchingSettings, load_settings
+from facegallery.core.limits import IMAGE_SUFFIXES
 from facegallery.decisions.openset import (
     OpenSetCalibrator,
     far_comparisons,
@@ -70,7 +71,6 @@ from facegallery.evaluation.identify import (
 )
 from facegallery.evaluation.metrics import open_set_rates
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
-from facegallery.vision.decode import IMAGE_SUFFIXES
 from facegallery.vision.pipeline import FacePipeline
 from facegallery.wire.wording import SCORE
 from report import FACES, emit
@@ -80,7 +80,7 @@ SEED = 7
 THRESHOLD_METHODS = ("fixed_1to1", "far_extended", "self_calibrated", "default")
 PRODUCT_FUSIONS: tuple[str, ...] = get_args(FusionName)
 FUSIONS = (*PRODUCT_FUSIONS, "mean_template")
-COHORT = GallerySettings().fusion_shortlist
+COHORT = GallerySettings().cohort_size
 
 
 def _cohort_mean(s: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facegallery.core.limits import IMAGE_SUFFIXES
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
-from facegallery.vision.decode import IMAGE_SUFFIXES
 from facegallery.vision.pipeline import FacePipeline
 
 

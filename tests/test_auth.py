@@ -13,7 +13,7 @@ from facegallery.serving.keys import KeyStore
 
 @pytest.fixture
 def keys(redis_server: RedisServer) -> KeyStore:
-    return KeyStore(redis_server.settings.url, "auth-" + secrets.token_hex(4))
+    return KeyStore(redis_server.settings.address, "auth-" + secrets.token_hex(4))
 
 
 def test_a_key_works_only_as_created(keys: KeyStore) -> None:

@@ -159,7 +159,7 @@ def test_embedded_demo() -> None:
     result = runner.invoke(app, ["demo", "--embedded"])
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "barack-obama: 2 of 2 photo(s) enrolled" in out
+    assert "barack-obama: job done, 2 of 2 photo(s) enrolled" in out  # the served demo's line
     assert "group.jpg refused (multiple_faces)" in out
     assert "obama2.jpg (Barack Obama, another photo): barack-obama" in out
     assert "orl/s3/9.pgm (ORL person s3, another photo): orl-s3" in out

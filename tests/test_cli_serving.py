@@ -20,9 +20,9 @@ runner = CliRunner()
 @pytest.fixture
 def keys(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> KeyStore:
     prefix = "cli-" + secrets.token_hex(4)
-    monkeypatch.setenv("FACEGALLERY_QUEUE__URL", redis_server.settings.url)
+    monkeypatch.setenv("FACEGALLERY_QUEUE__URL", redis_server.settings.address)
     monkeypatch.setenv("FACEGALLERY_QUEUE__PREFIX", prefix)
-    return KeyStore(redis_server.settings.url, prefix)
+    return KeyStore(redis_server.settings.address, prefix)
 
 
 def test_keys_create_list_revoke(keys: KeyStore) -> None:
@@ -39,8 +39,24 @@ def test_keys_create_list_revoke(keys: KeyStore) -> None:
     assert refused.exit_code == 2 and "--gallery" in refused.output
 
 
+def test_one_settings_file_reaches_the_same_redis_from_every_command(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that says where the managed Redis runs (as `facegallery up` would start it)
+    is enough for `keys create`: the queue's URL follows the server's port."""
+    monkeypatch.delenv("FACEGALLERY_QUEUE__URL", raising=False)
+    prefix = "file-" + secrets.token_hex(4)
+    config = tmp_path / "site.yaml"
+    config.write_text(f"redis:\n  port: {redis_server.settings.port}\nqueue:\n  prefix: {prefix}\n")
+    made = runner.invoke(app, ["keys", "create", "--role", "admin", "--config", str(config)])
+    assert made.exit_code == 0, made.output
+    token = made.output.strip().splitlines()[-1]
+    assert KeyStore(redis_server.settings.address, prefix).authenticate(token).role == "admin"
+
+
 def test_serve_config_renders_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEGALLERY_SERVING__EMBEDDER__MAX_BATCH_SIZE", "64")
+    monkeypatch.setenv("FACEGALLERY_RUNTIME__MAX_BATCH", "64")  # a runtime built for it
     out = tmp_path / "serve.yaml"
     assert runner.invoke(app, ["serve", "config", "--out", str(out)]).exit_code == 0
     rendered = yaml.safe_load(out.read_text())

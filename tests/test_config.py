@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from facegallery.core.config import QueueSettings, load_settings
+from facegallery.core.config import QueueSettings, Settings, load_settings
 from facegallery.core.errors import InvalidInput
 
 
@@ -66,3 +66,57 @@ def test_a_keys_queue_share_must_hold_the_largest_job() -> None:
     with pytest.raises(ValidationError, match="refused for ever"):
         QueueSettings(max_queued_bytes=100, owner_share=0.25, max_job_bytes=50)
     assert QueueSettings(max_queued_bytes=100, owner_share=0.5, max_job_bytes=50).owner_share
+
+
+def _load(tmp_path: Path, content: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings of a file alone (the scratch gallery of the test session unset)."""
+    monkeypatch.delenv("FACEGALLERY_GALLERY__URI", raising=False)
+    config = tmp_path / "settings.yaml"
+    config.write_text(content)
+    return load_settings(config)
+
+
+def test_each_server_address_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's settings and the client's address derive from each other, whichever the
+    file gives, so every command with the same file reaches the same servers."""
+    defaults = _load(tmp_path, "{}\n", monkeypatch)
+    assert defaults.queue.url == "redis://127.0.0.1:6379/0"
+    assert "://" not in defaults.gallery.uri  # the embedded Lite file stays the default
+    by_server = _load(tmp_path, "redis:\n  port: 16379\nmilvus:\n  port: 19999\n", monkeypatch)
+    assert by_server.queue.url == "redis://127.0.0.1:16379/0"
+    assert by_server.gallery.uri == "http://127.0.0.1:19999"
+    by_client = _load(
+        tmp_path,
+        "queue:\n  url: redis://10.0.0.5:7000/0\ngallery:\n  uri: http://10.0.0.6:19531\n",
+        monkeypatch,
+    )
+    assert (by_client.redis.host, by_client.redis.port) == ("10.0.0.5", 7000)
+    assert (by_client.milvus.host, by_client.milvus.port) == ("10.0.0.6", 19531)
+    agreeing = "redis:\n  port: 7000\nqueue:\n  url: redis://127.0.0.1:7000/0\n"
+    assert _load(tmp_path, agreeing, monkeypatch).redis.port == 7000
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("redis:\n  port: 7000\nqueue:\n  url: redis://127.0.0.1:7001/0\n", "two addresses"),
+        ("milvus:\n  port: 19531\ngallery:\n  uri: /tmp/lite.db\n", "say the address once"),
+        ("embed:\n  batch_size: 64\n", "embed.batch_size \\(64\\) is larger than runtime"),
+        (
+            "serving:\n  embedder:\n    max_batch_size: 128\n",
+            "serving.embedder.max_batch_size \\(128\\)",
+        ),
+        ("gallery:\n  fusion_shortlist: 5\n", "gallery.fusion_shortlist: Extra inputs"),
+    ],
+)
+def test_bad_combinations_are_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message) as refused:
+        _load(tmp_path, content, monkeypatch)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cohort_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _load(tmp_path, "gallery:\n  cohort_size: 4\n", monkeypatch)
+    assert settings.gallery.cohort_size == 4

@@ -157,7 +157,7 @@ def test_self_calibration_leaves_each_users_own_templates_out(
     # in, the best would be that user at about 1.0, a lead of about 0.9 over the cohort.
     gaps = calibrator(gallery, tmp_path).impostor_decisions("twins", users, vectors, COHORT_GAP)
     ranked = loo_per_user(vectors, users)
-    cohort = gallery.settings.fusion_shortlist
+    cohort = gallery.settings.cohort_size
     expected = ranked[:, 0] - ranked[:, 1:cohort].mean(axis=1)
     np.testing.assert_allclose([v for _, v in gaps], expected, atol=1e-5)
     assert max(v for _, v in gaps) < 0.5
@@ -173,7 +173,7 @@ def test_small_gallery_uses_and_reports_the_far_extended_fallback(
     assert (point.gallery_users, point.gallery_templates) == (20, 80)
     assert point.evidence == SHIPPED[MODEL].impostor_pairs
     assert point.threshold == far_extended_threshold(SHIPPED[MODEL], 80, 0.01)
-    assert gallery.calibrations.get("small") is None  # nothing searched, nothing stored
+    assert gallery.impostor_samples.get("small") is None  # nothing searched, nothing stored
 
 
 def test_under_top2_mean_the_fallback_counts_users(gallery: Gallery, tmp_path: Path) -> None:
@@ -230,14 +230,14 @@ def test_recalibrates_once_the_gallery_has_grown_by_the_configured_fraction(
     first = calibrator(gallery, tmp_path, clock, recalibrate_growth=0.2, calibration_check_s=60)
     point = first.operating_point("recal")
     assert (point.method, point.calibrated_users) == (SELF_CALIBRATED, 300)
-    stored = gallery.calibrations.get("recal")
+    stored = gallery.impostor_samples.get("recal")
     assert stored is not None and stored.users == 300
 
     add_users(gallery, "recal", 300, 50, seed=5)  # +17%: within the allowed growth
     clock.now += 61
     assert first.operating_point("recal").calibrated_users == 300
     first.settle()
-    assert gallery.calibrations.get("recal") == stored
+    assert gallery.impostor_samples.get("recal") == stored
 
     add_users(gallery, "recal", 350, 20, seed=6)  # +23% since the calibration
     assert first.operating_point("recal").calibrated_users == 300  # cached for 60 s
@@ -245,7 +245,7 @@ def test_recalibrates_once_the_gallery_has_grown_by_the_configured_fraction(
     served = first.operating_point("recal")  # the old sample serves while the new one runs
     assert served.calibrated_users == 300 and served.gallery_users == 370
     first.settle()
-    renewed = gallery.calibrations.get("recal")
+    renewed = gallery.impostor_samples.get("recal")
     assert renewed is not None and renewed.users == 370 and renewed.searches == 370 * PER_USER
     assert first.operating_point("recal").calibrated_users == 370
 
@@ -272,19 +272,19 @@ def test_the_cohort_gap_is_self_calibrated_on_its_own_values_and_reported(
     add_users(gallery, "cohort", 0, 300, seed=8)  # 1,200 templates: self-calibrated at 0.01
     by_score = calibrator(gallery, tmp_path)
     assert by_score.operating_point("cohort").statistic == SCORE
-    scored = gallery.calibrations.get("cohort")
+    scored = gallery.impostor_samples.get("cohort")
     assert scored is not None and scored.statistic == SCORE
 
     by_gap = calibrator(gallery, tmp_path, statistic=COHORT_GAP)
     point = by_gap.operating_point("cohort")
     assert (point.method, point.statistic) == (SELF_CALIBRATED, COHORT_GAP)
     assert point.describe().startswith("cohort_gap threshold ")
-    stored = gallery.calibrations.get("cohort")
+    stored = gallery.impostor_samples.get("cohort")
     assert stored is not None and stored.statistic == COHORT_GAP and stored != scored
     users, vectors = gallery.sample_templates("cohort", 4000, seed=0)
     assert stored.searches == len(users) == 1200
     ranked = loo_per_user(vectors, users)
-    gaps = ranked[:, 0] - ranked[:, 1 : gallery.settings.fusion_shortlist].mean(axis=1)
+    gaps = ranked[:, 0] - ranked[:, 1 : gallery.settings.cohort_size].mean(axis=1)
     assert point.threshold == pytest.approx(threshold_at_rate(gaps, 0.01), abs=1e-5)
     # The gap is far below the score's threshold: it is a lead, not a cosine.
     assert point.threshold < by_score.operating_point("cohort").threshold - 0.1
@@ -302,7 +302,7 @@ def test_the_decision_is_the_same_whatever_top_k(tmp_path: Path) -> None:
     def at(cosine: float, axis: int) -> np.ndarray:
         return np.asarray(cosine * axes[0] + math.sqrt(1 - cosine**2) * axes[axis], np.float32)
 
-    settings = GallerySettings(uri=str(tmp_path / "k.db"), fusion_shortlist=2)
+    settings = GallerySettings(uri=str(tmp_path / "k.db"), cohort_size=2)
     gallery = Gallery(settings, "toy-model", DIM)
     users = {"a": [0.9, 0.5], "c": [0.85], "b": [0.84, 0.84]}  # best templates: a, c, b
     axis = iter(range(1, DIM))

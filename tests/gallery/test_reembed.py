@@ -70,7 +70,7 @@ def test_crops_are_kept_exactly_and_go_with_their_templates(
     assert service.gallery.crops.count("g") == 1  # only biden's is left
     service.gallery.drop()
     client = service.gallery.connection.client
-    side = [service.gallery.crops.collection, *service.gallery.calibration_collections]
+    side = [service.gallery.crops.collection, *service.gallery.impostor_sample_collections]
     assert not any(client.has_collection(name) for name in side)
 
 

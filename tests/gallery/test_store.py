@@ -117,7 +117,7 @@ def test_top_two_mean_reads_the_templates_below_the_cut(
     users have one of them there, and their second best is read and scored, so every
     candidate's score is the exact top-two mean, and a mate's search finds them first."""
     fused = Gallery(
-        gallery.settings.model_copy(update={"fusion": "top2_mean", "fusion_shortlist": 3}),
+        gallery.settings.model_copy(update={"fusion": "top2_mean", "cohort_size": 3}),
         MODEL,
         DIM,
     )
@@ -290,7 +290,7 @@ def test_get_user_has_no_embeddings(gallery: Gallery) -> None:
     user = gallery.get_user("info", "ivan")
     assert user.user_id == "ivan" and len(user.templates) == 2
     assert {t.source for t in user.templates} == {"ivan-0.jpg", "ivan-1.jpg"}
-    assert "embedding" not in str(user.to_dict())
+    assert all(not hasattr(t, "embedding") for t in user.templates)  # ids, never vectors
 
 
 def test_delete_templates(gallery: Gallery) -> None:
@@ -411,14 +411,14 @@ def test_template_sample_is_a_seeded_range_of_about_the_asked_size(gallery: Gall
 def test_calibration_is_stored_beside_the_gallery(
     gallery: Gallery, gallery_settings: GallerySettings
 ) -> None:
-    assert gallery.calibrations.get("calibrated") is None
+    assert gallery.impostor_samples.get("calibrated") is None
     first = ImpostorSample("calibrated", 10, 30, 30, (0.61, 0.5, 0.25), 1, "score")
-    gallery.calibrations.put(first)
+    gallery.impostor_samples.put(first)
     second = ImpostorSample("calibrated", 12, 36, 36, (0.2, 0.15), 2, "cohort_gap")
-    gallery.calibrations.put(second)  # replaces, never duplicates
+    gallery.impostor_samples.put(second)  # replaces, never duplicates
     reader = Gallery(gallery_settings, MODEL, DIM)  # another process's view
-    assert reader.calibrations.get("calibrated") == second
-    assert reader.calibrations.get("elsewhere") is None
+    assert reader.impostor_samples.get("calibrated") == second
+    assert reader.impostor_samples.get("elsewhere") is None
     # A row written before the statistic was named holds a plain list of best scores.
     legacy = {
         "gallery": "legacy",
@@ -429,8 +429,8 @@ def test_calibration_is_stored_beside_the_gallery(
         "tail": json.dumps([0.5, 0.4]),
         PLACEHOLDER: PLACEHOLDER_ROW,
     }
-    gallery.connection.replace(gallery.calibrations.collection, "gallery", [legacy], {"legacy"})
-    gallery.connection.settle(gallery.calibrations.collection)
-    assert gallery.calibrations.get("legacy") == ImpostorSample(
+    gallery.connection.replace(gallery.impostor_samples.collection, "gallery", [legacy], {"legacy"})
+    gallery.connection.settle(gallery.impostor_samples.collection)
+    assert gallery.impostor_samples.get("legacy") == ImpostorSample(
         "legacy", 3, 9, 9, (0.5, 0.4), 3, "score"
     )

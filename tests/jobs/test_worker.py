@@ -343,7 +343,7 @@ def test_a_redis_outage_makes_the_worker_wait_not_exit(
     redis_settings = RedisServerSettings(data_dir=tmp_path / "redis", port=free_port())
     server = RedisServer(redis_settings)
     server.start()
-    qs = QueueSettings(url=redis_settings.url, prefix="blip", block_ms=100)
+    qs = QueueSettings(url=redis_settings.address, prefix="blip", block_ms=100)
     queue = EnrollmentQueue(qs, settings.decode)
     worker = Worker(queue, server_service.enroll, "patient")
     processed: list[int] = []

@@ -46,7 +46,7 @@ def served_overrides(
         "decode": {"max_bytes": IMAGE_MAX_BYTES},
         "matching": {"thresholds_file": str(base.matching.thresholds_file)},
         "queue": {
-            "url": redis.settings.url,
+            "url": redis.settings.address,
             "prefix": "serve-" + secrets.token_hex(4),
             "block_ms": 100,
             "claim_idle_ms": 3000,

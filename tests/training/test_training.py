@@ -305,6 +305,10 @@ def test_evaluation_refuses_the_training_people(
         app, ["eval", "identify", "--root", str(orl), "--distractors", str(celeba_subset)]
     )
     assert result.exit_code == 2 and "overlaps the model's training data" in result.stderr
+    result = CliRunner().invoke(
+        app, ["calibrate", "--root", str(celeba_subset), "--pairs", str(pairs), "--far", "0.1"]
+    )  # a threshold fit on the training data would be as optimistic as its accuracy
+    assert result.exit_code == 2 and "overlaps the model's training data" in result.stderr
 
 
 def test_sface_converts_faithfully_and_fine_tunes(

@@ -1,9 +1,17 @@
-"""The gallery commands, in process on the embedded defaults (a Milvus Lite file): enroll,
-identify, verify, the users and their templates, enrollment jobs, and the demo."""
+"""The gallery commands (enroll, enroll-folder, job, identify, verify, users, user,
+delete-user, stats) over one client protocol, whichever way the gallery is reached:
+``--url`` (or ``FACEGALLERY_URL``) http(s)://host:port or grpc://host:port calls a running
+service with ``--api-key`` (or ``FACEGALLERY_API_KEY``); no URL runs the same servicer in
+this process on the settings of ``--config`` (the embedded Milvus Lite file by default).
+
+Whatever the transport: the same output for people, the API's JSON shape with ``--json``,
+content-derived idempotency keys (running the same import again returns the jobs of the first
+run), and one exit convention: 0 yes / done, 1 no (verify: no match; enroll: nothing
+enrolled) or a failure, 2 bad input."""
 
 from __future__ import annotations
 
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,53 +25,79 @@ from facegallery.cli.common import (
     JsonFlag,
     ThresholdOption,
     UserOption,
-    echo_outcome,
     emit_json,
     person_folders,
-    queue_for,
     read_image,
-    report_enrollment,
-    report_folder,
     reports_errors,
-    service_for,
 )
-from facegallery.core.config import load_settings
 from facegallery.core.errors import InvalidInput, Unavailable
+from facegallery.core.limits import IMAGE_SUFFIXES
+from facegallery.wire.idempotency import content_key
 
 if TYPE_CHECKING:
-    from facegallery.jobs import EnrollmentQueue, Job
-    from facegallery.service.enrollment import ImageInput
-
+    from facegallery.client import FaceGalleryClient
+    from facegallery.wire import schemas as s
 
 app = typer.Typer()
 
-
-@app.command("demo")
-@reports_errors
-def demo(
-    embedded: Annotated[
-        bool,
-        typer.Option("--embedded", help="In process on a Milvus Lite file: no servers, no Ray."),
-    ] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Enroll sample people, then identify and verify: through the service (the whole stack
-    started and stopped on this machine), or --embedded."""
-    from facegallery.cli.demo import run_demo, run_served_demo
-
-    (run_demo if embedded else run_served_demo)(load_settings(config), typer.echo)
-
-
-AsyncFlag = Annotated[
-    bool,
+UrlOption = Annotated[
+    str | None,
     typer.Option(
-        "--async",
-        help="Queue the enrollment (Redis) for the workers, then follow the job(s) to the end.",
+        "--url",
+        envvar="FACEGALLERY_URL",
+        help="A running service: http://host:port or grpc://host:port (default: in process).",
     ),
 ]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="With --async: seconds to wait for the jobs.")
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="FACEGALLERY_API_KEY", help="The API key (with --url)."),
 ]
+NoWaitFlag = Annotated[
+    bool,
+    typer.Option("--async", help="Return once the job is queued; `facegallery job ID` follows it."),
+]
+SUBMITTERS = 8  # concurrent enrollment submits over the network
+
+
+def open_client(url: str | None, api_key: str | None, config: Path | None) -> FaceGalleryClient:
+    """The client for ``--url``, or the servicer in process when there is none."""
+    if url:
+        from facegallery.client import connect
+
+        return connect(url, api_key)
+    from facegallery.core.config import load_settings
+    from facegallery.serving.local_client import LocalClient
+
+    return LocalClient(load_settings(config))
+
+
+def _read(path: Path) -> tuple[str, bytes]:
+    return path.name, read_image(path)
+
+
+def _outcome_lines(job: s.JobView) -> list[str]:
+    lines = []
+    for o in job.outcomes:
+        if o.status == "enrolled":
+            lines += [f"  {o.image}: enrolled, warning: {w}" for w in o.warnings]
+        else:
+            lines.append(f"  {o.image}: rejected ({o.reason}): {o.message}")
+    if job.error:
+        lines.append(f"  {'error' if job.status == 'failed' else 'last error'}: {job.error}")
+    return lines
+
+
+def _enrolled(job: s.JobView) -> int:
+    return sum(o.status == "enrolled" for o in job.outcomes)
+
+
+def _finished(client: FaceGalleryClient, job_id: str) -> s.JobView:
+    job = client.wait_job(job_id)
+    if not job.finished:
+        raise Unavailable(
+            f"job {job_id} is still {job.status}; follow it with `facegallery job {job_id} --wait`"
+        )
+    return job
 
 
 @app.command("enroll")
@@ -75,29 +109,32 @@ def enroll(
     face_index: Annotated[
         int | None, typer.Option("--face-index", help="Which face (in `detect` order) to take.")
     ] = None,
-    queued: AsyncFlag = False,
-    timeout: TimeoutOption = 600.0,
+    queued: NoWaitFlag = False,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Enroll a user from photos: each gives one template, or a reason it was refused."""
-    from facegallery.service.enrollment import ImageInput
-
-    inputs = [ImageInput(path.name, read_image(path)) for path in images]
-    if queued:
-        queue = queue_for(config)
-        key = _content_key(gallery, user, inputs, face_index)
-        job = queue.submit(gallery, user, inputs, key, face_index)
-        result = {"job_id": job.job_id, **_job_result(_follow(queue, [job.job_id], timeout)[0])}
-    else:
-        result = service_for(config).enroll(gallery, user, inputs, face_index).to_dict()
+    """Enroll a user from photos: an enrollment job, followed to its per-image outcomes
+    (each photo gives one template, or the reason it was refused)."""
+    photos = [_read(p) for p in images]
+    client = open_client(url, api_key, config)
+    key = content_key(gallery, user, photos, face_index)
+    job = client.enroll(gallery, user, photos, key, face_index)
+    if not queued:
+        job = _finished(client, job.job_id)
     if as_json:
-        emit_json(result, None)
+        emit_json({**job.model_dump(mode="json"), "enrolled": _enrolled(job)}, None)
+    elif queued:
+        typer.echo(f"job {job.job_id}: {job.status}")
     else:
-        report_enrollment(result["enrolled"], len(images), user, gallery, result["templates"])
-        for outcome in result["images"]:
-            echo_outcome(outcome)
-    if result["enrolled"] == 0:
+        typer.echo(
+            f"job {job.job_id}: {job.status}; enrolled {_enrolled(job)} of {len(images)} "
+            f"image(s) for {user} in {gallery} ({job.templates} template(s) kept)"
+        )
+        for line in _outcome_lines(job):
+            typer.echo(line)
+    if not queued and _enrolled(job) == 0:
         raise typer.Exit(1)
 
 
@@ -106,233 +143,207 @@ def enroll(
 def enroll_folder(
     folder: Annotated[Path, typer.Argument(help="One sub-folder per person, named by user id.")],
     gallery: GalleryOption,
-    queued: AsyncFlag = False,
-    timeout: TimeoutOption = 3600.0,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Enroll everyone in a folder-per-identity tree, with a summary of refused photos."""
-    from facegallery.service.enrollment import ImageInput
-    from facegallery.vision.decode import IMAGE_SUFFIXES
-
+    """Enroll everyone in a folder-per-person tree: a job per person, a progress bar over the
+    jobs, then the people and photos that were refused and why. Rerunning it returns the
+    same jobs (the keys come from the photos), so an interrupted import can simply be run
+    again."""
     people = person_folders(folder)
-    results: list[dict[str, Any]] = []
-    refused: list[dict[str, str]] = []
-    submitted: list[str] = []
-    queue = queue_for(config) if queued else None
-    service = None if queued else service_for(config)
-    for person in tqdm(people, desc="submitting" if queued else "people", unit="person"):
+    client = open_client(url, api_key, config)
+
+    def submit(person: Path) -> tuple[str, str | None, str | None]:
         photos = sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not photos:
-            refused.append({"user_id": person.name, "reason": "no photos"})
-            continue
-        inputs = [ImageInput(f"{person.name}/{p.name}", p.read_bytes()) for p in photos]
+            return person.name, None, "no photos"
+        named = [(f"{person.name}/{p.name}", p.read_bytes()) for p in photos]
         try:
-            if queue is not None:
-                key = _content_key(gallery, person.name, inputs)
-                submitted.append(queue.submit(gallery, person.name, inputs, key).job_id)
-            else:
-                assert service is not None
-                results.append(service.enroll(gallery, person.name, inputs).to_dict())
+            key = content_key(gallery, person.name, named, None)
+            return person.name, client.enroll(gallery, person.name, named, key).job_id, None
         except InvalidInput as exc:
-            refused.append({"user_id": person.name, "reason": exc.message})
-    if queue is not None:
-        results = [_job_result(job) for job in _follow(queue, submitted, timeout)]
-    summary = {
+            return person.name, None, exc.message
+
+    with ThreadPoolExecutor(SUBMITTERS if url else 1) as pool:
+        submitted = list(tqdm(pool.map(submit, people), total=len(people), desc="submitting"))
+    refused = [{"user_id": u, "reason": why} for u, job_id, why in submitted if job_id is None]
+    job_ids = [job_id for _, job_id, _ in submitted if job_id is not None]
+    jobs = [_finished(client, job_id) for job_id in tqdm(job_ids, desc="jobs", unit="job")]
+    outcomes = [o for j in jobs for o in j.outcomes]
+    summary: dict[str, Any] = {
         "gallery": gallery,
-        "users_enrolled": sum(r["enrolled"] > 0 for r in results),
-        "images_enrolled": sum(r["enrolled"] for r in results),
-        "images_rejected": sum(r["rejected"] for r in results),
+        "jobs": job_ids,
+        "users_enrolled": sum(_enrolled(j) > 0 for j in jobs),
+        "images_enrolled": sum(o.status == "enrolled" for o in outcomes),
+        "images_rejected": sum(o.status != "enrolled" for o in outcomes),
         "users_refused": refused,
-        "rejected": [o for r in results for o in r["images"] if o["status"] != "enrolled"],
-        **({"jobs": submitted} if queued else {}),
+        "failed_jobs": [
+            {"job_id": j.job_id, "error": j.error} for j in jobs if j.status == "failed"
+        ],
+        "rejected": [o.model_dump() for o in outcomes if o.status != "enrolled"],
     }
-    report_folder(summary, as_json)
+    if as_json:
+        emit_json(summary, None)
+        return
+    typer.echo(
+        f"{summary['users_enrolled']} user(s), {summary['images_enrolled']} photo(s) enrolled "
+        f"in {gallery}; {summary['images_rejected']} photo(s) rejected"
+    )
+    for entry in refused:
+        typer.echo(f"  {entry['user_id']}: refused: {entry['reason']}")
+    for failed in summary["failed_jobs"]:
+        typer.echo(f"  job {failed['job_id']} failed: {failed['error']}")
+    for o in summary["rejected"]:
+        typer.echo(f"  {o['image']}: rejected ({o['reason']}): {o['message']}")
 
 
 @app.command("job")
 @reports_errors
 def job(
-    job_id: Annotated[str, typer.Argument(help="The id `enroll --async` printed.")],
-    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for it to end.")] = 0.0,
+    job_id: Annotated[str, typer.Argument(help="The id `enroll` printed.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it until it ends.")] = False,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """An enrollment job's status and, once done, its per-image outcomes."""
-    found = queue_for(config).wait(job_id, wait) if wait > 0 else queue_for(config).get(job_id)
+    client = open_client(url, api_key, config)
+    found = _finished(client, job_id) if wait else client.get_job(job_id)
     if as_json:
-        emit_json(found.to_dict(), None)
+        emit_json(found.model_dump(mode="json"), None)
         return
     typer.echo(
         f"job {found.job_id}: {found.status} ({found.user_id} in {found.gallery}, "
         f"{len(found.images)} image(s), {found.attempts} attempt(s))"
     )
-    if found.error:
-        typer.echo(f"  {'error' if found.status == 'failed' else 'last error'}: {found.error}")
-    for outcome in found.outcomes:
-        echo_outcome(outcome)
+    for line in _outcome_lines(found):
+        typer.echo(line)
 
 
 @app.command("identify")
 @reports_errors
 def identify(
-    image: Annotated[Path, typer.Argument(help="Photo to search the gallery with.")],
+    image: Annotated[Path, typer.Argument(help="A photo with any number of faces.")],
     gallery: GalleryOption,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Candidates per face.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Candidates per face (0: default).")] = 0,
     threshold: ThresholdOption = None,
     fpir: FpirOption = None,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Who is in this photo? Every face, its candidate users, and the decision (unknown below
     the threshold for the gallery's target FPIR at its current size)."""
-    service = service_for(config)
-    result = service.identify_batch(gallery, [read_image(image)], top_k, threshold, fpir)
-    answers, point = result.images[0], result.operating_point
+    client = open_client(url, api_key, config)
+    answer = client.identify(gallery, _read(image), top_k, threshold, fpir)
     if as_json:
-        emit_json(
-            {
-                "gallery": gallery,
-                "threshold": point.threshold,
-                "operating_point": point.to_dict(),
-                "model_id": service.model_id,
-                "faces": [a.to_dict() for a in answers],
-            },
-            None,
-        )
+        emit_json(answer.model_dump(mode="json"), None)
         return
-    typer.echo(f"{image}: {len(answers)} face(s), {point.describe()}")
-    for i, answer in enumerate(answers, start=1):
-        x1, y1, x2, y2 = (round(float(v)) for v in answer.detection.box)
-        typer.echo(f"  {i}. ({x1},{y1})-({x2},{y2}) {answer.describe()}")
+    typer.echo(f"{image.name}: {len(answer.faces)} face(s), {answer.operating_point.describe()}")
+    for n, face in enumerate(answer.faces, 1):
+        b = face.face.box
+        typer.echo(f"  {n}. box ({b.x1:.0f},{b.y1:.0f})-({b.x2:.0f},{b.y2:.0f}): {face.describe()}")
 
 
 @app.command("verify")
 @reports_errors
 def verify(
-    image: Annotated[Path, typer.Argument(help="Photo of the person claiming to be the user.")],
+    image: Annotated[Path, typer.Argument(help="A photo of the person claiming to be USER.")],
     gallery: GalleryOption,
     user: UserOption,
     threshold: ThresholdOption = None,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Is the largest face in this photo the claimed user? (1:1)"""
-    result = service_for(config).verify(gallery, user, read_image(image), threshold)
+    """Is the photo's largest face this user (1:1)? Exit status 1 when not."""
+    answer = open_client(url, api_key, config).verify(gallery, user, _read(image), threshold)
     if as_json:
-        emit_json(result.to_dict(), None)
-        return
-    verdict = "match" if result.match else "no match"
-    typer.echo(
-        f"{verdict}: {user} score {result.score:.3f}, threshold {result.threshold:.3f}, "
-        f"probe quality {result.quality.score:.2f} ({result.quality.verdict})"
-    )
+        emit_json(answer.model_dump(mode="json"), None)
+    else:
+        quality = answer.face.quality
+        verdict = "passed" if quality.passed else "rejected: " + ", ".join(quality.reasons)
+        typer.echo(
+            f"{'match' if answer.match else 'no match'}: {user} score {answer.score:.3f}, "
+            f"threshold {answer.threshold:.3f}, probe quality {quality.score:.2f} ({verdict})"
+        )
+    if not answer.match:
+        raise typer.Exit(1)
 
 
 @app.command("users")
 @reports_errors
 def users(
     gallery: GalleryOption,
-    after: Annotated[str | None, typer.Option("--after", help="Page cursor: last id seen.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Page size.")] = 100,
+    after: Annotated[str, typer.Option("--after", help="Start after this user id.")] = "",
+    limit: Annotated[int, typer.Option("--limit", help="Users per page (1-1000).")] = 100,
     as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Enrolled users of a gallery, in id order, a page at a time."""
-    page = service_for(config).users(gallery, after, limit)
+    """User ids of the gallery, in order, a page at a time."""
+    page = open_client(url, api_key, config).list_users(gallery, after, limit)
     if as_json:
-        emit_json(
-            {
-                "gallery": gallery,
-                "users": page,
-                "next_after": page[-1] if len(page) == limit else None,
-            },
-            None,
-        )
+        emit_json(page.model_dump(), None)
         return
-    for user_id in page:
+    for user_id in page.user_ids:
         typer.echo(user_id)
+    if page.next_page_token:
+        typer.echo(f"(more: --after {page.next_page_token})", err=True)
 
 
 @app.command("user")
 @reports_errors
 def user(
-    gallery: GalleryOption, user: UserOption, as_json: JsonFlag = False, config: ConfigOption = None
+    gallery: GalleryOption,
+    user: UserOption,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """One user: when they were enrolled and their templates (ids, quality, source)."""
-    record = service_for(config).get_user(gallery, user)
+    found = open_client(url, api_key, config).get_user(gallery, user)
     if as_json:
-        emit_json({"gallery": gallery, **record.to_dict()}, None)
+        emit_json(found.model_dump(), None)
         return
-    typer.echo(f"{record.user_id} in {gallery}: {len(record.templates)} template(s)")
-    for t in record.templates:
+    typer.echo(f"{found.user_id} in {gallery}: {len(found.templates)} template(s)")
+    for t in found.templates:
         typer.echo(f"  {t.template_id} quality {t.quality:.2f} from {t.source}")
 
 
 @app.command("delete-user")
 @reports_errors
-def delete_user(gallery: GalleryOption, user: UserOption, config: ConfigOption = None) -> None:
+def delete_user(
+    gallery: GalleryOption,
+    user: UserOption,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
     """Delete every template of a user (checked gone afterwards)."""
-    deleted = service_for(config).delete_user(gallery, user)
+    deleted = open_client(url, api_key, config).delete_user(gallery, user)
     typer.echo(f"deleted {user} from {gallery} ({deleted} template(s))")
 
 
 @app.command("stats")
 @reports_errors
-def stats(gallery: GalleryOption, as_json: JsonFlag = False, config: ConfigOption = None) -> None:
+def stats(
+    gallery: GalleryOption,
+    as_json: JsonFlag = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    config: ConfigOption = None,
+) -> None:
     """How many users and templates a gallery holds."""
-    service = service_for(config)
-    result = service.stats(gallery)
+    found = open_client(url, api_key, config).gallery_stats(gallery)
     if as_json:
-        emit_json(
-            {
-                "gallery": gallery,
-                "users": result.users,
-                "templates": result.templates,
-                "model_id": service.model_id,
-            },
-            None,
-        )
-        return
-    typer.echo(
-        f"{gallery}: {result.users} user(s), {result.templates} template(s) ({service.model_id})"
-    )
-
-
-def _content_key(
-    gallery: str, user: str, inputs: list[ImageInput], face_index: int | None = None
-) -> str:
-    """An idempotency key from the content (the queue's own payload hash): running the
-    same import again returns the jobs it made the first time instead of queueing the work
-    twice."""
-    from facegallery.jobs.queue import payload_hash
-
-    return "cli-" + payload_hash(gallery, user, inputs, face_index)[:40]
-
-
-def _follow(queue: EnrollmentQueue, job_ids: list[str], timeout_s: float) -> list[Job]:
-    """Wait for the jobs with a progress bar; a clear error if they do not all finish."""
-    deadline = time.monotonic() + timeout_s
-    finished: dict[str, Job] = {}
-    with tqdm(total=len(job_ids), desc="jobs", unit="job") as bar:
-        while len(finished) < len(job_ids):
-            for job_id in job_ids:
-                if job_id not in finished and (found := queue.get(job_id)).finished:
-                    finished[job_id] = found
-                    bar.update()
-            if len(finished) < len(job_ids):
-                if time.monotonic() >= deadline:
-                    waiting = len(job_ids) - len(finished)
-                    raise Unavailable(
-                        f"{waiting} job(s) not finished after {timeout_s:.0f} s: is a worker "
-                        "running (`facegallery worker`)? Follow them with `facegallery job ID`"
-                    )
-                time.sleep(0.1)
-    return [finished[j] for j in job_ids]
-
-
-def _job_result(job: Job) -> dict[str, Any]:
-    """A finished job as the enroll summary (the same shape as ``EnrollResult.to_dict()``)."""
-    if job.status == "failed" or job.result is None:
-        raise Unavailable(f"job {job.job_id} failed: {job.error}")
-    return {**job.result, "images": job.outcomes}
+        emit_json(found.model_dump(), None)
+    else:
+        typer.echo(f"{gallery}: {found.users} user(s), {found.templates} template(s)")

@@ -118,11 +118,13 @@ def calibrate(
     from facegallery.decisions.thresholds import calibrate as fit
     from facegallery.evaluation.pairs import read_pairs
     from facegallery.evaluation.runner import largest_face_embedder, score_pairs
+    from facegallery.training.data import guard_evaluation
     from facegallery.vision.pipeline import FacePipeline
 
     if not root.is_dir():
         raise InvalidInput(f"--root {root} is not a folder")
     settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root)  # a threshold fit on training data lies
     pair_list = read_pairs(pairs)
     pipeline = FacePipeline.from_settings(settings)
     scores = score_pairs(root, pair_list, largest_face_embedder(pipeline), progress=True)

@@ -17,16 +17,16 @@ from facegallery.cli.common import (
     GalleryOption,
     JsonFlag,
     emit_json,
-    queue_for,
     reports_errors,
-    service_for,
 )
 from facegallery.core.config import RecognizerFamily, Settings, load_settings
 from facegallery.core.errors import FaceGalleryError, InvalidInput, redacted
 
 if TYPE_CHECKING:
+    from facegallery.jobs import EnrollmentQueue
     from facegallery.servers.stack import Stack
     from facegallery.servers.supervisor import ManagedServer
+    from facegallery.service.face_service import FaceService
     from facegallery.serving.keys import KeyStore
 
 
@@ -432,3 +432,55 @@ def _family(name: str | None) -> RecognizerFamily:
             f"none{'' if name is None else ' it knows: ' + repr(name)})"
         )
     return cast(RecognizerFamily, name)
+
+
+def service_for(config: Path | None) -> FaceService:
+    """The in-process use case on these settings (models loaded, gallery opened)."""
+    from facegallery.service.face_service import FaceService
+
+    return FaceService.from_settings(load_settings(config))
+
+
+def queue_for(config: Path | None, settings: Settings | None = None) -> EnrollmentQueue:
+    """The enrollment queue these settings name."""
+    from facegallery.jobs import EnrollmentQueue
+
+    settings = settings or load_settings(config)
+    return EnrollmentQueue(settings.queue, settings.decode)
+
+
+@app.command("health")
+@reports_errors
+def health(
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url", envvar="FACEGALLERY_URL", help="http://host:port or grpc://host:port."
+        ),
+    ],
+) -> None:
+    """Whether a running service answers and is ready (no key needed); exit status 1 when
+    it does not."""
+    import grpc
+    import httpx
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from facegallery.client import connect
+
+    try:
+        if url.startswith("grpc://"):
+            with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+        else:
+            connect(url).close()  # the URL's scheme is checked the same way
+            status = httpx.get(f"{url}/v1/health", timeout=10).json()["status"]
+    except grpc.RpcError as exc:
+        why = f"{exc.code().name}: {exc.details()}"
+        raise FaceGalleryError(f"{url} does not answer its health check ({why})") from None
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise FaceGalleryError(f"{url} does not answer its health check ({exc})") from None
+    typer.echo(f"{url}: {status}")
+    if status != "SERVING":
+        raise typer.Exit(1)

@@ -69,8 +69,12 @@ class GrpcClient:
         )
         return self._unary(self.stub.IdentifyBatch, request, s.IdentifyBatchResponse)
 
-    def verify(self, gallery: str, user_id: str, image: ImageArg) -> s.VerifyResponse:
-        request = pb.VerifyRequest(gallery=gallery, user_id=user_id, image=_image(image))
+    def verify(
+        self, gallery: str, user_id: str, image: ImageArg, threshold: float | None = None
+    ) -> s.VerifyResponse:
+        request = pb.VerifyRequest(
+            gallery=gallery, user_id=user_id, image=_image(image), threshold=threshold
+        )
         return self._unary(self.stub.Verify, request, s.VerifyResponse)
 
     def enroll(

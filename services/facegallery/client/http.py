@@ -64,9 +64,11 @@ class HttpClient:
             target_fpir=target_fpir,
         )
 
-    def verify(self, gallery: str, user_id: str, image: ImageArg) -> s.VerifyResponse:
+    def verify(
+        self, gallery: str, user_id: str, image: ImageArg, threshold: float | None = None
+    ) -> s.VerifyResponse:
         path = f"/v1/galleries/{gallery}/users/{user_id}/verify"
-        return self._post(path, s.VerifyResponse, [("image", image)])
+        return self._post(path, s.VerifyResponse, [("image", image)], threshold=threshold)
 
     def enroll(
         self,

@@ -8,12 +8,14 @@ section they need as an argument; none of them reads the environment itself.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,7 +42,14 @@ def _data_home() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "facegallery"
 
 
-class ModelSettings(BaseModel):
+class Section(BaseModel):
+    """A part of the settings tree. Unknown keys are refused (a misspelt or renamed setting
+    is an error at load, not a default silently kept)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
     """Which models run, and where prepared model files are cached."""
 
     dir: Path = Field(default_factory=lambda: _cache_home() / "models")
@@ -65,7 +74,7 @@ class ModelSettings(BaseModel):
     recognizer_family: RecognizerFamily = "sface"
 
 
-class RuntimeSettings(BaseModel):
+class RuntimeSettings(Section):
     """How inference runs: ONNX Runtime (CPU, or CUDA where present), OpenCV DNN, TensorRT
     engines, or ``auto``: the fastest CPU backend measured on this machine per model."""
 
@@ -92,7 +101,7 @@ class RuntimeSettings(BaseModel):
     max_batch: int = Field(default=32, ge=1, description="Largest batch a runtime is built for.")
 
 
-class DecodeSettings(BaseModel):
+class DecodeSettings(Section):
     """Limits checked before any pixel is decoded."""
 
     max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
@@ -106,7 +115,7 @@ class DecodeSettings(BaseModel):
     formats: list[ImageFormat] = Field(default_factory=lambda: list(get_args(ImageFormat)))
 
 
-class DetectSettings(BaseModel):
+class DetectSettings(Section):
     """Face detection: thresholds, caps and the canvas the detector sees."""
 
     score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -134,12 +143,12 @@ class DetectSettings(BaseModel):
         description="The padded canvas of that second search is downscaled to this long side "
         "when larger. A face that fills the frame is large on it even then, and a frame with "
         "no face at all (most camera frames) costs one more pass at most this size, not one "
-        "on a canvas four times the frame's pixels (README, 'Speed': a faceless 640x480 "
-        "frame 89 ms before this cap, 27 ms with it).",
+        "on a canvas four times the frame's pixels (docs/benchmarks.md, 'Speed': a faceless "
+        "640x480 frame 89 ms before this cap, 27 ms with it).",
     )
 
 
-class QualitySettings(BaseModel):
+class QualitySettings(Section):
     """The quality gate: a face failing any of these is rejected with that reason."""
 
     min_face_px: float = Field(default=32.0, description="Shorter side of the face box.")
@@ -153,13 +162,13 @@ class QualitySettings(BaseModel):
     max_brightness: float = Field(default=225.0)
 
 
-class EmbedSettings(BaseModel):
+class EmbedSettings(Section):
     """Embedding options."""
 
     flip_tta: bool = Field(
         default=True,
         description="Average the embeddings of the crop and its mirror image (measured in the "
-        "README: it raises verification accuracy for both packs).",
+        "docs/benchmarks.md: it raises verification accuracy for both packs).",
     )
     batch_size: int = Field(default=32, ge=1)
 
@@ -167,7 +176,7 @@ class EmbedSettings(BaseModel):
 Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
-class GallerySettings(BaseModel):
+class GallerySettings(Section):
     """Where templates live (Milvus) and how they are indexed, searched and kept."""
 
     uri: str = Field(
@@ -187,13 +196,13 @@ class GallerySettings(BaseModel):
         description="HNSW graph degree. 32, not Milvus's usual 16: face embeddings are low "
         "contrast (strangers within ~0.1-0.4 cosine of each other), and at M=16 HNSW lost "
         "the exact best user for 3.5% of strangers at 1M templates even at ef 1024 "
-        "(README, gallery speed).",
+        "(docs/benchmarks.md, gallery speed).",
     )
     hnsw_ef_construction: int = Field(default=400, ge=8)
     search_ef: int = Field(
         default=512,
         ge=1,
-        description="HNSW search breadth (measured curve in the README); raised to the "
+        description="HNSW search breadth (measured curve in docs/benchmarks.md); raised to the "
         "search's hit count where that is larger (Milvus 2.3 refuses ef below the limit).",
     )
     ivf_nlist: int = Field(default=1024, ge=1)
@@ -215,16 +224,19 @@ class GallerySettings(BaseModel):
         description="A user's score from their templates. top2_mean: the mean of their two "
         "best templates' cosines (their one template's, when they hold one); at the same "
         "FPIR it missed fewer mates than the best template alone, by more as the gallery "
-        "grew (22% to 15% at 2,535 users; README, open-set identification). max: the best "
-        "template's cosine. A change of fusion needs a gallery's recalibration (automatic).",
+        "grew (22% to 15% at 2,535 users; docs/concepts.md, open-set identification). max: "
+        "the best template's cosine. A change of fusion needs a gallery's recalibration "
+        "(automatic).",
     )
-    fusion_shortlist: int = Field(
+    cohort_size: int = Field(
         default=10,
         ge=1,
         le=100,
-        description="top2_mean fuses this many users, those with the best templates, so "
-        "identify and the self-calibration rank the same candidates; it is also the decision's "
-        "cohort, and under top2_mean the most candidates identify answers with, whatever top_k.",
+        description="The cohort: how many users, those with the best templates, each face is "
+        "ranked against. The decision's cohort gap is the best user's score minus the mean "
+        "of the others; top2_mean fuses exactly these users (identify and the "
+        "self-calibration rank the same candidates), and under top2_mean it is the most "
+        "candidates identify answers with, whatever top_k.",
     )
     keep_crops: bool = Field(
         default=False,
@@ -238,6 +250,16 @@ class GallerySettings(BaseModel):
     max_templates_per_user: int = Field(default=10, ge=1, le=100)
     top_k: int = Field(default=5, ge=1, le=100, description="Candidate users per face.")
 
+    @property
+    def inline_jobs_file(self) -> Path:
+        """Where the in-process client keeps its enrollment jobs (``jobs.inline``): beside a
+        Milvus Lite file, or one file per server URI in the data directory."""
+        if "://" not in self.uri:
+            lite = Path(self.uri).expanduser()
+            return lite.with_name(lite.name + ".jobs.sqlite")
+        name = hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+        return _data_home() / "inline-jobs" / f"{name}.sqlite"
+
     @model_validator(mode="after")
     def _server_grouping_keeps_one_template(self) -> GallerySettings:
         if self.grouping == "server" and self.fusion != "max":
@@ -248,16 +270,37 @@ class GallerySettings(BaseModel):
         return self
 
 
-class MilvusServerSettings(BaseModel):
+class ManagedServerSettings(Section):
+    """What every server the project runs itself has (one supervisor pattern for all): where
+    its data lives, the address it listens on (which the clients' own address derives from:
+    see `Settings`), and how long it may take to start and to stop."""
+
+    SCHEME: ClassVar[str]
+    PATH: ClassVar[str] = ""
+
+    data_dir: Path
+    host: str = Field(default="127.0.0.1", description="Address it listens on.")
+    port: int = Field(ge=1, le=65535, description="Port clients connect to.")
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def address(self) -> str:
+        """Where clients reach it (the gallery's URI, the queue's URL)."""
+        return f"{self.SCHEME}://{self.host}:{self.port}{self.PATH}"
+
+
+class MilvusServerSettings(ManagedServerSettings):
     """The Milvus standalone server the project runs itself (`facegallery milvus start`),
     from the pinned `milvus` wheel: binaries unpacked once into the cache, data here."""
+
+    SCHEME = "http"
 
     data_dir: Path = Field(default_factory=lambda: _data_home() / "milvus")
     binaries_dir: Path = Field(
         default_factory=lambda: _cache_home() / "milvus-server",
         description="Where the wheel's compressed binaries are unpacked once (about 250 MB).",
     )
-    host: str = Field(default="127.0.0.1", description="Address clients connect to.")
     port: int = Field(default=19530, ge=1, le=65535, description="gRPC port (clients).")
     metrics_port: int = Field(
         default=9091, ge=1, le=65535, description="HTTP port: /healthz and /metrics."
@@ -287,35 +330,26 @@ class MilvusServerSettings(BaseModel):
     )
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
 
-    @property
-    def uri(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
-
-class RedisServerSettings(BaseModel):
+class RedisServerSettings(ManagedServerSettings):
     """The redis-server the project runs itself (`facegallery redis start`) for the queue."""
 
+    SCHEME, PATH = "redis", "/0"
+
     data_dir: Path = Field(default_factory=lambda: _data_home() / "redis")
-    host: str = "127.0.0.1"
     port: int = Field(default=6379, ge=1, le=65535)
     appendfsync: Literal["always", "everysec"] = Field(
         default="always",
         description="always: a job is fsynced before submit returns, so acknowledged means "
         "durable even if the machine loses power; everysec may lose the last second "
-        "(measured in the README's queue benchmark).",
+        "(measured in docs/operations.md's queue benchmark).",
     )
     maxmemory_mb: int = Field(
         default=1024, ge=16, description="Redis refuses writes beyond this (noeviction)."
     )
-    start_timeout_s: float = Field(default=30.0, gt=0)
-    stop_timeout_s: float = Field(default=10.0, gt=0)
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(Section):
     """The enrollment queue on Redis Streams: where it is, how much it holds, how workers
     claim, retry and give up."""
 
@@ -373,7 +407,7 @@ class QueueSettings(BaseModel):
         return self
 
 
-class DeploymentSettings(BaseModel):
+class DeploymentSettings(Section):
     """One Ray Serve deployment: replicas (fixed, or autoscaled between bounds on ongoing
     requests), admission limits, resources per replica, and (Detector, Embedder) batching."""
 
@@ -403,7 +437,7 @@ class DeploymentSettings(BaseModel):
         return self.min_replicas if self.num_replicas == "auto" else self.num_replicas
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(Section):
     """The Ray Serve application: ports, its deployments, and the gateway's own limits."""
 
     host: str = Field(default="127.0.0.1", description="Where the HTTP and gRPC proxies listen.")
@@ -467,14 +501,14 @@ class ServingSettings(BaseModel):
     )
 
 
-class StackSettings(BaseModel):
+class StackSettings(Section):
     """`facegallery up`: where the whole one-machine stack keeps its data (gallery, queue and
     keys, thresholds, logs), so that it survives a restart."""
 
     data_dir: Path = Field(default_factory=lambda: _data_home() / "stack")
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     """API keys: stored hashed in the queue's Redis, where every replica reads them."""
 
     required: bool = Field(
@@ -482,7 +516,7 @@ class AuthSettings(BaseModel):
     )
 
 
-class MatchingSettings(BaseModel):
+class MatchingSettings(Section):
     """Decisions: 1:1 thresholds per model id, the open-set operating point of each gallery
     (``facegallery.decisions.openset``), and what a duplicate identity at enrollment does."""
 
@@ -511,10 +545,10 @@ class MatchingSettings(BaseModel):
         default="cohort_gap",
         description="What a self-calibrated identify compares with its threshold. "
         "cohort_gap: the best user's score minus the mean score of the next users of the "
-        "fused shortlist (gallery.fusion_shortlist), so a face that resembles everybody "
+        "fused shortlist (gallery.cohort_size), so a face that resembles everybody "
         "needs a larger lead; at the same FPIR it missed fewer mates than the score alone "
-        "at every gallery size measured (README, open-set identification). score: the best "
-        "user's score. The pair-calibration fallback and an explicit threshold always "
+        "at every gallery size measured (docs/concepts.md, open-set identification). score: "
+        "the best user's score. The pair-calibration fallback and an explicit threshold always "
         "decide on the score. A change needs a gallery's recalibration (automatic).",
     )
     calibration_sample: int = Field(
@@ -550,7 +584,7 @@ LossName = Literal[
 ]
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(Section):
     """Metric-learning runs (``facegallery train``): the recipe's defaults. A run records the
     values it used in its own directory, so it can be resumed and reproduced."""
 
@@ -620,6 +654,34 @@ class Settings(BaseSettings):
         description="Sample photos copied out of registry packages, for the demo and tests.",
     )
 
+    @model_validator(mode="after")
+    def _one_address_per_server(self) -> Settings:
+        """Each server's address is said once. The queue's URL derives from ``redis.host`` /
+        ``port`` and the gallery's URI from ``milvus.host`` / ``port`` when only the server
+        is set (and the other way round), so every command given the same file reaches the
+        same servers; two addresses that disagree are refused."""
+        _link(self.redis, self.queue, "url", derive_by_default=True)
+        _link(self.milvus, self.gallery, "uri", derive_by_default=False)
+        return self
+
+    @model_validator(mode="after")
+    def _batches_fit_the_runtime(self) -> Settings:
+        """The embedding batch sizes agree: a runtime is built (TensorRT: its engine profile)
+        for ``runtime.max_batch`` images, so neither the embedder's runtime batch nor a
+        served batch of faces may be larger."""
+        limit = self.runtime.max_batch
+        for name, size in [
+            ("embed.batch_size", self.embed.batch_size),
+            ("serving.embedder.max_batch_size", self.serving.embedder.max_batch_size),
+            ("serving.detector.max_batch_size", self.serving.detector.max_batch_size),
+        ]:
+            if size > limit:
+                raise ValueError(
+                    f"{name} ({size}) is larger than runtime.max_batch ({limit}), the largest "
+                    "batch a runtime is built for: lower it or raise runtime.max_batch"
+                )
+        return self
+
     def overrides(self) -> dict[str, Any]:
         """What differs from the defaults, as JSON-ready values: what a settings file needs to
         say for another process to rebuild these settings."""
@@ -662,9 +724,48 @@ def _validated(settings: type[Settings], source: str) -> Settings:
     try:
         return settings()
     except ValidationError as exc:
-        raise InvalidInput(f"{source} is invalid: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise InvalidInput(f"{source} is invalid: {problems}") from None
 
 
 def _env_config_file() -> Path | None:
     value = os.environ.get("FACEGALLERY_CONFIG")
     return Path(value) if value else None
+
+
+def _link(
+    server: ManagedServerSettings, client: BaseModel, field: str, derive_by_default: bool
+) -> None:
+    """Derive the client's address (``client.<field>``) from the server's settings, or the
+    server's host and port from the client's address, whichever was given; refuse both when
+    they disagree. Left to their defaults, the client follows the server only when
+    ``derive_by_default`` (the queue; the gallery stays an embedded Lite file unless a Milvus
+    server's address is given). A client address of another kind (a Lite file, another
+    scheme) stands alone unless the server's address was given too."""
+    server_name = type(server).__name__.removesuffix("ServerSettings").lower()
+    client_name = f"{type(client).__name__.removesuffix('Settings').lower()}.{field}"
+    server_given = bool({"host", "port"} & server.model_fields_set)
+    if field not in client.model_fields_set:
+        if server_given or derive_by_default:
+            setattr(client, field, server.address)
+        return
+    address = str(getattr(client, field))
+    parts = urlsplit(address) if address.startswith(f"{server.SCHEME}://") else None
+    if parts is None or parts.hostname is None:
+        if server_given:
+            raise ValueError(
+                f"{client_name} ({address}) is not the server {server_name}.host / "
+                f"{server_name}.port describe ({server.address}): say the address once"
+            )
+        return
+    if not server_given:
+        server.host, server.port = parts.hostname, parts.port or server.port
+    elif (parts.hostname, parts.port or server.port) != (server.host, server.port):
+        raise ValueError(
+            f"{client_name} ({address}) and {server_name}.host / {server_name}.port "
+            f"({server.address}) name two addresses: say it once"
+        )

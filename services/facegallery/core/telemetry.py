@@ -1,4 +1,4 @@
-"""Every metric, defined once: names, labels, buckets. The README's metrics table lists them.
+"""Every metric, defined once: names, labels, buckets. docs/operations.md lists them.
 
 Served, the Gateway, Detector, Embedder and worker replicas are separate processes. They run
 prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set for every Ray worker

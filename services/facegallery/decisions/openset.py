@@ -48,7 +48,7 @@ from facegallery.core.config import MatchingSettings
 from facegallery.core.errors import FailedPrecondition, InvalidInput
 from facegallery.core.limits import MAX_FPIR
 from facegallery.decisions.rates import threshold_at_rate
-from facegallery.decisions.thresholds import Calibration, Thresholds
+from facegallery.decisions.thresholds import PairCalibration, Thresholds
 from facegallery.gallery import Candidate, Gallery, GalleryStats, ImpostorSample
 from facegallery.gallery.fusion import MAX
 from facegallery.wire.wording import SCORE, describe_operating_point
@@ -120,7 +120,7 @@ def self_calibrated_threshold(
     return threshold_at_rate(padded, fpir)
 
 
-def far_extended_threshold(calibration: Calibration, comparisons: int, fpir: float) -> float:
+def far_extended_threshold(calibration: PairCalibration, comparisons: int, fpir: float) -> float:
     """The threshold whose FPIR over ``comparisons`` independent impostor comparisons is
     ``fpir``, from the normal model of the pair calibration's impostor scores."""
     if calibration.impostor_mean is None or calibration.impostor_std is None:
@@ -178,7 +178,7 @@ class OpenSetCalibrator:
     def cohort(self) -> int:
         """How many ranked users a decision needs: the fused shortlist, whose users after the
         best are the cohort (identify searches at least this many)."""
-        return self.gallery.settings.fusion_shortlist
+        return self.gallery.settings.cohort_size
 
     def search(
         self, gallery: str, probes: np.ndarray, point: OperatingPoint, top_k: int
@@ -186,7 +186,7 @@ class OpenSetCalibrator:
         """Each probe's ``top_k`` best users and the value ``point``'s threshold is compared
         with, decided on the same search whatever ``top_k`` is: the whole cohort, and under
         fusion exactly the fused shortlist that the calibration measured, so ``top_k`` only
-        cuts the answer (to at most ``fusion_shortlist`` users)."""
+        cuts the answer (to at most ``cohort_size`` users)."""
         width = self.cohort if self.gallery.fuses else max(top_k, self.cohort)
         hits = self.gallery.search(gallery, probes, width)
         return [(c[:top_k], decision_value(c, point.statistic, self.cohort)) for c in hits]
@@ -247,7 +247,7 @@ class OpenSetCalibrator:
     def _state(self, gallery: str) -> _State:
         state = self._states.get(gallery)
         if state is None or self.clock() - state.read_at >= self.settings.calibration_check_s:
-            sample = self.gallery.calibrations.get(gallery)
+            sample = self.gallery.impostor_samples.get(gallery)
             if sample is not None and sample.statistic != self.settings.statistic:
                 sample = None  # measured on another statistic: no evidence for this one
             state = _State(self.gallery.stats(gallery), sample, self.clock())
@@ -294,7 +294,7 @@ class OpenSetCalibrator:
                 int(time.time() * 1000),
                 statistic,
             )
-            self.gallery.calibrations.put(sample)
+            self.gallery.impostor_samples.put(sample)
         state = _State(stats, sample, self.clock())
         self._states[gallery] = state
         return state

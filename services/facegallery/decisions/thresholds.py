@@ -20,12 +20,13 @@ from facegallery.decisions.rates import tar_at_far
 from facegallery.gallery import Candidate
 from facegallery.vision.detect import Detection
 from facegallery.vision.quality import Quality
-from facegallery.wire.wording import UNKNOWN, describe_decision, rounded_score
+from facegallery.wire.wording import UNKNOWN, describe_decision
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """A threshold and the evidence for it."""
+class PairCalibration:
+    """A 1:1 threshold fitted on labelled pairs for a target FAR, and the evidence for it
+    (not the open set's self-calibration: ``decisions.openset``)."""
 
     model_id: str
     threshold: float
@@ -43,17 +44,17 @@ class Calibration:
 
 def _celeba_150(
     model_id: str, threshold: float, tar: float, impostors: tuple[float, float]
-) -> Calibration:
-    return Calibration(
+) -> PairCalibration:
+    return PairCalibration(
         model_id, threshold, 0.001, 0.001, tar, 3000, 3000, "celeba_150/pairs.csv", *impostors
     )
 
 
 # Shipped defaults: `facegallery calibrate --far 0.001` on the development set celeba_150
-# (3,000 genuine and 3,000 impostor pairs), see README "Thresholds", with the mean and standard
-# deviation of the impostor scores. Galleries of other people
+# (3,000 genuine and 3,000 impostor pairs), see docs/concepts.md "Decisions and thresholds",
+# with the mean and standard deviation of the impostor scores. Galleries of other people
 # and cameras should calibrate on pairs of their own.
-SHIPPED: dict[str, Calibration] = {
+SHIPPED: dict[str, PairCalibration] = {
     c.model_id: c
     for c in (
         _celeba_150(
@@ -77,7 +78,7 @@ SHIPPED: dict[str, Calibration] = {
 
 def calibrate(
     scores: np.ndarray, same: np.ndarray, far_target: float, model_id: str, source: str
-) -> Calibration:
+) -> PairCalibration:
     """The lowest threshold whose FAR on these pairs is at most ``far_target``."""
     if not 0.0 < far_target < 1.0:
         raise InvalidInput(f"--far must be between 0 and 1, got {far_target}")
@@ -92,7 +93,7 @@ def calibrate(
     filled = np.where(np.isnan(scores), -np.inf, scores)
     far = float((filled[~same.astype(bool)] >= threshold).mean())
     scored = scores[~same.astype(bool) & ~np.isnan(scores)]
-    return Calibration(
+    return PairCalibration(
         model_id=model_id,
         threshold=threshold,  # exact: rounding down could admit one more impostor
         far_target=far_target,
@@ -112,11 +113,11 @@ class Thresholds:
     def __init__(self, settings: MatchingSettings) -> None:
         self.path = settings.thresholds_file.expanduser()
 
-    def get(self, model_id: str) -> Calibration:
+    def get(self, model_id: str) -> PairCalibration:
         stored = self._read().get(model_id)
         if stored is not None:
             try:
-                return TypeAdapter(Calibration).validate_python(stored)
+                return TypeAdapter(PairCalibration).validate_python(stored)
             except ValidationError as exc:
                 raise FailedPrecondition(
                     f"thresholds file {self.path} has a bad entry for {model_id}: {exc}"
@@ -137,7 +138,7 @@ class Thresholds:
             return override
         return self.get(model_id).threshold
 
-    def save(self, calibration: Calibration) -> None:
+    def save(self, calibration: PairCalibration) -> None:
         entries = self._read()
         entries[calibration.model_id] = asdict(calibration)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,17 +173,6 @@ class Verification:
     quality: Quality
     fusion: str  # how ``score`` fuses the user's templates (gallery.fusion), as identify does
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "gallery": self.gallery,
-            "user_id": self.user_id,
-            "score": round(self.score, 6),
-            "threshold": self.threshold,
-            "match": self.match,
-            "fusion": self.fusion,
-            "face": {**self.detection.to_dict(), "quality": self.quality.to_dict()},
-        }
-
 
 @dataclass(frozen=True)
 class Identification:
@@ -206,18 +196,6 @@ class Identification:
         return describe_decision(
             self.searched, self.quality.reasons, best, self.decision, self.decision_score
         )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            **self.detection.to_dict(),
-            "quality": self.quality.to_dict(),
-            "searched": self.searched,
-            "candidates": [
-                {"user_id": c.user_id, "score": round(c.score, 6)} for c in self.candidates
-            ],
-            "decision": self.decision,
-            "decision_score": rounded_score(self.decision_score),
-        }
 
 
 def decide(candidates: list[Candidate], value: float | None, threshold: float) -> str:

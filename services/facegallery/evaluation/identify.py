@@ -25,12 +25,12 @@ import numpy as np
 
 from facegallery.core.config import GallerySettings, MatchingSettings
 from facegallery.core.errors import InvalidInput
+from facegallery.core.limits import IMAGE_SUFFIXES
 from facegallery.decisions.openset import OpenSetCalibrator, OperatingPoint
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.evaluation.metrics import FPIR_TARGETS, fnir_at_fpir, open_set_rates
 from facegallery.evaluation.runner import embed_images, largest_face_embedder
 from facegallery.gallery import Candidate, Gallery, NewTemplate
-from facegallery.vision.decode import IMAGE_SUFFIXES
 from facegallery.vision.pipeline import FacePipeline
 
 EVAL_GALLERY = "eval"

@@ -1,8 +1,8 @@
 """The gallery: enrolled people as sets of templates in Milvus, the user registry beside them,
 and the policy that keeps them."""
 
-from facegallery.gallery.calibrations import ImpostorSample
 from facegallery.gallery.fusion import Candidate
+from facegallery.gallery.impostor_samples import ImpostorSample
 from facegallery.gallery.registry import UserRecord
 from facegallery.gallery.store import (
     Gallery,

@@ -11,7 +11,7 @@ done here, not by Milvus: server 2.3 silently ignores ``group_by_field``. The se
 ``top_k x max_templates_per_user`` templates and groups them by user; for ``max`` (each
 user's best) that is exact for an exact search: a user holds at most ``cap`` templates, so
 the k-th best user's best template ranks at most ``(k - 1) * cap + 1``; ``top2_mean`` fetches
-enough for ``max(top_k, fusion_shortlist)`` users and fuses those.
+enough for ``max(top_k, cohort_size)`` users and fuses those.
 Every id is validated (``facegallery.core.ids``) before it is written into a filter expression.
 With ``gallery.keep_crops``, each template's aligned crop is kept beside it (``crops.py``) for
 ``facegallery reembed``.
@@ -36,7 +36,6 @@ from pymilvus import DataType, MilvusClient
 from facegallery.core import ids
 from facegallery.core.config import FusionName, GallerySettings
 from facegallery.core.errors import InvalidInput, NotFound, Unavailable
-from facegallery.gallery.calibrations import CalibrationStore
 from facegallery.gallery.connection import (
     MAX_LIMIT,
     MilvusConnection,
@@ -47,6 +46,7 @@ from facegallery.gallery.connection import (
 )
 from facegallery.gallery.crops import CropStore
 from facegallery.gallery.fusion import MAX, Candidate, best_template, fuse_top_two
+from facegallery.gallery.impostor_samples import ImpostorSampleStore
 from facegallery.gallery.registry import UserRecord, UserRegistry
 
 SOURCE_MAX = 512
@@ -99,22 +99,6 @@ class User:
     created_at: int
     updated_at: int
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "user_id": self.user_id,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "templates": [
-                {
-                    "template_id": t.template_id,
-                    "quality": round(t.quality, 6),
-                    "source": t.source,
-                    "created_at": t.created_at,
-                }
-                for t in self.templates
-            ],
-        }
-
 
 @dataclass(frozen=True)
 class GalleryStats:
@@ -140,14 +124,16 @@ class Gallery:
         suffix = self.collection[len("faces_") :]
         self.registry = UserRegistry(self.connection, "users_" + suffix)
         # Scores differ by fusion, and so do their calibrations: one store for each.
-        self.calibration_collections = [f"opsets_{f}_{suffix}" for f in get_args(FusionName)]
-        self.calibrations = CalibrationStore(self.connection, f"opsets_{settings.fusion}_{suffix}")
+        self.impostor_sample_collections = [f"opsets_{f}_{suffix}" for f in get_args(FusionName)]
+        self.impostor_samples = ImpostorSampleStore(
+            self.connection, f"opsets_{settings.fusion}_{suffix}"
+        )
         self.crops = CropStore(self.connection, "crops_" + suffix)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._ensure_collection()
         if self.registry.ensure():
             self.rebuild_registry()
-        self.calibrations.ensure()
+        self.impostor_samples.ensure()
         self.crops.open(create=settings.keep_crops)
 
     def add(
@@ -206,7 +192,7 @@ class Gallery:
             return []
         cap = self.settings.max_templates_per_user
         server_groups = self.settings.grouping == "server"
-        users = max(top_k, self.settings.fusion_shortlist) if self.fuses else top_k
+        users = max(top_k, self.settings.cohort_size) if self.fuses else top_k
         limit = top_k if server_groups else min(users * cap, MAX_LIMIT)
         grouping: dict[str, Any] = {"group_by_field": "user_id"} if server_groups else {}
         results = self.connection.call(
@@ -229,7 +215,7 @@ class Gallery:
     @property
     def fuses(self) -> bool:
         """Whether a search fuses each user's templates (``top2_mean``): then it fuses the
-        ``max(top_k, fusion_shortlist)`` users with the best templates, and a wider search
+        ``max(top_k, cohort_size)`` users with the best templates, and a wider search
         can change the ranking, so a decision must always search the same number."""
         return self.settings.grouping != "server" and self.settings.fusion != MAX
 
@@ -357,7 +343,7 @@ class Gallery:
     def drop(self) -> None:
         """Remove the templates and everything kept beside them (registry, every fusion's
         calibrations, crops) for every gallery of this model."""
-        side = [self.registry.collection, *self.calibration_collections, self.crops.collection]
+        side = [self.registry.collection, *self.impostor_sample_collections, self.crops.collection]
         for name in [self.collection, *side]:
             if self.connection.call("has_collection", name):
                 self.connection.call("drop_collection", name)

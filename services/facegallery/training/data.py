@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facegallery.core.errors import FaceGalleryError, InvalidInput
-from facegallery.vision.decode import IMAGE_SUFFIXES
+from facegallery.core.limits import IMAGE_SUFFIXES
 from facegallery.vision.pipeline import FaceFinder
 
 ALIGN_BATCH = 16

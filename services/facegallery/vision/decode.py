@@ -43,9 +43,6 @@ _UPRIGHT = {
 }
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
-# File names the decoder's formats come under (for walking folders of photos).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
-
 
 def decode_image(data: bytes | np.ndarray, limits: DecodeSettings) -> np.ndarray:
     """Decode untrusted image bytes, or check a caller's array, into BGR uint8 (H, W, 3)."""

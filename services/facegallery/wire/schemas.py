@@ -166,6 +166,12 @@ class VerifyRequest(Message):
     gallery: str
     user_id: str
     image: Image
+    threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Decide at this cosine threshold instead of the model's 1:1 threshold.",
+    )
 
 
 class VerifyResponse(Message):

@@ -1,4 +1,8 @@
-"""The open-set calibration of each gallery, stored beside it so every process reads the same.
+"""Each gallery's impostor sample, the evidence of its open-set self-calibration, stored
+beside it so every process reads the same. (Three words stay apart in this code: a
+*pair calibration* fits the 1:1 threshold on labelled pairs, ``decisions.thresholds``; a
+*self-calibration* finds a gallery's open-set threshold, ``decisions.openset``; this is
+what the latter keeps.)
 
 A self-calibration (``facegallery.decisions.openset``) searches a sample of the gallery's
 templates with their own user left out; what it keeps is the highest of those searches'
@@ -39,7 +43,7 @@ class ImpostorSample:
     statistic: str
 
 
-class CalibrationStore:
+class ImpostorSampleStore:
     """One row per gallery of one embedding model."""
 
     def __init__(self, connection: MilvusConnection, collection: str) -> None:
