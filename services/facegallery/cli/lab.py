@@ -18,14 +18,13 @@ from facegallery.cli.common import (
     read_image,
     reports_errors,
 )
+from facegallery.cli.training import export_command, train_command
 from facegallery.core.config import Settings, load_settings
 from facegallery.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    pass
-
-
-from facegallery.cli.training import export_command, train_command
+    from facegallery.evaluation.pairs import Pair
+    from facegallery.vision.pipeline import FacePipeline
 
 app = typer.Typer()
 eval_app = typer.Typer(help="Measure accuracy with the field's protocols.", no_args_is_help=True)
@@ -75,6 +74,23 @@ def detect(
         )
 
 
+def _labelled_pairs(
+    root: Path, pairs: Path, config: Path | None, model_pack: str | None
+) -> tuple[Settings, list[Pair], FacePipeline]:
+    """What `eval pairs` and `calibrate` both start from: the settings, the pairs, and the
+    pipeline, once the set is known not to overlap the model's training data (a threshold
+    fitted, or an accuracy measured, on it would be as optimistic as memory)."""
+    from facegallery.evaluation.pairs import read_pairs
+    from facegallery.training.data import guard_evaluation
+    from facegallery.vision.pipeline import FacePipeline
+
+    if not root.is_dir():
+        raise InvalidInput(f"--root {root} is not a folder")
+    settings = _settings(config, model_pack)
+    guard_evaluation(settings.models.recognizer_onnx, root)
+    return settings, read_pairs(pairs), FacePipeline.from_settings(settings)
+
+
 @eval_app.command("pairs")
 @reports_errors
 def eval_pairs(
@@ -86,17 +102,9 @@ def eval_pairs(
     model_pack: PackOption = None,
 ) -> None:
     """10-fold verification accuracy, AUC and TAR@FAR on image pairs (largest face each)."""
-    from facegallery.evaluation.pairs import read_pairs
     from facegallery.evaluation.runner import evaluate_pairs, plot_roc
-    from facegallery.training.data import guard_evaluation
-    from facegallery.vision.pipeline import FacePipeline
 
-    if not root.is_dir():
-        raise InvalidInput(f"--root {root} is not a folder")
-    settings = _settings(config, model_pack)
-    guard_evaluation(settings.models.recognizer_onnx, root)
-    pair_list = read_pairs(pairs)
-    pipeline = FacePipeline.from_settings(settings)
+    _, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
     report, scores = evaluate_pairs(pipeline, root, pair_list, progress=True)
     if plot is not None:
         plot_roc(scores, plot, pipeline.model_id)
@@ -116,17 +124,9 @@ def calibrate(
     """Choose the threshold for a target FAR on labelled pairs and store it for the model."""
     from facegallery.decisions.thresholds import Thresholds
     from facegallery.decisions.thresholds import calibrate as fit
-    from facegallery.evaluation.pairs import read_pairs
     from facegallery.evaluation.runner import largest_face_embedder, score_pairs
-    from facegallery.training.data import guard_evaluation
-    from facegallery.vision.pipeline import FacePipeline
 
-    if not root.is_dir():
-        raise InvalidInput(f"--root {root} is not a folder")
-    settings = _settings(config, model_pack)
-    guard_evaluation(settings.models.recognizer_onnx, root)  # a threshold fit on training data lies
-    pair_list = read_pairs(pairs)
-    pipeline = FacePipeline.from_settings(settings)
+    settings, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
     scores = score_pairs(root, pair_list, largest_face_embedder(pipeline), progress=True)
     result = fit(scores.scores, scores.same, far, pipeline.model_id, f"{root.name}/{pairs.name}")
     thresholds = Thresholds(settings.matching)

@@ -745,7 +745,7 @@ def _link(
     they disagree. Left to their defaults, the client follows the server only when
     ``derive_by_default`` (the queue; the gallery stays an embedded Lite file unless a Milvus
     server's address is given). A client address of another kind (a Lite file, another
-    scheme) stands alone unless the server's address was given too."""
+    scheme) is the client's own explicit choice and stands alone."""
     server_name = type(server).__name__.removesuffix("ServerSettings").lower()
     client_name = f"{type(client).__name__.removesuffix('Settings').lower()}.{field}"
     server_given = bool({"host", "port"} & server.model_fields_set)
@@ -756,12 +756,7 @@ def _link(
     address = str(getattr(client, field))
     parts = urlsplit(address) if address.startswith(f"{server.SCHEME}://") else None
     if parts is None or parts.hostname is None:
-        if server_given:
-            raise ValueError(
-                f"{client_name} ({address}) is not the server {server_name}.host / "
-                f"{server_name}.port describe ({server.address}): say the address once"
-            )
-        return
+        return  # not an address of this kind of server (a Lite file): the client's own choice
     if not server_given:
         server.host, server.port = parts.hostname, parts.port or server.port
     elif (parts.hostname, parts.port or server.port) != (server.host, server.port):
