@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from facegallery.core.errors import (
+    CallCancelled,
+    DeadlineExceeded,
     FaceGalleryError,
     ImageTooLarge,
     InvalidImage,
@@ -22,6 +24,7 @@ def test_answers_turn_back_into_their_errors() -> None:
     assert isinstance(overloaded, Overloaded) and overloaded.retry_after_s == 5
     unknown = error_for("DATA_LOSS", "odd")
     assert type(unknown) is FaceGalleryError and unknown.message == "odd"
-    for cls in (InvalidInput, NotFound, Overloaded):
+    assert type(error_for("DEADLINE_EXCEEDED", "late")) is DeadlineExceeded  # gRPC's own
+    for cls in (InvalidInput, NotFound, Overloaded, DeadlineExceeded, CallCancelled):
         error = cls("x")
         assert type(error_for(error.grpc_code, "x", error.reason)) is cls

@@ -97,6 +97,9 @@ def test_up_detached_down_and_up_again(
     assert "healthy: redis, milvus, serving" in first.stdout
     key = (data_dir / "admin.key").read_text().strip()
     assert key in first.stdout and (data_dir / "admin.key").stat().st_mode & 0o077 == 0
+    ready = GrpcClient(f"127.0.0.1:{env['FACEGALLERY_SERVING__GRPC_PORT']}", key, 2.0, 1)
+    for _ in range(5):  # ready means ready: the first calls after `up` meet a 2 s deadline
+        assert len(ready.identify("home", samples.photo("obama2.jpg")).faces) == 1
     http = HttpClient(f"http://127.0.0.1:{env['FACEGALLERY_SERVING__HTTP_PORT']}", key)
     job = http.enroll("home", "obama", [samples.photo("obama.jpg")])
     assert http.wait_job(job.job_id).status == "done"

@@ -1,6 +1,8 @@
 """The gRPC client: the same methods and results as `HttpClient`, over
 ``facegallery.v1.FaceGalleryService``; a status becomes the `FaceGalleryError` it stands for
-(reason and Retry-After from the trailing metadata)."""
+(reason and Retry-After from the trailing metadata). Every call has gRPC's own deadline
+(``timeout_s``), which the service honours at every stage, and refusals with Retry-After are
+retried within it (`client.retry`)."""
 
 from __future__ import annotations
 
@@ -13,20 +15,25 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
+from facegallery.client.retry import within_deadline
 from facegallery.core.errors import FaceGalleryError, error_for
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc
 from facegallery.wire import schemas as s
+from facegallery.wire.metadata import API_KEY_HEADER, REASON_METADATA, RETRY_AFTER
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
 class GrpcClient:
-    def __init__(self, target: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, target: str, api_key: str | None = None, timeout_s: float = 60.0, attempts: int = 3
+    ) -> None:
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.FaceGalleryServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self.metadata = [("x-api-key", api_key)] if api_key else []
+        self.metadata = [(API_KEY_HEADER, api_key)] if api_key else []
         self.timeout_s = timeout_s
+        self.attempts = attempts
 
     def close(self) -> None:
         self.channel.close()
@@ -130,11 +137,16 @@ class GrpcClient:
         return self._unary(self.stub.GalleryStats, request, s.GalleryStatsResponse)
 
     def _unary(self, method: Callable[..., Any], request: Any, model: type[_M]) -> _M:
-        try:
-            answer = method(request, metadata=self.metadata, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
-        return _model(answer, model)
+        """One call within the deadline: each attempt's gRPC deadline is what is left."""
+
+        def attempt(remaining_s: float) -> _M:
+            try:
+                answer = method(request, metadata=self.metadata, timeout=remaining_s)
+            except grpc.RpcError as exc:
+                raise _error(exc) from None
+            return _model(answer, model)
+
+        return within_deadline(attempt, self.timeout_s, self.attempts)
 
 
 def _image(image: ImageArg, index: int = 0) -> Any:
@@ -151,10 +163,10 @@ def _model(message: Any, model: type[_M]) -> _M:
 
 def _error(exc: grpc.RpcError) -> FaceGalleryError:
     trailing = dict(exc.trailing_metadata() or ())
-    retry = trailing.get("retry-after")
+    retry = trailing.get(RETRY_AFTER)
     return error_for(
         exc.code().name,
         exc.details() or "",
-        trailing.get("facegallery-reason"),
+        trailing.get(REASON_METADATA),
         int(retry) if retry else None,
     )

@@ -1,5 +1,7 @@
 """The HTTP client (httpx): images go up as multipart files, answers come back as the API's
-schema models, and error bodies become the `FaceGalleryError` they stand for."""
+schema models, and error bodies become the `FaceGalleryError` they stand for. Every call has
+a deadline (``timeout_s``), sent as ``x-request-timeout`` so the service drops the work once
+nobody waits for it, and refusals with Retry-After are retried within it (`client.retry`)."""
 
 from __future__ import annotations
 
@@ -12,16 +14,22 @@ import httpx
 from pydantic import BaseModel
 
 from facegallery.client.images import ImageArg, named
-from facegallery.core.errors import FaceGalleryError, Unavailable, error_for
+from facegallery.client.retry import within_deadline
+from facegallery.core.errors import DeadlineExceeded, FaceGalleryError, Unavailable, error_for
 from facegallery.wire import schemas as s
+from facegallery.wire.metadata import API_KEY_HEADER, RETRY_AFTER, TIMEOUT_HEADER
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
 class HttpClient:
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 60.0) -> None:
-        headers = {"x-api-key": api_key} if api_key else {}
+    def __init__(
+        self, url: str, api_key: str | None = None, timeout_s: float = 60.0, attempts: int = 3
+    ) -> None:
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout_s)
+        self.timeout_s = timeout_s
+        self.attempts = attempts
 
     def close(self) -> None:
         self.http.close()
@@ -89,7 +97,11 @@ class HttpClient:
 
     def watch_job(self, job_id: str) -> Iterator[s.JobView]:
         """The job each time it changes, until it is finished."""
-        with self._call(lambda: self.http.stream("GET", f"/v1/jobs/{job_id}/watch")) as answer:
+        try:
+            watch = self.http.stream("GET", f"/v1/jobs/{job_id}/watch")
+        except httpx.TransportError as exc:
+            raise Unavailable(f"{self.http.base_url} is not reachable: {exc}") from exc
+        with watch as answer:
             if answer.status_code != 200:
                 answer.read()
                 raise _error(answer)
@@ -114,8 +126,7 @@ class HttpClient:
 
     def delete_user(self, gallery: str, user_id: str) -> int:
         path = f"/v1/galleries/{gallery}/users/{user_id}"
-        answer = self._call(lambda: self.http.delete(path))
-        return _parse(answer, s.DeleteUserResponse).deleted_templates
+        return self._call("DELETE", path, s.DeleteUserResponse).deleted_templates
 
     def gallery_stats(self, gallery: str) -> s.GalleryStatsResponse:
         return self._get(f"/v1/galleries/{gallery}/stats", s.GalleryStatsResponse)
@@ -125,27 +136,33 @@ class HttpClient:
     ) -> _M:
         upload = [(field, named(image, i)) for i, (field, image) in enumerate(files)]
         data = {k: str(v) for k, v in fields.items() if v is not None}
-        answer = self._call(lambda: self.http.post(path, files=upload, data=data))
-        return _parse(answer, model)
+        return self._call("POST", path, model, files=upload, data=data)
 
     def _get(self, path: str, model: type[_M], params: dict[str, Any] | None = None) -> _M:
-        return _parse(self._call(lambda: self.http.get(path, params=params)), model)
+        return self._call("GET", path, model, params=params)
 
-    def _call(self, send: Any) -> Any:
-        try:
-            return send()
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{self.http.base_url} is not reachable: {exc}") from exc
+    def _call(self, method: str, path: str, model: type[_M], **request: Any) -> _M:
+        """One call within the deadline: each attempt says how much of it is left."""
 
+        def attempt(remaining_s: float) -> _M:
+            headers = {TIMEOUT_HEADER: f"{remaining_s:.3f}"}
+            try:
+                answer = self.http.request(
+                    method, path, headers=headers, timeout=remaining_s, **request
+                )
+            except httpx.TimeoutException as exc:
+                raise DeadlineExceeded(f"no answer within the call's deadline ({exc})") from exc
+            except httpx.TransportError as exc:
+                raise Unavailable(f"{self.http.base_url} is not reachable: {exc}") from exc
+            if answer.status_code >= 400:
+                raise _error(answer)
+            return model.model_validate(answer.json())
 
-def _parse(answer: httpx.Response, model: type[_M]) -> _M:
-    if answer.status_code >= 400:
-        raise _error(answer)
-    return model.model_validate(answer.json())
+        return within_deadline(attempt, self.timeout_s, self.attempts)
 
 
 def _error(answer: httpx.Response) -> FaceGalleryError:
-    retry = answer.headers.get("retry-after")
+    retry = answer.headers.get(RETRY_AFTER)
     try:
         fields = _fields(answer.json()["error"])
     except (ValueError, KeyError, TypeError):  # not our body (e.g. a proxy's)

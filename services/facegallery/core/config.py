@@ -437,6 +437,33 @@ class DeploymentSettings(Section):
         return self.min_replicas if self.num_replicas == "auto" else self.num_replicas
 
 
+class AdmissionSettings(Section):
+    """The gateway's admission control on time (``serving.admission``): a call is refused at
+    the door when the queueing time it would meet exceeds its remaining deadline."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Off: every call is let in and waits its turn (the behaviour before "
+        "admission control; benchmarks/bench_fleet.py runs both).",
+    )
+    headroom: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Refuse when the expected wait exceeds this share of the call's remaining "
+        "deadline (the rest is left for the call's own service time and the estimate's error).",
+    )
+    window_s: float = Field(
+        default=3.0, gt=0.0, description="The service rate is measured over this window."
+    )
+    min_in_flight: int = Field(
+        default=4,
+        ge=1,
+        description="Below this many images in flight every call is admitted (an idle or "
+        "cold service refuses nothing while it measures its rate).",
+    )
+
+
 class ServingSettings(Section):
     """The Ray Serve application: ports, its deployments, and the gateway's own limits."""
 
@@ -466,6 +493,21 @@ class ServingSettings(Section):
     )
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent when a deployment refuses work."
+    )
+    deadline_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="A call's deadline when its caller sets none (gRPC's own deadline, or the "
+        "x-request-timeout header in seconds over HTTP). Work whose deadline passed is "
+        "dropped at every stage before it costs CPU or a batch slot.",
+    )
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    bulk_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="The share of each model batch enrollment (bulk) keeps while interactive "
+        "calls (identify, verify, detect) also wait; interactive calls fill the rest first.",
     )
     max_images_per_request: int = Field(
         default=16, ge=1, le=IMAGES_PER_CALL_MAX, description="IdentifyBatch frames."

@@ -91,6 +91,23 @@ class Overloaded(FaceGalleryError):
     reason = "overloaded"
 
 
+class DeadlineExceeded(FaceGalleryError):
+    """The call's deadline passed before its answer was ready: the work was dropped where it
+    stood (and counted there), never finished for nobody."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+    http_status = 504
+    reason = "deadline_exceeded"
+
+
+class CallCancelled(FaceGalleryError):
+    """The caller left (disconnected, cancelled) before the answer: the work was dropped."""
+
+    grpc_code = "CANCELLED"
+    http_status = 499
+    reason = "cancelled"
+
+
 class PayloadTooLarge(FaceGalleryError):
     """A request body or message over its bound, refused before it is read."""
 

@@ -57,6 +57,23 @@ BATCH_SIZE = Histogram(
     ["deployment"],
     buckets=_BATCH,
 )
+SHED = Counter(
+    "facegallery_shed_total",
+    "Work dropped before it cost CPU or a batch slot, by why (expired: its deadline passed; "
+    "cancelled: its caller left; admission: refused at the door, the expected wait being "
+    "longer than the call's deadline) and where (gateway, detector, embedder, gallery).",
+    ["reason", "stage"],
+)
+ADMITTED = Counter(
+    "facegallery_admitted_total",
+    "Calls the gateway's admission let in, by priority (interactive, bulk).",
+    ["priority"],
+)
+EXPECTED_WAIT_SECONDS = Gauge(
+    "facegallery_expected_wait_seconds",
+    "The gateway's estimate of the queueing time a new call would meet (admission's input).",
+    multiprocess_mode="max",
+)
 FACES_PER_IMAGE = Histogram(
     "facegallery_faces_per_image",
     "Faces the detector found per image.",

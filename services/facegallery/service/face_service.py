@@ -13,6 +13,7 @@ import numpy as np
 
 from facegallery.core import ids
 from facegallery.core.config import Settings
+from facegallery.core.deadline import check_deadline
 from facegallery.core.errors import FaceGalleryError, FailedPrecondition, InvalidInput, NotFound
 from facegallery.core.telemetry import BEST_SCORE, ENROLL_IMAGES, IDENTIFY_FACES, timed
 from facegallery.decisions.openset import OpenSetCalibrator, OperatingPoint
@@ -239,6 +240,7 @@ class FaceService:
             _or_raise(f, f"image {i}: " if len(images) > 1 else "") for i, f in enumerate(found)
         ]
         vectors = [f.embedding for faces in per_image for f in faces if f.embedding is not None]
+        check_deadline("gallery")  # a search nobody will read is not made
         with timed("search"):
             probes = np.array(vectors)
             hits = iter(self.openset.search(gallery, probes, point, top_k) if vectors else [])

@@ -113,6 +113,9 @@ class Api:
         start, code = time.perf_counter(), "OK"
         try:
             yield
+        except asyncio.CancelledError:  # the caller left
+            code = "CANCELLED"
+            raise
         except Exception as exc:
             error = as_error(exc)
             code = error.grpc_code

@@ -1,47 +1,54 @@
 """The Detector and Embedder deployments (served under those names): the pipeline's two
-halves, batched across every request that reaches the replica (`@serve.batch`), sized from
-``serving.detector`` / ``serving.embedder``. Each replica loads its models once."""
+halves, batched across every request that reaches the replica (``serving.batching``: live
+calls only, interactive before bulk), sized from ``serving.detector`` / ``serving.embedder``.
+Each replica loads its models once and runs a first batch before it reports ready, so the
+first callers do not pay for a cold runtime."""
 
 from __future__ import annotations
 
 import asyncio
 
 import numpy as np
-from ray import serve
 
-from facegallery.core.config import DeploymentSettings, Settings
-from facegallery.core.telemetry import BATCH_SIZE
+from facegallery.core.config import Settings
+from facegallery.core.deadline import Priority
 from facegallery.models import ModelStore
+from facegallery.serving.batching import DeadlineBatcher
 from facegallery.vision.pipeline import DetectedImage, FaceFinder, build_detector, build_embedder
 
 DetectCall = tuple[bytes | np.ndarray, bool]  # image, largest_only
+WARM_UP_FRAME = (480, 640, 3)  # a camera frame's shape: the first batch every replica runs
 
 
-def _faces_in(crops: list[np.ndarray]) -> int:
-    return sum(len(c) for c in crops)
-
-
-def _set_batching(method: object, deployment: DeploymentSettings) -> None:
-    method.set_max_batch_size(deployment.max_batch_size)  # type: ignore[attr-defined]
-    method.set_batch_wait_timeout_s(deployment.batch_wait_timeout_s)  # type: ignore[attr-defined]
+def _faces_in(crops: np.ndarray) -> int:
+    return len(crops)
 
 
 class DetectorDeployment:
-    """Image bytes -> decode -> detect -> quality -> align, a batch of images at a time."""
+    """Image bytes -> decode -> detect -> quality -> align, a batch of images at a time
+    (`DeadlineBatcher`: live calls only, interactive first)."""
 
     def __init__(self, settings: dict[str, object]) -> None:
         self.settings = Settings(**settings)  # type: ignore[arg-type]
         detector_model, _ = ModelStore(self.settings.models).load_configured()
         self.finder = FaceFinder(build_detector(detector_model, self.settings), self.settings)
-        _set_batching(self.detect, self.settings.serving.detector)
+        deployment = self.settings.serving.detector
+        self.batcher: DeadlineBatcher[DetectCall, DetectedImage] = DeadlineBatcher(
+            "detector",
+            lambda calls: asyncio.to_thread(self._detect, calls),
+            deployment.max_batch_size,
+            deployment.batch_wait_timeout_s,
+            self.settings.serving.bulk_share,
+        )
+        self._detect([(np.zeros(WARM_UP_FRAME, np.uint8), False)])  # ready means warm
 
     def model_id(self) -> str:
         return self.finder.detector_id
 
-    @serve.batch
-    async def detect(self, calls: list[DetectCall]) -> list[DetectedImage]:
-        BATCH_SIZE.labels("detector").observe(len(calls))
-        return await asyncio.to_thread(self._detect, calls)
+    async def detect(
+        self, call: DetectCall, deadline: float | None, priority: Priority
+    ) -> DetectedImage:
+        return await self.batcher(call, deadline, priority)
 
     def _detect(self, calls: list[DetectCall]) -> list[DetectedImage]:
         answers: dict[int, DetectedImage] = {}
@@ -59,7 +66,17 @@ class EmbedderDeployment:
         self.settings = Settings(**settings)  # type: ignore[arg-type]
         _, recognizer_model = ModelStore(self.settings.models).load_configured()
         self.embedder = build_embedder(recognizer_model, self.settings)
-        _set_batching(self.embed, self.settings.serving.embedder)
+        deployment = self.settings.serving.embedder
+        self.batcher: DeadlineBatcher[np.ndarray, np.ndarray] = DeadlineBatcher(
+            "embedder",
+            self._embed,
+            deployment.max_batch_size,
+            deployment.batch_wait_timeout_s,
+            self.settings.serving.bulk_share,
+            _faces_in,
+        )
+        for size in (1, deployment.max_batch_size):  # ready means warm, at both ends
+            self.embedder.embed(np.zeros((size, 112, 112, 3), np.uint8))
 
     def model_id(self) -> str:
         return self.embedder.model_id
@@ -67,10 +84,12 @@ class EmbedderDeployment:
     def dimension(self) -> int:
         return self.embedder.dimension
 
-    @serve.batch(batch_size_fn=_faces_in)
-    async def embed(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        faces = _faces_in(crops)
-        BATCH_SIZE.labels("embedder").observe(faces)
+    async def embed(
+        self, crops: np.ndarray, deadline: float | None, priority: Priority
+    ) -> np.ndarray:
+        return await self.batcher(crops, deadline, priority)
+
+    async def _embed(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         vectors = await asyncio.to_thread(self.embedder.embed, np.concatenate(crops))
         bounds = np.cumsum([len(c) for c in crops])[:-1]
         return list(np.split(vectors, bounds))

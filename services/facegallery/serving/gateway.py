@@ -3,10 +3,15 @@
 translate: the request becomes the schema's dict, `Api.call` does the work, the answer (or the
 error, through `errors.py`'s one mapping) goes back in the transport's terms."""
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import grpc
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -20,28 +25,34 @@ from starlette.concurrency import run_in_threadpool
 
 from facegallery.core import ids
 from facegallery.core.config import Settings
+from facegallery.core.deadline import call_scope, check_deadline, remaining_s
 from facegallery.core.errors import FaceGalleryError, as_error
 from facegallery.jobs.queue import EnrollmentQueue
+from facegallery.serving.admission import Admission
 from facegallery.serving.api import Api
 from facegallery.serving.body import body_bound, check_declared_length, read_payload, too_large
+from facegallery.serving.deadlines import deadline_of
+from facegallery.serving.deployments import WARM_UP_FRAME
 from facegallery.serving.http_errors import error_response
 from facegallery.serving.keys import KeyStore
 from facegallery.serving.served_service import served_service
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.wire import schemas as s
+from facegallery.wire.metadata import API_KEY_HEADER, REASON_METADATA, RETRY_AFTER
 
 GRPC_SERVICERS = [
     "facegallery.v1.facegallery_pb2_grpc.add_FaceGalleryServiceServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
-API_KEY_HEADER = "x-api-key"
-REASON_METADATA = "facegallery-reason"
+DOOR_THREADS = 8  # threads for key checks, apart from the operations' own
+MODEL_OPERATIONS = frozenset({"detect", "identify", "identify_batch", "verify"})
 
 http = FastAPI(
     title="facegallery",
     version="1",
     description="Face detection, 1:N identification, 1:1 verification and asynchronous "
-    "enrollment. Send the API key as the x-api-key header. Images: multipart uploads "
+    "enrollment. Send the API key as the x-api-key header, and the call's deadline as "
+    "x-request-timeout (seconds; default serving.deadline_s). Images: multipart uploads "
     "(fields image / images) or base64 in JSON. Errors: "
     '{"error": {"code", "reason", "message"}}; 429 and 503 carry Retry-After.',
 )
@@ -57,6 +68,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (413, "the request is over its size bound"),
         (429, "at capacity: retry after Retry-After seconds"),
         (503, "a dependency is unavailable: retry after Retry-After seconds"),
+        (504, "the call's deadline (x-request-timeout) passed before its answer"),
     ]
 }
 
@@ -142,12 +154,18 @@ def _as_dict(request: ProtoMessage) -> dict[str, Any]:
     return dict(json_format.MessageToDict(request, preserving_proto_field_name=True))
 
 
+def _images_in(payload: Mapping[str, Any]) -> int:
+    """What a call weighs for admission: its images."""
+    images = payload.get("images")
+    return len(images) if isinstance(images, list) else 1
+
+
 def _set_error(context: Any, error: FaceGalleryError) -> None:
     context.set_code(grpc.StatusCode[error.grpc_code])
     context.set_details(error.message)
     trailing = [(REASON_METADATA, error.reason)]
     if error.retry_after_s is not None:
-        trailing.append(("retry-after", str(error.retry_after_s)))
+        trailing.append((RETRY_AFTER, str(error.retry_after_s)))
     context.set_trailing_metadata(trailing)
 
 
@@ -168,23 +186,80 @@ class Gateway:
         keys = KeyStore(config.queue.url, config.queue.prefix) if config.auth.required else None
         queue = EnrollmentQueue(config.queue, config.decode)
         queue.ensure_durable()
-        self.api = Api(await served_service(config, detector, embedder), queue, keys, config)
+        service = await served_service(config, detector, embedder)
+        # Ready means ready: one call through each model deployment before this replica
+        # answers anything (health included), so the first callers meet warm paths.
+        await detector.detect.remote((np.zeros(WARM_UP_FRAME, np.uint8), False), None, "bulk")
+        await embedder.embed.remote(np.zeros((1, 112, 112, 3), np.uint8), None, "bulk")
+        self.api = Api(service, queue, keys, config)
+        self.admission = Admission(config.serving.admission)
+        self.door = anyio.CapacityLimiter(DOOR_THREADS)
         self.workers = workers  # bound so that the app deploys them
+
+    async def _authenticate(self, token: str | None) -> Any:
+        """The key, checked in threads of its own: a refusal at the door (a bad key,
+        admission) never waits behind calls that hold the worker threads."""
+        return await anyio.to_thread.run_sync(self.api.authenticate, token, limiter=self.door)
+
+    @contextmanager
+    def _admitted(self, cost: int, deadline: float) -> Iterator[None]:
+        """Admission (`Admission`) for ``cost`` images, on the event loop and before the
+        key and the body are looked at, so a refusal costs as little as it can and waits
+        for no worker thread; the block's work counts toward the measured rate if it ends
+        without an error. ``cost`` 0: not a model operation, nothing to admit."""
+        if not cost:
+            yield
+            return
+        check_deadline("gateway", deadline)  # spent already (queued before this replica, say)
+        ticket = self.admission.admit(cost, remaining_s(deadline))
+        served = False
+        try:
+            yield
+            served = True
+        finally:
+            self.admission.done(ticket, served)
+
+    def _scoped(
+        self,
+        operation: str,
+        key: Any,
+        payload: dict[str, Any],
+        deadline: float,
+        left: threading.Event,
+    ) -> BaseModel:
+        """In a worker thread: the operation, with its deadline, priority and caller in
+        its context (``core.deadline``) for every stage it reaches."""
+        with call_scope(deadline, "interactive", left):
+            check_deadline("gateway")  # it may have waited for this thread
+            return self.api.call(operation, key, payload)
 
     # HTTP -----------------------------------------------------------------------------------
 
     async def _http(
         self, operation: str, request: Request, status: int = 200, **path: str
     ) -> Response:
-        """Headers first (the body's declared size, then the key), then the body within its
-        bound, then the operation."""
+        """Headers first (the body's declared size, the deadline, admission, then the key),
+        then the body within its bound, then the operation; a caller who leaves (Serve
+        cancels this coroutine) has the work dropped at its next stage."""
+        left = threading.Event()
         try:
             with self.api.counted(operation, "http"):
                 limit = body_bound(self.api.settings, operation)
                 check_declared_length(request, limit)
-                key = await run_in_threadpool(self.api.authenticate, _token(request.headers))
-                payload = await read_payload(request, limit, **path)
-                answer = await run_in_threadpool(self.api.call, operation, key, payload)
+                deadline = deadline_of(request.headers, self.api.settings.serving.deadline_s)
+                single = operation in MODEL_OPERATIONS and operation != "identify_batch"
+                with self._admitted(int(single), deadline):
+                    key = await self._authenticate(_token(request.headers))
+                    payload = await read_payload(request, limit, **path)
+                    self.api.check_counts(operation, payload)  # the input's bound comes first
+                    batch = _images_in(payload) if operation == "identify_batch" else 0
+                    with self._admitted(batch, deadline):
+                        answer = await run_in_threadpool(
+                            self._scoped, operation, key, payload, deadline, left
+                        )
+        except asyncio.CancelledError:
+            left.set()
+            raise
         except FaceGalleryError as error:
             return error_response(error)
         return JSONResponse(answer.model_dump(mode="json"), status_code=status)
@@ -310,7 +385,9 @@ class Gateway:
 
     @http.get("/v1/health")
     async def health(self) -> dict[str, str]:
-        """Liveness without a key (the proxy's own /-/healthz says the same of Serve)."""
+        """Readiness without a key: a gateway replica answers only once it and both model
+        deployments have run a first call (their constructors warm them), so SERVING means
+        the first callers meet warm models (the proxy's own /-/healthz only says Serve runs)."""
         return {"status": "SERVING", "model_id": self.api.service.model_id}
 
     @http.get(
@@ -339,40 +416,55 @@ class Gateway:
 
     # gRPC -----------------------------------------------------------------------------------
 
-    def _grpc(
+    async def _grpc(
         self, operation: str, request: ProtoMessage, context: Any, reply: type[ProtoMessage]
     ) -> ProtoMessage:
-        """The key first, then the message's size against the operation's bound (the
-        proxy's maximum message size is the ceiling of every bound), then the operation."""
+        """The deadline and admission first, then the key, then the message's size against
+        the operation's bound (the proxy's maximum message size is the ceiling of every
+        bound), then the operation; a caller who leaves has the work dropped."""
+        left = threading.Event()
         try:
             with self.api.counted(operation, "grpc"):
-                key = self.api.authenticate(_grpc_token(context))
-                size, limit = request.ByteSize(), body_bound(self.api.settings, operation)
-                if size > limit:
-                    raise too_large(size, limit)
-                answer = self.api.call(operation, key, _as_dict(request))
+                metadata = dict(context.invocation_metadata())
+                deadline = deadline_of(metadata, self.api.settings.serving.deadline_s)
+                cost = 0  # what admission weighs: a model operation's images
+                if operation in MODEL_OPERATIONS:
+                    images = list(getattr(request, "images", [])) or [request.image]
+                    self.api.check_counts(operation, {"images": images})  # the bound first
+                    cost = len(images)
+                with self._admitted(cost, deadline):
+                    key = await self._authenticate(_token(metadata))
+                    size, limit = request.ByteSize(), body_bound(self.api.settings, operation)
+                    if size > limit:
+                        raise too_large(size, limit)
+                    answer = await run_in_threadpool(
+                        self._scoped, operation, key, _as_dict(request), deadline, left
+                    )
+        except asyncio.CancelledError:
+            left.set()
+            raise
         except FaceGalleryError as error:
             _set_error(context, error)
             return reply()
         return _proto(answer, reply)
 
-    def Detect(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("detect", request, grpc_context, pb.DetectResponse)
+    async def Detect(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("detect", request, grpc_context, pb.DetectResponse)
 
-    def Identify(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("identify", request, grpc_context, pb.IdentifyResponse)
+    async def Identify(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("identify", request, grpc_context, pb.IdentifyResponse)
 
-    def IdentifyBatch(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("identify_batch", request, grpc_context, pb.IdentifyBatchResponse)
+    async def IdentifyBatch(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("identify_batch", request, grpc_context, pb.IdentifyBatchResponse)
 
-    def Verify(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("verify", request, grpc_context, pb.VerifyResponse)
+    async def Verify(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("verify", request, grpc_context, pb.VerifyResponse)
 
-    def Enroll(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("enroll", request, grpc_context, pb.EnrollResponse)
+    async def Enroll(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("enroll", request, grpc_context, pb.EnrollResponse)
 
-    def GetJob(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("get_job", request, grpc_context, pb.GetJobResponse)
+    async def GetJob(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("get_job", request, grpc_context, pb.GetJobResponse)
 
     async def WatchJob(self, request: Any, grpc_context: Any) -> AsyncIterator[ProtoMessage]:
         stream = self.api.watch_job(_grpc_token(grpc_context), request.job_id)
@@ -391,17 +483,17 @@ class Gateway:
         finally:
             await stream.aclose()
 
-    def ListUsers(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("list_users", request, grpc_context, pb.ListUsersResponse)
+    async def ListUsers(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("list_users", request, grpc_context, pb.ListUsersResponse)
 
-    def GetUser(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("get_user", request, grpc_context, pb.GetUserResponse)
+    async def GetUser(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("get_user", request, grpc_context, pb.GetUserResponse)
 
-    def DeleteUser(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("delete_user", request, grpc_context, pb.DeleteUserResponse)
+    async def DeleteUser(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("delete_user", request, grpc_context, pb.DeleteUserResponse)
 
-    def GalleryStats(self, request: Any, grpc_context: Any) -> ProtoMessage:
-        return self._grpc("gallery_stats", request, grpc_context, pb.GalleryStatsResponse)
+    async def GalleryStats(self, request: Any, grpc_context: Any) -> ProtoMessage:
+        return await self._grpc("gallery_stats", request, grpc_context, pb.GalleryStatsResponse)
 
     def Check(self, request: Any, grpc_context: Any) -> ProtoMessage:
         """grpc.health.v1: SERVING once this replica is up (no key needed)."""

@@ -1,4 +1,5 @@
-"""A bound on what Serve's HTTP proxy holds of a request body.
+"""What runs inside Serve's proxies: a bound on what the HTTP proxy holds of a request body,
+and the gRPC caller's deadline carried to the gateway.
 
 Serve's proxy reads a request's body from the client as fast as it arrives and queues it for
 the replica, whether or not the replica reads it: a client streaming a huge chunked body
@@ -9,11 +10,17 @@ refused before the request is forwarded, and a body that grows past it is cut of
 replica sees the client leave) and answered 413. The bound is ``serving.max_request_bytes``,
 which reaches the proxy the way the gRPC proxy's maximum message size does: in Ray's
 environment (`facegallery.serving.app.ray_env`), so both transports have one ceiling.
+
+Serve's gRPC proxy hands the gateway a copy of the call's context without its deadline
+(``time_remaining``). `carry_grpc_deadlines` adds it to the copied invocation metadata as
+``facegallery-deadline`` (absolute, seconds since the epoch), where the gateway reads it, so
+a gRPC caller's own deadline travels with the work like the HTTP header does.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -21,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facegallery.serving.body import too_large
 from facegallery.serving.http_errors import error_response
+from facegallery.wire.metadata import DEADLINE_METADATA
 
 MAX_BYTES_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -28,10 +36,32 @@ CALLBACK = "facegallery.serving.proxy:middlewares"
 
 
 def middlewares() -> list[Middleware]:
-    """Serve's proxy callback: the body bound, when Ray's environment names one."""
+    """Serve's proxy callback (called once in each proxy process): the gRPC deadline's
+    carrier, and the body bound when Ray's environment names one."""
+    carry_grpc_deadlines()
     if not os.environ.get(MAX_BYTES_ENV):
         return []
     return [Middleware(BodyLimit, max_bytes=int(os.environ[MAX_BYTES_ENV]))]
+
+
+def carry_grpc_deadlines() -> None:
+    """Wrap Serve's gRPC context copy so that it keeps the caller's deadline (once)."""
+    from ray.serve.grpc_util import RayServegRPCContext
+
+    copy = RayServegRPCContext.__init__
+    if getattr(copy, "carries_deadline", False):
+        return
+
+    def with_deadline(self: RayServegRPCContext, grpc_context: Any) -> None:
+        copy(self, grpc_context)
+        remaining = grpc_context.time_remaining()
+        if remaining is not None:
+            entry = (DEADLINE_METADATA, repr(time.time() + remaining))
+            self._invocation_metadata.append(entry)
+            self._invocation_metadata_dict[entry[0]] = entry[1]
+
+    with_deadline.carries_deadline = True  # type: ignore[attr-defined]
+    RayServegRPCContext.__init__ = with_deadline  # type: ignore[method-assign]
 
 
 class BodyLimit:

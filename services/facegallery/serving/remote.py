@@ -1,6 +1,7 @@
 """The pipeline's two halves run by the Detector and Embedder deployments: a `FaceAnalyzer`
 for the gateway and the enrollment workers. Each image is its own Detector call and each
-request's faces one Embedder call, so Serve batches them with every other caller's."""
+request's faces one Embedder call, so the deployments batch them with every other caller's.
+Every call carries the current call's deadline and priority (``core.deadline``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from facegallery.core.errors import Overloaded, Unavailable
+from facegallery.core.deadline import (
+    check_deadline,
+    current_deadline,
+    current_priority,
+    remaining_s,
+)
+from facegallery.core.errors import FaceGalleryError, Overloaded, Unavailable
 from facegallery.vision.pipeline import AlignedFace, DetectedImage, Face, attach_embeddings
+
+POLL_S = 0.1  # how often a waiting call looks at its caller (and wakes at its deadline)
 
 
 class ServedPipeline:
@@ -44,8 +53,12 @@ class ServedPipeline:
     def detect_images(
         self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
     ) -> list[DetectedImage]:
-        calls = [self.detector.detect.remote((data, largest_only)) for data in images]
-        return [self._result(c) for c in calls]
+        check_deadline("detector")
+        deadline, priority = current_deadline(), current_priority()
+        calls = [
+            self.detector.detect.remote((data, largest_only), deadline, priority) for data in images
+        ]
+        return [self._result(c, "detector") for c in calls]
 
     def embed(
         self, faces: list[list[AlignedFace]], embed_rejected: bool = True
@@ -57,17 +70,31 @@ class ServedPipeline:
         all in flight at once."""
         if len(crops) == 0:
             return np.zeros((0, 0), np.float32)
-        step = self.embedder_batch
+        check_deadline("embedder")
+        step, deadline, priority = self.embedder_batch, current_deadline(), current_priority()
         calls = [
-            self.embedder.embed.remote(crops[i : i + step]) for i in range(0, len(crops), step)
+            self.embedder.embed.remote(crops[i : i + step], deadline, priority)
+            for i in range(0, len(crops), step)
         ]
-        return np.concatenate([self._result(c) for c in calls])
+        return np.concatenate([self._result(c, "embedder") for c in calls])
 
-    def _result(self, call: Any) -> Any:
-        """The call's answer; a deployment that is full or down is Overloaded / Unavailable
-        with a retry hint (Serve's own exceptions never reach the caller)."""
+    def _result(self, call: Any, stage: str) -> Any:
+        """The call's answer, waited for no longer than the deadline and only while the
+        caller is still there (the call is cancelled otherwise, which takes it out of its
+        batch's queue); a deployment that is full or down is Overloaded / Unavailable with a
+        retry hint (Serve's own exceptions never reach the caller)."""
         try:
-            return call.result()
+            while True:
+                left = remaining_s()
+                wait = POLL_S if left is None else max(0.001, min(POLL_S, left))
+                try:
+                    return call.result(timeout_s=wait)
+                except TimeoutError:
+                    try:
+                        check_deadline(stage)
+                    except FaceGalleryError:
+                        call.cancel()
+                        raise
         except BackPressureError as exc:
             raise Overloaded(
                 f"the service is at capacity; retry in {self.retry_after_s} s",

@@ -6,14 +6,28 @@ the queue (the entry stays pending and is claimed again after ``claim_idle_ms``)
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
 from facegallery.core.config import Settings
+from facegallery.core.deadline import call_scope
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.jobs.worker import Worker
+from facegallery.service.enrollment import EnrollResult
 from facegallery.serving.served_service import served_service
+
+
+def bulk(enroll: Callable[..., EnrollResult]) -> Callable[..., EnrollResult]:
+    """Enrollment as bulk work: it takes the model batches' bounded bulk share
+    (``serving.batching``) and has no deadline (its job is retried, not abandoned)."""
+
+    def enroll_as_bulk(*args: Any, **kwargs: Any) -> EnrollResult:
+        with call_scope(None, "bulk"):
+            return enroll(*args, **kwargs)
+
+    return enroll_as_bulk
 
 
 class EnrollmentWorkers:
@@ -25,7 +39,7 @@ class EnrollmentWorkers:
     ) -> None:
         config = Settings(**settings)  # type: ignore[arg-type]
         service = await served_service(config, detector, embedder)
-        self.worker = Worker(EnrollmentQueue(config.queue, config.decode), service.enroll)
+        self.worker = Worker(EnrollmentQueue(config.queue, config.decode), bulk(service.enroll))
         self.thread = threading.Thread(target=self.worker.run, name="enrollment", daemon=True)
         self.thread.start()
 
