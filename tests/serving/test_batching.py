@@ -96,3 +96,23 @@ def test_a_batch_waits_for_company_then_runs() -> None:
         return model
 
     assert asyncio.run(scenario()).batches == [["a", "b"]]
+
+
+def test_a_failing_model_fails_its_batch_and_the_batcher_goes_on() -> None:
+    calls = 0
+
+    async def flaky(items: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("the model broke")
+        return [item.upper() for item in items]
+
+    async def scenario() -> list[str | BaseException]:
+        batcher = DeadlineBatcher("flaky", flaky, 4, 0.0, 0.25)
+        first = await asyncio.gather(batcher("a", None, "bulk"), return_exceptions=True)
+        second = await asyncio.gather(batcher("b", None, "bulk"), return_exceptions=True)
+        return [*first, *second]
+
+    failed, answered = asyncio.run(scenario())
+    assert isinstance(failed, ValueError) and answered == "B"

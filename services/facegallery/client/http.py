@@ -145,7 +145,7 @@ class HttpClient:
         """One call within the deadline: each attempt says how much of it is left."""
 
         def attempt(remaining_s: float) -> _M:
-            headers = {TIMEOUT_HEADER: f"{remaining_s:.3f}"}
+            headers = {TIMEOUT_HEADER: f"{max(remaining_s, 0.001):.3f}"}
             try:
                 answer = self.http.request(
                     method, path, headers=headers, timeout=remaining_s, **request

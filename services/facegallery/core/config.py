@@ -501,6 +501,11 @@ class ServingSettings(Section):
         "x-request-timeout header in seconds over HTTP). Work whose deadline passed is "
         "dropped at every stage before it costs CPU or a batch slot.",
     )
+    max_deadline_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="The longest deadline a caller may ask for (longer ones are cut to it).",
+    )
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     bulk_share: float = Field(
         default=0.25,

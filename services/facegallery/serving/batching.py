@@ -61,7 +61,7 @@ class DeadlineBatcher(Generic[T, R]):
         self.wait_s = wait_s
         self.bulk_share = bulk_share
         self.contended = 0  # slots served while both classes waited, and bulk's part of them
-        self.contended_bulk = 0
+        self.contended_bulk = 0.0
         self.size_of = size_of
         self.queues: dict[Priority, deque[_Call[T, R]]] = {p: deque() for p in PRIORITIES}
         self._arrived = asyncio.Event()
@@ -127,6 +127,10 @@ class DeadlineBatcher(Generic[T, R]):
         if waiting["bulk"] and waiting["interactive"]:
             self.contended += sum(c.size for c in batch)
             self.contended_bulk += sum(c.size for c in batch if c.priority == "bulk")
+            # What bulk is owed is capped at one batch: a share it could not use (it waited
+            # with less than its share) is not banked to starve interactive later.
+            floor = self.bulk_share * self.contended - self.max_batch_size
+            self.contended_bulk = max(self.contended_bulk, floor)
         return batch
 
     def _pop(self, priority: Priority, room: int, batch: list[_Call[T, R]]) -> int:
@@ -156,14 +160,18 @@ class DeadlineBatcher(Generic[T, R]):
         return room
 
     async def _run(self, batch: list[_Call[T, R]]) -> None:
+        """Answer every call of the batch, whatever happens: its answer, or the failure
+        (a batcher that is itself cancelled fails its batch and stops)."""
         BATCH_SIZE.labels(self.stage).observe(sum(c.size for c in batch))
         try:
             answers = await self.run([c.item for c in batch])
-        except Exception as exc:
+            for call, answer in zip(batch, answers, strict=True):
+                if not call.future.done():
+                    call.future.set_result(answer)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else RuntimeError("the batcher stopped")
             for call in batch:
                 if not call.future.done():
-                    call.future.set_exception(exc)
-            return
-        for call, answer in zip(batch, answers, strict=True):
-            if not call.future.done():
-                call.future.set_result(answer)
+                    call.future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise

@@ -31,7 +31,7 @@ from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.serving.admission import Admission
 from facegallery.serving.api import Api
 from facegallery.serving.body import body_bound, check_declared_length, read_payload, too_large
-from facegallery.serving.deadlines import deadline_of
+from facegallery.serving.deadlines import grpc_deadline, http_deadline
 from facegallery.serving.deployments import WARM_UP_FRAME
 from facegallery.serving.http_errors import error_response
 from facegallery.serving.keys import KeyStore
@@ -223,15 +223,17 @@ class Gateway:
         self,
         operation: str,
         key: Any,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | ProtoMessage,
         deadline: float,
         left: threading.Event,
     ) -> BaseModel:
         """In a worker thread: the operation, with its deadline, priority and caller in
-        its context (``core.deadline``) for every stage it reaches."""
+        its context (``core.deadline``) for every stage it reaches. A gRPC message becomes
+        the schema's dict here, not on the event loop (it base64-encodes the images)."""
         with call_scope(deadline, "interactive", left):
             check_deadline("gateway")  # it may have waited for this thread
-            return self.api.call(operation, key, payload)
+            fields = _as_dict(payload) if isinstance(payload, ProtoMessage) else payload
+            return self.api.call(operation, key, fields)
 
     # HTTP -----------------------------------------------------------------------------------
 
@@ -246,7 +248,7 @@ class Gateway:
             with self.api.counted(operation, "http"):
                 limit = body_bound(self.api.settings, operation)
                 check_declared_length(request, limit)
-                deadline = deadline_of(request.headers, self.api.settings.serving.deadline_s)
+                deadline = http_deadline(request.headers, self.api.settings.serving)
                 single = operation in MODEL_OPERATIONS and operation != "identify_batch"
                 with self._admitted(int(single), deadline):
                     key = await self._authenticate(_token(request.headers))
@@ -426,10 +428,11 @@ class Gateway:
         try:
             with self.api.counted(operation, "grpc"):
                 metadata = dict(context.invocation_metadata())
-                deadline = deadline_of(metadata, self.api.settings.serving.deadline_s)
+                deadline = grpc_deadline(metadata, self.api.settings.serving)
                 cost = 0  # what admission weighs: a model operation's images
                 if operation in MODEL_OPERATIONS:
-                    images = list(getattr(request, "images", [])) or [request.image]
+                    batch = operation == "identify_batch"
+                    images = list(request.images) if batch else [request.image]
                     self.api.check_counts(operation, {"images": images})  # the bound first
                     cost = len(images)
                 with self._admitted(cost, deadline):
@@ -438,7 +441,7 @@ class Gateway:
                     if size > limit:
                         raise too_large(size, limit)
                     answer = await run_in_threadpool(
-                        self._scoped, operation, key, _as_dict(request), deadline, left
+                        self._scoped, operation, key, request, deadline, left
                     )
         except asyncio.CancelledError:
             left.set()

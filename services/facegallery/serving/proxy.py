@@ -54,6 +54,11 @@ def carry_grpc_deadlines() -> None:
 
     def with_deadline(self: RayServegRPCContext, grpc_context: Any) -> None:
         copy(self, grpc_context)
+        # Only the proxy says what the deadline is: a copy the caller sent is dropped.
+        self._invocation_metadata = [
+            (k, v) for k, v in self._invocation_metadata if k != DEADLINE_METADATA
+        ]
+        self._invocation_metadata_dict.pop(DEADLINE_METADATA, None)
         remaining = grpc_context.time_remaining()
         if remaining is not None:
             entry = (DEADLINE_METADATA, repr(time.time() + remaining))

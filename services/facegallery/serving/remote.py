@@ -58,7 +58,7 @@ class ServedPipeline:
         calls = [
             self.detector.detect.remote((data, largest_only), deadline, priority) for data in images
         ]
-        return [self._result(c, "detector") for c in calls]
+        return self._results(calls, "detector")
 
     def embed(
         self, faces: list[list[AlignedFace]], embed_rejected: bool = True
@@ -76,7 +76,21 @@ class ServedPipeline:
             self.embedder.embed.remote(crops[i : i + step], deadline, priority)
             for i in range(0, len(crops), step)
         ]
-        return np.concatenate([self._result(c, "embedder") for c in calls])
+        return np.concatenate(self._results(calls, "embedder"))
+
+    def _results(self, calls: list[Any], stage: str) -> list[Any]:
+        """Every call's answer, in order; when one fails (or the deadline passes, or the
+        caller leaves), the others still in flight are cancelled: none of them runs for a
+        request that has already failed."""
+        answers: list[Any] = []
+        try:
+            for call in calls:
+                answers.append(self._result(call, stage))
+        except BaseException:
+            for pending in calls[len(answers) + 1 :]:
+                pending.cancel()
+            raise
+        return answers
 
     def _result(self, call: Any, stage: str) -> Any:
         """The call's answer, waited for no longer than the deadline and only while the
@@ -106,6 +120,8 @@ class ServedPipeline:
                 retry_after_s=self.retry_after_s,
             ) from exc
         except RayTaskError as exc:
+            if isinstance(exc.cause, FaceGalleryError):  # the replica dropped it (a deadline)
+                raise exc.cause from None
             raise Unavailable(
                 f"a model deployment failed on this request ({type(exc.cause).__name__})",
                 retry_after_s=self.retry_after_s,
