@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,18 +26,13 @@ import grpc
 import httpx
 import numpy as np
 
-from bench_serving import batching, frames, scrape
+from bench_serving import batching, frames, scrape, scratch_servers
 from facegallery.assets.samples import fetch_samples
 from facegallery.client import HttpClient
 from facegallery.core.config import (
-    MilvusServerSettings,
-    RedisServerSettings,
     Settings,
     load_settings,
 )
-from facegallery.servers import MilvusServer
-from facegallery.servers.redis import RedisServer
-from facegallery.servers.supervisor import free_port
 from facegallery.serving.keys import KeyStore
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.v1 import facegallery_pb2_grpc as pb_grpc
@@ -242,22 +236,8 @@ def main() -> None:
     base = load_settings()
     samples = fetch_samples(base.samples_dir.expanduser(), base.models.wheelhouse)
     batch = frames(samples)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    milvus = MilvusServerSettings(
-        data_dir=scratch / "milvus", port=free_port(), metrics_port=free_port()
-    )
-    redis = RedisServerSettings(data_dir=scratch / "redis", port=free_port())
     results: dict[str, Any] = {}
-    with MilvusServer(milvus) as mserver, RedisServer(redis) as rserver:
-        overrides: dict[str, Any] = {
-            "gallery": {"uri": mserver.uri},
-            "queue": {"url": rserver.uri, "block_ms": 100},
-            "serving": {
-                "http_port": free_port(),
-                "grpc_port": free_port(),
-                "metrics_dir": str(scratch / "metrics"),
-            },
-        }
+    with scratch_servers("bench-fleet-") as (overrides, redis_url):
         settings = Settings(**overrides)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.update(ray_env(settings))
@@ -269,7 +249,7 @@ def main() -> None:
             for policy in ("on", "off"):
                 overrides["serving"]["admission"] = {"enabled": policy == "on"}
                 run_app(Settings(**overrides), overrides)
-                _, token = KeyStore(rserver.uri, settings.queue.prefix).create("admin", [])
+                _, token = KeyStore(redis_url, settings.queue.prefix).create("admin", [])
                 http = HttpClient(url, token)
                 for portrait in ("obama.jpg", "astronaut.png"):
                     http.wait_job(http.enroll(GALLERY, portrait, [samples.photo(portrait)]).job_id)

@@ -19,8 +19,9 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,31 @@ def batching(before: dict[str, float], after: dict[str, float], seconds: float) 
     return out
 
 
+@contextmanager
+def scratch_servers(prefix: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """A managed Milvus server and redis-server on free ports in a scratch folder, for the
+    length of a benchmark: the app's settings overrides that point at them (and free ports
+    for its proxies), and the Redis URL."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    milvus = MilvusServerSettings(
+        data_dir=scratch / "milvus", port=free_port(), metrics_port=free_port()
+    )
+    redis = RedisServerSettings(data_dir=scratch / "redis", port=free_port())
+    with MilvusServer(milvus) as mserver, RedisServer(redis) as rserver:
+        yield (
+            {
+                "gallery": {"uri": mserver.uri},
+                "queue": {"url": rserver.uri, "block_ms": 100},
+                "serving": {
+                    "http_port": free_port(),
+                    "grpc_port": free_port(),
+                    "metrics_dir": str(scratch / "metrics"),
+                },
+            },
+            rserver.uri,
+        )
+
+
 def in_process(
     settings: Settings, batch: list[bytes], seconds: float, threads: int
 ) -> dict[str, Any]:
@@ -229,21 +255,7 @@ def main() -> None:
     base = load_settings()
     samples = fetch_samples(base.samples_dir.expanduser(), base.models.wheelhouse)
     batch = frames(samples)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    milvus = MilvusServerSettings(
-        data_dir=scratch / "milvus", port=free_port(), metrics_port=free_port()
-    )
-    redis = RedisServerSettings(data_dir=scratch / "redis", port=free_port())
-    with MilvusServer(milvus) as mserver, RedisServer(redis) as rserver:
-        overrides: dict[str, Any] = {
-            "gallery": {"uri": mserver.uri},
-            "queue": {"url": rserver.uri, "block_ms": 100},
-            "serving": {
-                "http_port": free_port(),
-                "grpc_port": free_port(),
-                "metrics_dir": str(scratch / "metrics"),
-            },
-        }
+    with scratch_servers("bench-serving-") as (overrides, redis_url):
         if args.batch_wait_ms:
             detector_ms, embedder_ms = (float(v) for v in args.batch_wait_ms.split(","))
             overrides["serving"]["detector"] = {"batch_wait_timeout_s": detector_ms / 1000}
@@ -253,7 +265,7 @@ def main() -> None:
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         try:
             run_app(settings, overrides)
-            _, token = KeyStore(rserver.uri, settings.queue.prefix).create("admin", [])
+            _, token = KeyStore(redis_url, settings.queue.prefix).create("admin", [])
             url = f"http://127.0.0.1:{settings.serving.http_port}"
             target = f"127.0.0.1:{settings.serving.grpc_port}"
             http = HttpClient(url, token)
