@@ -18,9 +18,8 @@ from pathlib import Path
 from facegallery.core import ids
 from facegallery.core.config import DecodeSettings, QueueSettings
 from facegallery.core.errors import AlreadyExists, NotFound
-from facegallery.jobs.queue import Job, QueueDepth, job_from_fields, validated_images
+from facegallery.jobs.queue import Job, QueueDepth, checked_submission, job_from_fields
 from facegallery.service.enrollment import EnrollResult, ImageInput
-from facegallery.wire.idempotency import payload_hash
 
 Enroll = Callable[[str, str, list[ImageInput], int | None], EnrollResult]
 
@@ -62,10 +61,9 @@ class InlineJobs:
     ) -> Job:
         """Validate as the queue does, enroll, and keep the finished job. ``owner`` is the
         queue's share holder; in process there is only one caller, so it is not used."""
-        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
-        data = validated_images(images, idempotency_key, face_index, self.settings, self.limits)
-        named = [(image.name, content) for image, content in zip(images, data, strict=True)]
-        payload = payload_hash(gallery, user_id, named, face_index)
+        gallery, user_id, _, payload = checked_submission(
+            gallery, user_id, images, idempotency_key, face_index, self.settings, self.limits
+        )
         self._forget_expired()
         if idempotency_key is not None and (earlier := self._by_key(gallery, idempotency_key)):
             return self._same_or_refused(earlier, payload, idempotency_key)

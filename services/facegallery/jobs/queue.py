@@ -236,10 +236,9 @@ class EnrollmentQueue:
         another payload is ``AlreadyExists``. An ``owner`` (the API key that submits it)
         may hold at most ``owner_share`` of the queue's jobs and image bytes, so that one
         caller cannot fill the queue for everybody."""
-        gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
-        data = validated_images(images, idempotency_key, face_index, self.settings, self.limits)
-        named = [(image.name, content) for image, content in zip(images, data, strict=True)]
-        payload = payload_hash(gallery, user_id, named, face_index)
+        gallery, user_id, data, payload = checked_submission(
+            gallery, user_id, images, idempotency_key, face_index, self.settings, self.limits
+        )
         job_id = uuid.uuid4().hex
         nbytes = sum(len(d) for d in data)
         now = time.time()
@@ -534,6 +533,24 @@ class EnrollmentQueue:
             raise Unavailable(f"Redis refused a command: {exc}") from exc
         except redis.RedisError as exc:
             raise self._unreachable(exc) from exc
+
+
+def checked_submission(
+    gallery: str,
+    user_id: str,
+    images: list[ImageInput],
+    idempotency_key: str | None,
+    face_index: int | None,
+    settings: QueueSettings,
+    limits: DecodeSettings,
+) -> tuple[str, str, list[bytes], str]:
+    """What every submit (the queue's, the inline jobs') checks first: the ids, the images
+    (`validated_images`); returns the ids, the images' bytes and the payload's hash (what a
+    reused idempotency key is compared by)."""
+    gallery, user_id = ids.gallery_id(gallery), ids.user_id(user_id)
+    data = validated_images(images, idempotency_key, face_index, settings, limits)
+    named = [(image.name, content) for image, content in zip(images, data, strict=True)]
+    return gallery, user_id, data, payload_hash(gallery, user_id, named, face_index)
 
 
 def validated_images(

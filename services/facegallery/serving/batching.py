@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from facegallery.core.deadline import Priority, expired
+from facegallery.core.deadline import Priority, check_deadline, expired
 from facegallery.core.errors import DeadlineExceeded
 from facegallery.core.telemetry import BATCH_SIZE, SHED
 
@@ -70,9 +70,7 @@ class DeadlineBatcher(Generic[T, R]):
     async def __call__(self, item: T, deadline: float | None, priority: Priority) -> R:
         """The call's answer, once its batch ran; `DeadlineExceeded` when its deadline
         passes first. Cancelling the awaiting task (the caller left) takes it out."""
-        if expired(deadline):
-            SHED.labels("expired", self.stage).inc()
-            raise DeadlineExceeded(f"the call's deadline passed before the {self.stage}")
+        check_deadline(self.stage, deadline)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         call = _Call(item, self.size_of(item), deadline, priority, future)
         self.queues[priority].append(call)

@@ -20,10 +20,6 @@ DetectCall = tuple[bytes | np.ndarray, bool]  # image, largest_only
 WARM_UP_FRAME = (480, 640, 3)  # a camera frame's shape: the first batch every replica runs
 
 
-def _faces_in(crops: np.ndarray) -> int:
-    return len(crops)
-
-
 class DetectorDeployment:
     """Image bytes -> decode -> detect -> quality -> align, a batch of images at a time
     (`DeadlineBatcher`: live calls only, interactive first)."""
@@ -73,7 +69,7 @@ class EmbedderDeployment:
             deployment.max_batch_size,
             deployment.batch_wait_timeout_s,
             self.settings.serving.bulk_share,
-            _faces_in,
+            len,  # a call weighs its faces
         )
         for size in (1, deployment.max_batch_size):  # ready means warm, at both ends
             self.embedder.embed(np.zeros((size, 112, 112, 3), np.uint8))
