@@ -83,22 +83,31 @@ class Detector(ABC):
             return
         padded, placements = [], []
         for i in empty:
-            h, w = images[i].shape[:2]
-            dy, dx = (
-                round(h * self.settings.tight_crop_padding),
-                round(w * self.settings.tight_crop_padding),
-            )
-            canvas, scale = fit_long_side(
-                cv2.copyMakeBorder(images[i], dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=0),
-                self.settings.tight_crop_max_side,
-            )
+            canvas, placement = self._padded_canvas(images[i])
             padded.append(canvas)
-            placements.append((scale, dx, dy))
+            placements.append(placement)
         found: list[list[Detection]] = []
         for start in range(0, len(padded), self.max_batch):
             found.extend(self._detect_batch(padded[start : start + self.max_batch]))
         for i, faces, placement in zip(empty, found, placements, strict=True):
             results[i] = [face.from_canvas(*placement) for face in faces]
+
+    def _padded_canvas(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+        """``image`` with ``tight_crop_padding`` of black on every side, at most
+        ``tight_crop_max_side`` long, and its placement for `Detection.from_canvas`. The image
+        is downscaled before it is padded: padding a 24-megapixel frame first would copy it
+        into a canvas of four times its pixels (288 MB) only to shrink that to 640 px."""
+        h, w = image.shape[:2]
+        pad = self.settings.tight_crop_padding
+        dy, dx = round(h * pad), round(w * pad)
+        scale = min(1.0, self.settings.tight_crop_max_side / max(h + 2 * dy, w + 2 * dx))
+        if scale < 1.0:
+            image = cv2.resize(
+                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+        by, bx = round(dy * scale), round(dx * scale)
+        canvas = cv2.copyMakeBorder(image, by, by, bx, bx, cv2.BORDER_CONSTANT, value=0)
+        return canvas, (scale, bx / scale, by / scale)
 
     def _suppress(
         self, boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray, scale: float
