@@ -238,28 +238,29 @@ def main() -> None:
     batch = frames(samples)
     results: dict[str, Any] = {}
     with scratch_servers("bench-fleet-") as (overrides, redis_url):
-        settings = Settings(**overrides)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.update(ray_env(settings))
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-        url = f"http://127.0.0.1:{settings.serving.http_port}"
-        target = f"127.0.0.1:{settings.serving.grpc_port}"
-        try:
-            capacities = None
-            for policy in ("on", "off"):
-                overrides["serving"]["admission"] = {"enabled": policy == "on"}
-                run_app(Settings(**overrides), overrides)
+        capacities = None
+        for policy in ("on", "off"):
+            # A Ray of its own per policy: the proxies read their admission settings from
+            # Ray's environment when Ray starts (serving.proxy).
+            overrides["serving"]["admission"] = {"enabled": policy == "on"}
+            settings = Settings(**overrides)
+            os.environ.update(ray_env(settings))
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+            try:
+                run_app(settings, overrides)
                 _, token = KeyStore(redis_url, settings.queue.prefix).create("admin", [])
+                url = f"http://127.0.0.1:{settings.serving.http_port}"
                 http = HttpClient(url, token)
                 for portrait in ("obama.jpg", "astronaut.png"):
                     http.wait_job(http.enroll(GALLERY, portrait, [samples.photo(portrait)]).job_id)
+                target = f"127.0.0.1:{settings.serving.grpc_port}"
                 results[f"policy_{policy}"], capacities = asyncio.run(
                     run_policy(url, target, token, batch, args, capacities)
                 )
-                serve.delete(settings.serving.app_name)
-        finally:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-            ray.shutdown()
+            finally:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+                ray.shutdown()
     emit(
         {
             "benchmark": "a camera fleet, open loop, with deadlines: goodput under overload",

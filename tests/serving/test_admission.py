@@ -35,7 +35,7 @@ def _served(gate: Admission, clock: Clock, per_second: int, seconds: int) -> Non
 
 
 def test_an_idle_service_admits_and_a_busy_one_refuses_what_would_be_late(clock: Clock) -> None:
-    gate = Admission(AdmissionSettings(window_s=3.0, min_in_flight=4, headroom=0.8))
+    gate = Admission(AdmissionSettings(window_s=3.0, min_in_flight=4, headroom=0.8), "gateway")
     held = [gate.admit(1, 2.0) for _ in range(4)]  # cold, nothing measured: the floor admits
     with pytest.raises(Overloaded):
         gate.admit(1, 2.0)  # four ahead and no rate measured yet
@@ -57,7 +57,7 @@ def test_an_idle_service_admits_and_a_busy_one_refuses_what_would_be_late(clock:
 
 
 def test_switched_off_it_admits_everything(clock: Clock) -> None:
-    gate = Admission(AdmissionSettings(enabled=False, min_in_flight=1))
+    gate = Admission(AdmissionSettings(enabled=False, min_in_flight=1), "gateway")
     _served(gate, clock, per_second=2, seconds=3)
     for _ in range(50):
         gate.admit(1, 0.5)
@@ -65,7 +65,7 @@ def test_switched_off_it_admits_everything(clock: Clock) -> None:
 
 
 def test_failed_calls_do_not_flatter_the_rate(clock: Clock) -> None:
-    gate = Admission(AdmissionSettings(window_s=3.0))
+    gate = Admission(AdmissionSettings(window_s=3.0), "gateway")
     for _ in range(100):
         gate.done(gate.admit(1, None), served=False)
     assert gate.rate() == 0.0 and gate.in_flight == 0

@@ -16,7 +16,7 @@ import pytest
 
 from facegallery.assets.samples import Samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.core.errors import DeadlineExceeded
+from facegallery.core.errors import DeadlineExceeded, Overloaded
 from tests.helpers import read_bgr
 from tests.serving.conftest import Served
 
@@ -100,6 +100,9 @@ def test_a_caller_who_leaves_has_its_work_dropped(served: Served, samples: Sampl
 def test_a_burst_beyond_capacity_is_refused_fast_with_retry_after(
     served: Served, samples: Samples
 ) -> None:
+    """Over HTTP: refused with 429 and a Retry-After, faster than the answers, in Serve's
+    proxy (before any gateway replica sees the call), and the service keeps serving."""
+    before = shed(served)
     image = samples.photo("group.jpg").read_bytes()
     answers: list[tuple[int, float, str | None]] = []
 
@@ -126,8 +129,48 @@ def test_a_burst_beyond_capacity_is_refused_fast_with_retry_after(
     median_refused = refused_times[len(refused_times) // 2]
     assert median_refused < 1.0  # refused at the door, not after waiting out the deadline
     assert not ok_times or median_refused < ok_times[len(ok_times) // 2]
+    assert ("admission", "proxy") in _grown(before, shed(served))
     grpc = GrpcClient(served.grpc_target, served.admin, timeout_s=2.0, attempts=1)
     grpc.identify(served.gallery, samples.photo("obama2.jpg"))  # and it keeps serving
+
+
+def test_a_grpc_burst_is_refused_in_the_proxy_with_retry_after(
+    served: Served, samples: Samples
+) -> None:
+    """The same burst over gRPC: RESOURCE_EXHAUSTED with a Retry-After the client reads,
+    from the proxy's door (`serving.door` wraps Serve's gRPC handlers: a Ray upgrade must
+    keep this green), and OK answers are still served beside the refusals."""
+    before = shed(served)
+    client = GrpcClient(served.grpc_target, served.admin, timeout_s=1.0, attempts=1)
+    photo = samples.photo("group.jpg")
+    outcomes: list[str | int] = []
+
+    def call(_: int) -> None:
+        try:
+            client.identify(served.gallery, photo)
+            outcomes.append("ok")
+        except Overloaded as refusal:
+            outcomes.append(refusal.retry_after_s or 0)
+        except DeadlineExceeded:
+            outcomes.append("late")
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(call, range(64)))
+    retry_afters = [o for o in outcomes if isinstance(o, int)]
+    assert retry_afters and min(retry_afters) >= 1, outcomes
+    assert "ok" in outcomes, outcomes
+    assert ("admission", "proxy") in _grown(before, shed(served))
+    text = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": served.admin}).text
+    refusals = [
+        line
+        for line in text.splitlines()
+        if line.startswith("facegallery_requests_total{")
+        and all(f'{k}="{v}"' in line for k, v in REFUSED_GRPC_IDENTIFY.items())
+    ]
+    assert refusals and float(refusals[0].split()[-1]) >= 1, "the proxy counts its refusals"
+
+
+REFUSED_GRPC_IDENTIFY = {"operation": "identify", "protocol": "grpc", "code": "RESOURCE_EXHAUSTED"}
 
 
 def _orl_photos(samples: Samples, person: int) -> list[tuple[str, bytes]]:

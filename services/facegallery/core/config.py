@@ -437,6 +437,11 @@ class DeploymentSettings(Section):
         return self.min_replicas if self.num_replicas == "auto" else self.num_replicas
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Where prometheus_client's multiprocess mode writes (``serving.metrics_dir`` for every
+process of a node); it reads the variable when it is first imported."""
+
+
 class AdmissionSettings(Section):
     """The gateway's admission control on time (``serving.admission``): a call is refused at
     the door when the queueing time it would meet exceeds its remaining deadline."""

@@ -28,9 +28,10 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-if os.environ.get(MULTIPROC_ENV):  # a fresh node (or `serve deploy`) has no directory yet
-    Path(os.environ[MULTIPROC_ENV]).mkdir(parents=True, exist_ok=True)
+from facegallery.core.config import METRICS_DIR_ENV
+
+if os.environ.get(METRICS_DIR_ENV):  # a fresh node (or `serve deploy`) has no directory yet
+    Path(os.environ[METRICS_DIR_ENV]).mkdir(parents=True, exist_ok=True)
 _LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -61,17 +62,19 @@ SHED = Counter(
     "facegallery_shed_total",
     "Work dropped before it cost CPU or a batch slot, by why (expired: its deadline passed; "
     "cancelled: its caller left; admission: refused at the door, the expected wait being "
-    "longer than the call's deadline) and where (gateway, detector, embedder, gallery).",
+    "longer than the call's deadline) and where (proxy, gateway, detector, embedder, gallery).",
     ["reason", "stage"],
 )
 ADMITTED = Counter(
     "facegallery_admitted_total",
-    "Calls the gateway's admission let in, by priority (interactive, bulk).",
-    ["priority"],
+    "Calls admission let in, by priority (interactive) and where (proxy: the single-image "
+    "calls, at Serve's proxy; gateway: every model call, by images).",
+    ["priority", "stage"],
 )
 EXPECTED_WAIT_SECONDS = Gauge(
     "facegallery_expected_wait_seconds",
-    "The gateway's estimate of the queueing time a new call would meet (admission's input).",
+    "Admission's estimate of the queueing time a new call would meet (the largest over the "
+    "node's proxy and gateway replicas).",
     multiprocess_mode="max",
 )
 FACES_PER_IMAGE = Histogram(
@@ -144,7 +147,7 @@ def exposition(tenants: bool) -> bytes:
     """The text exposition of every process of this node (multiprocess mode), or of this
     process; without the per-tenant series unless ``tenants``."""
     source: Collector = REGISTRY
-    if os.environ.get(MULTIPROC_ENV):
+    if os.environ.get(METRICS_DIR_ENV):
         node = CollectorRegistry()
         multiprocess.MultiProcessCollector(node)  # type: ignore[no-untyped-call]
         source = node

@@ -2,7 +2,8 @@
 would meet is longer than its deadline allows, instead of letting it wait for an answer
 nobody will read.
 
-The policy (one per gateway replica) is the queueing estimate of Little's law, the same
+The policy (one per gateway replica, and one per Serve proxy for the calls it can weigh:
+`serving.door`) is the queueing estimate of Little's law, the same
 decision Triton's queue policy makes with ``timeout_action: REJECT`` but made before the
 call is queued: the work ahead of a new call (the images in flight, its own included)
 drains at the rate the service measured completing them over the last ``window_s``, so it
@@ -39,11 +40,12 @@ class Ticket:
 
 
 class Admission:
-    """In-flight work and measured throughput of one gateway replica (thread-safe: calls
-    run in worker threads)."""
+    """In-flight work and measured throughput of one gateway replica or proxy (``stage``,
+    as its metrics name it; thread-safe: the gateway's calls run in worker threads)."""
 
-    def __init__(self, settings: AdmissionSettings) -> None:
+    def __init__(self, settings: AdmissionSettings, stage: str) -> None:
         self.settings = settings
+        self.stage = stage
         self.in_flight = 0
         self.completions: deque[tuple[float, int]] = deque()  # (when, images)
         self.lock = threading.Lock()
@@ -56,7 +58,7 @@ class Admission:
             busy = self.in_flight >= self.settings.min_in_flight  # work ahead of this call
             budget = remaining_s * self.settings.headroom if remaining_s is not None else None
             if self.settings.enabled and busy and budget is not None and wait > budget:
-                SHED.labels("admission", "gateway").inc()
+                SHED.labels("admission", self.stage).inc()
                 retry = self.retry_after_s()
                 raise Overloaded(
                     f"the service is at capacity: a call now would wait about {wait:.1f} s, "
@@ -64,7 +66,7 @@ class Admission:
                     retry_after_s=retry,
                 )
             self.in_flight += cost
-        ADMITTED.labels("interactive").inc()
+        ADMITTED.labels("interactive", self.stage).inc()
         return Ticket(cost)
 
     def done(self, ticket: Ticket, served: bool) -> None:

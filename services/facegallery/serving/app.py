@@ -15,8 +15,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from facegallery.core.config import DeploymentSettings, Settings
-from facegallery.core.telemetry import MULTIPROC_ENV
+from facegallery.core.config import METRICS_DIR_ENV, DeploymentSettings, Settings
 from facegallery.serving import proxy
 from facegallery.serving.deployments import DetectorDeployment, EmbedderDeployment
 from facegallery.serving.gateway import GRPC_SERVICERS, Gateway
@@ -83,7 +82,7 @@ def required_cpus(settings: Settings) -> float:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment of every replica: the metrics directory, and the config file if any."""
-    env = {MULTIPROC_ENV: str(settings.serving.metrics_dir)}
+    env = {METRICS_DIR_ENV: str(settings.serving.metrics_dir)}
     if os.environ.get("FACEGALLERY_CONFIG"):
         env["FACEGALLERY_CONFIG"] = os.environ["FACEGALLERY_CONFIG"]
     return env
@@ -92,11 +91,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
 def ray_env(settings: Settings) -> dict[str, str]:
     """What Ray's own processes must find in their environment when Ray starts (Serve's
     proxies read it once): ``serving.max_request_bytes`` as the gRPC proxy's maximum message
-    size (a larger message is RESOURCE_EXHAUSTED before it is buffered), and the HTTP
-    proxy's body bound (`facegallery.serving.proxy`), which reads the same variable."""
+    size (a larger message is RESOURCE_EXHAUSTED before it is buffered), the HTTP proxy's
+    body bound (`facegallery.serving.proxy`), which reads the same variable, and the
+    ``serving`` section for the proxies' admission (`facegallery.serving.door`)."""
     return {
         proxy.MAX_BYTES_ENV: str(settings.serving.max_request_bytes),
         proxy.CALLBACK_ENV: proxy.CALLBACK,
+        proxy.SERVING_ENV: settings.serving.model_dump_json(),
     }
 
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-import grpc
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -33,12 +32,13 @@ from facegallery.serving.api import Api
 from facegallery.serving.body import body_bound, check_declared_length, read_payload, too_large
 from facegallery.serving.deadlines import grpc_deadline, http_deadline
 from facegallery.serving.deployments import WARM_UP_FRAME
+from facegallery.serving.grpc_errors import set_grpc_error
 from facegallery.serving.http_errors import error_response
 from facegallery.serving.keys import KeyStore
 from facegallery.serving.served_service import served_service
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.wire import schemas as s
-from facegallery.wire.metadata import API_KEY_HEADER, REASON_METADATA, RETRY_AFTER
+from facegallery.wire.metadata import API_KEY_HEADER
 
 GRPC_SERVICERS = [
     "facegallery.v1.facegallery_pb2_grpc.add_FaceGalleryServiceServicer_to_server",
@@ -160,15 +160,6 @@ def _images_in(payload: Mapping[str, Any]) -> int:
     return len(images) if isinstance(images, list) else 1
 
 
-def _set_error(context: Any, error: FaceGalleryError) -> None:
-    context.set_code(grpc.StatusCode[error.grpc_code])
-    context.set_details(error.message)
-    trailing = [(REASON_METADATA, error.reason)]
-    if error.retry_after_s is not None:
-        trailing.append((RETRY_AFTER, str(error.retry_after_s)))
-    context.set_trailing_metadata(trailing)
-
-
 def _ndjson(job: s.JobView) -> bytes:
     return s.WatchJobResponse(job=job).model_dump_json().encode() + b"\n"
 
@@ -192,7 +183,7 @@ class Gateway:
         await detector.detect.remote((np.zeros(WARM_UP_FRAME, np.uint8), False), None, "bulk")
         await embedder.embed.remote(np.zeros((1, 112, 112, 3), np.uint8), None, "bulk")
         self.api = Api(service, queue, keys, config)
-        self.admission = Admission(config.serving.admission)
+        self.admission = Admission(config.serving.admission, "gateway")
         self.door = anyio.CapacityLimiter(DOOR_THREADS)
         self.workers = workers  # bound so that the app deploys them
 
@@ -447,7 +438,7 @@ class Gateway:
             left.set()
             raise
         except FaceGalleryError as error:
-            _set_error(context, error)
+            set_grpc_error(context, error)
             return reply()
         return _proto(answer, reply)
 
@@ -481,7 +472,7 @@ class Gateway:
             # Serve sends a streaming call's context only with a message; raised with the
             # code set, the status reaches the caller (without the trailing metadata).
             error = as_error(exc)
-            _set_error(grpc_context, error)
+            set_grpc_error(grpc_context, error)
             raise error from exc
         finally:
             await stream.aclose()

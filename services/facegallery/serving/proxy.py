@@ -1,5 +1,6 @@
 """What runs inside Serve's proxies: a bound on what the HTTP proxy holds of a request body,
-and the gRPC caller's deadline carried to the gateway.
+the gRPC caller's deadline carried to the gateway, and admission for the calls a proxy can
+weigh (`facegallery.serving.door`).
 
 Serve's proxy reads a request's body from the client as fast as it arrives and queues it for
 the replica, whether or not the replica reads it: a client streaming a huge chunked body
@@ -15,6 +16,10 @@ Serve's gRPC proxy hands the gateway a copy of the call's context without its de
 (``time_remaining``). `carry_grpc_deadlines` adds it to the copied invocation metadata as
 ``facegallery-deadline`` (absolute, seconds since the epoch), where the gateway reads it, so
 a gRPC caller's own deadline travels with the work like the HTTP header does.
+
+Settings reach the proxies through Ray's environment, set before Ray starts: the body bound
+in Ray's own gRPC variable, the ``serving`` section (admission's knobs, the deadlines, the
+metrics directory) as JSON in ``FACEGALLERY_PROXY_SERVING``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from facegallery.core.config import METRICS_DIR_ENV, ServingSettings
 from facegallery.serving.body import too_large
 from facegallery.serving.http_errors import error_response
 from facegallery.wire.metadata import DEADLINE_METADATA
@@ -33,15 +39,28 @@ from facegallery.wire.metadata import DEADLINE_METADATA
 MAX_BYTES_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "facegallery.serving.proxy:middlewares"
+SERVING_ENV = "FACEGALLERY_PROXY_SERVING"
 
 
 def middlewares() -> list[Middleware]:
-    """Serve's proxy callback (called once in each proxy process): the gRPC deadline's
-    carrier, and the body bound when Ray's environment names one."""
+    """Serve's proxy callback (called once in each proxy process, before its HTTP and gRPC
+    servers are built): the gRPC deadline's carrier, the body bound and the admission door
+    when Ray's environment names them."""
     carry_grpc_deadlines()
-    if not os.environ.get(MAX_BYTES_ENV):
-        return []
-    return [Middleware(BodyLimit, max_bytes=int(os.environ[MAX_BYTES_ENV]))]
+    layers = []
+    if os.environ.get(MAX_BYTES_ENV):
+        layers.append(Middleware(BodyLimit, max_bytes=int(os.environ[MAX_BYTES_ENV])))
+    if os.environ.get(SERVING_ENV):
+        serving = ServingSettings.model_validate_json(os.environ[SERVING_ENV])
+        # Before prometheus_client is first imported (by the door): it picks its
+        # multiprocess mode then, and the node's /metrics sums that directory.
+        os.environ.setdefault(METRICS_DIR_ENV, str(serving.metrics_dir))
+        from facegallery.serving.door import Door, HttpDoor, admit_grpc_calls
+
+        door = Door(serving)
+        admit_grpc_calls(door)
+        layers.append(Middleware(HttpDoor, door=door))
+    return layers
 
 
 def carry_grpc_deadlines() -> None:
