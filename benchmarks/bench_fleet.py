@@ -161,16 +161,27 @@ async def capacity(fleet: Fleet, batch: list[bytes], probe_s: float, start: floa
         best, rate = rate, rate * 1.25
 
 
-def recovery_s(answers: list[Answer], normal_p50_s: float, deadline_s: float) -> float | None:
-    """Seconds into the level after which every second's frames are all OK within the
-    deadline and their median latency is back within 1.5x of the normal (0.5x) median."""
+def per_second(answers: list[Answer], deadline_s: float) -> list[dict[str, Any]]:
+    """Each second of a level (by when frames were sent): frames, OK within the deadline,
+    and the median latency of those (ms)."""
     seconds = int(max((a.sent for a in answers), default=0)) + 1
-    good = []
+    trace = []
     for second in range(seconds):
         these = [a for a in answers if second <= a.sent < second + 1]
         ok = [a.seconds for a in these if a.code == "OK" and a.seconds <= deadline_s]
-        good.append(bool(these) and len(ok) == len(these) and np.median(ok) <= 1.5 * normal_p50_s)
-    for second in range(seconds):
+        p50 = round(float(np.median(ok)) * 1000, 1) if ok else None
+        trace.append({"second": second, "sent": len(these), "ok": len(ok), "ok_p50_ms": p50})
+    return trace
+
+
+def recovery_s(trace: list[dict[str, Any]], normal_p50_ms: float) -> float | None:
+    """Seconds into the level after which every second's frames are all OK within the
+    deadline and their median latency is back within 1.5x of the normal (0.5x) median."""
+    good = [
+        s["sent"] > 0 and s["ok"] == s["sent"] and s["ok_p50_ms"] <= 1.5 * normal_p50_ms
+        for s in trace
+    ]
+    for second in range(len(good)):
         if all(good[second:]):
             return float(second)
     return None
@@ -188,8 +199,9 @@ async def levels(
         results[f"{factor:g}x"] = result
         print(fleet.protocol, f"{factor:g}x", result, flush=True)
     after = await fleet.offer(cap * 0.5, seconds, batch)  # right after the 4x burst
-    normal_p50 = (results["0.5x"]["ok_p50_ms"] or 0.0) / 1000
-    results["recovery_after_4x_s"] = recovery_s(after, normal_p50, fleet.deadline_s)
+    trace = per_second(after, fleet.deadline_s)
+    results["recovery_after_4x_s"] = recovery_s(trace, results["0.5x"]["ok_p50_ms"] or 0.0)
+    results["after_4x_per_second"] = trace
     return results
 
 

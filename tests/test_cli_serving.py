@@ -1,9 +1,11 @@
-"""`facegallery keys` and `facegallery serve config` through the real CLI."""
+"""`facegallery keys`, `facegallery serve config` and `facegallery serve env` through the real
+CLI."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import shlex
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from facegallery.cli import app
+from facegallery.core.config import ServingSettings
 from facegallery.servers.redis import RedisServer
 from facegallery.serving.keys import KeyStore
 
@@ -62,3 +65,32 @@ def test_serve_config_renders_the_settings(tmp_path: Path, monkeypatch: pytest.M
     rendered = yaml.safe_load(out.read_text())
     args = rendered["applications"][0]["args"]["settings"]
     assert args["serving"]["embedder"]["max_batch_size"] == 64
+
+
+def test_serve_config_binds_where_the_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local by default (`facegallery up`); a cluster's settings bind every address, so other
+    nodes and a load balancer reach the proxies, and place the Embedder by resource."""
+    local = yaml.safe_load(runner.invoke(app, ["serve", "config"]).output)
+    assert local["http_options"]["host"] == "127.0.0.1"
+    assert local["proxy_location"] == "EveryNode"
+    monkeypatch.setenv("FACEGALLERY_SERVING__HOST", "0.0.0.0")
+    monkeypatch.setenv("FACEGALLERY_SERVING__EMBEDDER__RESOURCES", '{"gpu_node": 0.5}')
+    rendered = yaml.safe_load(runner.invoke(app, ["serve", "config"]).output)
+    assert rendered["http_options"]["host"] == "0.0.0.0"
+    (application,) = rendered["applications"]
+    embedder = next(d for d in application["deployments"] if d["name"] == "Embedder")
+    assert embedder["ray_actor_options"]["resources"] == {"gpu_node": 0.5}
+
+
+def test_serve_env_is_what_every_node_starts_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEGALLERY_SERVING__ADMISSION__HEADROOM", "0.5")
+    printed = runner.invoke(app, ["serve", "env"])
+    assert printed.exit_code == 0, printed.output
+    exported = dict(
+        shlex.split(line.removeprefix("export "))[0].split("=", 1)
+        for line in printed.output.splitlines()
+    )
+    callback = exported["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
+    assert callback == "facegallery.serving.proxy:middlewares"
+    serving = ServingSettings.model_validate_json(exported["FACEGALLERY_PROXY_SERVING"])
+    assert serving.admission.headroom == 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +26,11 @@ _SERVER = """
 import signal, socket, sys, time
 if sys.argv[2] == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if sys.argv[2] == "worker-of-its-own-group":  # as Ray's workers are: a group of their own
+    import subprocess
+    worker = "import os, signal, time; os.setpgid(0, 0); signal.signal(signal.SIGTERM, "
+    worker += "signal.SIG_IGN); print(os.getpid(), flush=True); time.sleep(600)"
+    subprocess.Popen([sys.executable, "-c", worker])
 if sys.argv[2] == "crash":
     print("boom: bad config", flush=True)
     sys.exit(3)
@@ -110,6 +116,21 @@ def test_sigterm_ignored_then_sigkill(tmp_path: Path) -> None:
     assert pid is not None
     assert server.stop() is True
     assert not process_alive(pid, None)
+
+
+def test_a_descendant_in_a_group_of_its_own_is_stopped_too(tmp_path: Path) -> None:
+    """SIGTERM to the server's group misses a worker that made its own group (and ignores
+    SIGTERM); what is left of the server's session is SIGKILLed."""
+    server = TinyServer(tmp_path, free_port(), "worker-of-its-own-group", stop=0.5)
+    server.start()
+    deadline = time.monotonic() + 10
+    while not (pids := [w for w in server.log_file.read_text().split() if w.isdigit()]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker = int(pids[0])
+    assert os.getpgid(worker) == worker and process_alive(worker, None)
+    assert server.stop() is True
+    assert not process_alive(worker, None)
 
 
 def test_stop_from_another_supervisor_object(tmp_path: Path) -> None:

@@ -242,11 +242,37 @@ def serve_config(
         out.write_text(text)
 
 
+@serve_app.command("env")
+@reports_errors
+def serve_env(config: ConfigOption = None) -> None:
+    """The environment every Ray node must start with for these settings (Serve's proxies
+    read it once: the body bound, the proxy callback, admission's settings), as shell
+    ``export`` lines: ``eval "$(facegallery serve env)"`` before ``ray start`` on each node."""
+    import shlex
+
+    from facegallery.serving.app import ray_env
+
+    for name, value in ray_env(load_settings(config)).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
 @serve_app.command("run")
 @reports_errors
-def serve_run(config: ConfigOption = None) -> None:
-    """Run the application on a local Ray of its own until SIGTERM or Ctrl-C (it needs the
-    Milvus server and Redis; `facegallery up` starts all three)."""
+def serve_run(
+    config: ConfigOption = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Deploy on this running Ray cluster (its head's HOST:PORT, every node "
+            "started with the environment of `facegallery serve env`) instead of a local "
+            "Ray of its own.",
+        ),
+    ] = None,
+) -> None:
+    """Run the application on a local Ray of its own, or on a cluster, until SIGTERM or
+    Ctrl-C, then take it down (it needs the Milvus server and Redis; `facegallery up` starts
+    all three)."""
     import math
     import signal
     import threading
@@ -263,8 +289,10 @@ def serve_run(config: ConfigOption = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
-    start_local_ray(cpus)
+    if address is None:
+        start_local_ray(max(os.cpu_count() or 1, math.ceil(required_cpus(settings))))
+    else:
+        ray.init(address=address, log_to_driver=False)
     try:
         run_app(settings, settings.overrides())
         serving = settings.serving

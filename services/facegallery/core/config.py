@@ -426,6 +426,11 @@ class DeploymentSettings(Section):
     )
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each replica needs: a node role such as "
+        '{"gpu_node": 0.01} places the replicas only on nodes started with that resource.',
+    )
     max_batch_size: int = Field(
         default=32, ge=1, description="Images (Detector), faces (Embedder)."
     )
@@ -472,7 +477,18 @@ class AdmissionSettings(Section):
 class ServingSettings(Section):
     """The Ray Serve application: ports, its deployments, and the gateway's own limits."""
 
-    host: str = Field(default="127.0.0.1", description="Where the HTTP and gRPC proxies listen.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Where the HTTP proxies listen: 0.0.0.0 (or the node's address) for a "
+        "cluster, whose other nodes and load balancers must reach them. Serve's gRPC proxies "
+        "listen on every address whatever this says.",
+    )
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        default="EveryNode",
+        description="Where Serve runs its proxies: a proxy per node (a cluster of machines, "
+        "the chart), or on the head only (several nodes on one machine, which share its "
+        "ports).",
+    )
     http_port: int = Field(default=8000, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
     app_name: str = "facegallery"

@@ -1,6 +1,6 @@
 """The served application as a managed server: one process (``facegallery serve run``) that
-owns a local Ray and the Serve application on it, started, health-checked and stopped by the
-same supervisor as Milvus and Redis."""
+owns a local Ray (or joins a running cluster) and the Serve application on it, started,
+health-checked and stopped by the same supervisor as Milvus and Redis."""
 
 from __future__ import annotations
 
@@ -19,11 +19,18 @@ class ServingServer(ManagedServer):
 
     name = "serving"
 
-    def __init__(self, settings: Settings, config_file: Path, data_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_file: Path,
+        data_dir: Path,
+        ray_address: str | None = None,
+    ) -> None:
         serving = settings.serving
         super().__init__(data_dir, serving.start_timeout_s, serving.stop_timeout_s)
         self.settings = settings
         self.config_file = config_file
+        self.ray_address = ray_address  # a running cluster's, or None: a local Ray of its own
 
     @property
     def ports(self) -> Mapping[str, int]:
@@ -35,7 +42,8 @@ class ServingServer(ManagedServer):
 
     def launch(self) -> Launch:
         return Launch(
-            command=[sys.executable, "-m", "facegallery", "serve", "run"],
+            command=[sys.executable, "-m", "facegallery", "serve", "run"]
+            + (["--address", self.ray_address] if self.ray_address else []),
             cwd=self.data_dir,
             # The settings file says everything; the caller's FACEGALLERY_* must not override it.
             env={"FACEGALLERY_CONFIG": str(self.config_file), "RAY_AUTH_MODE": "disabled"},

@@ -8,7 +8,8 @@ a port that something else already holds (Milvus's own wrapper silently picked a
 
 The pid file records the process's start time as well as its pid, so a pid the kernel has
 since given to another process is never mistaken for the server, and never signalled.
-Stopping sends SIGTERM to the server's process group, waits, then SIGKILLs what is left:
+Stopping sends SIGTERM to the server's process group, waits, then SIGKILLs what is left of
+its session (descendants that made groups of their own, as Ray's workers do, included):
 servers that ignore SIGTERM (Milvus 2.3 does) are still stopped, and nothing survives.
 """
 
@@ -178,7 +179,7 @@ class ManagedServer(ABC):
             return False
         self._signal_group(pid, signal.SIGTERM)
         if not self._wait_gone(pid, started, self.stop_timeout_s):
-            self._signal_group(pid, signal.SIGKILL)
+            self._kill_session(pid)
             if not self._wait_gone(pid, started, 30.0):
                 raise Unavailable(f"{self.name} (pid {pid}) survived SIGKILL")
         self._forget()
@@ -241,12 +242,20 @@ class ManagedServer(ABC):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
 
+    def _kill_session(self, pid: int) -> None:
+        """SIGKILL every process of the server's session: its process group, and the
+        descendants that made groups of their own (Ray's workers do)."""
+        self._signal_group(pid, signal.SIGKILL)
+        for member in session_members(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, signal.SIGKILL)
+
     def _wait_gone(self, pid: int, started: int | None, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._child is not None and self._child.pid == pid:
                 self._child.poll()  # reap, so our own child does not linger as a zombie
-            if not process_alive(pid, started) and not _group_alive(pid):
+            if not process_alive(pid, started) and not session_members(pid):
                 return True
             time.sleep(_POLL_S)
         return False
@@ -312,14 +321,10 @@ def process_alive(pid: int, started: int | None) -> bool:
     return started is None or int(fields[19]) == started
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # Zombies still count for killpg; look for a live member.
+def session_members(sid: int) -> list[int]:
+    """The live (non-zombie) processes of session ``sid``: a server started in a session of
+    its own, and every descendant that did not start one itself, whatever its group."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -327,6 +332,6 @@ def _group_alive(pgid: int) -> bool:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
-            return True
-    return False
+        if int(fields[3]) == sid and fields[0] not in {"Z", "X"}:
+            members.append(int(entry.name))
+    return members

@@ -54,6 +54,7 @@ def deployment_options(
         "ray_actor_options": {
             "num_cpus": deployment.num_cpus,
             "num_gpus": deployment.num_gpus,
+            "resources": deployment.resources,
             "runtime_env": {"env_vars": worker_env(settings)},
         },
     }
@@ -117,7 +118,7 @@ def serve_config(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any
             options["backpressure_config"] = options["backpressure_config"].model_dump()
         deployments.append({"name": name, **options})
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": serving.proxy_location,
         "http_options": {"host": serving.host, "port": serving.http_port},
         "grpc_options": {"port": serving.grpc_port, "grpc_servicer_functions": GRPC_SERVICERS},
         "applications": [
@@ -143,6 +144,7 @@ def run_app(settings: Settings, overrides: dict[str, Any]) -> None:
         stale.unlink()
     serving = settings.serving
     serve.start(
+        proxy_location=serving.proxy_location,
         http_options=HTTPOptions(host=serving.host, port=serving.http_port),
         grpc_options=gRPCOptions(port=serving.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
     )
