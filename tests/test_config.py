@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from facegallery.core.config import QueueSettings, Settings, load_settings
+from facegallery.core.config import DeploymentSettings, QueueSettings, Settings, load_settings
 from facegallery.core.errors import InvalidInput
 
 
@@ -121,3 +121,10 @@ def test_bad_combinations_are_refused_in_one_line(
 def test_the_cohort_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = _load(tmp_path, "gallery:\n  cohort_size: 4\n", monkeypatch)
     assert settings.gallery.cohort_size == 4
+
+
+def test_a_deployments_resources_are_custom_ones() -> None:
+    """Ray's own resources have their own settings; naming one here is refused."""
+    with pytest.raises(ValidationError, match="not custom resources"):
+        DeploymentSettings(resources={"GPU": 1.0})
+    assert DeploymentSettings(resources={"gpu_node": 0.5}).resources == {"gpu_node": 0.5}

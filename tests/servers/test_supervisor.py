@@ -4,6 +4,7 @@ becomes healthy, one that ignores SIGTERM, and stale pid files."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -131,6 +132,22 @@ def test_a_descendant_in_a_group_of_its_own_is_stopped_too(tmp_path: Path) -> No
     assert os.getpgid(worker) == worker and process_alive(worker, None)
     assert server.stop() is True
     assert not process_alive(worker, None)
+
+
+def test_what_a_killed_server_left_running_is_stopped(tmp_path: Path) -> None:
+    """A server SIGKILLed on its own (a node lost) leaves its worker running; stop ends it."""
+    server = TinyServer(tmp_path, free_port(), "worker-of-its-own-group", stop=0.5)
+    leader = server.start().pid
+    assert leader is not None
+    deadline = time.monotonic() + 10
+    while not (pids := [w for w in server.log_file.read_text().split() if w.isdigit()]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(leader, signal.SIGKILL)
+    server._child.wait()  # type: ignore[union-attr]  # reaped, as its parent would
+    assert process_alive(int(pids[0]), None)
+    assert server.stop() is True
+    assert not process_alive(int(pids[0]), None)
 
 
 def test_stop_from_another_supervisor_object(tmp_path: Path) -> None:

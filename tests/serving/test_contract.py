@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ray.serve.schema import ServeDeploySchema
 
 from facegallery.core.config import Settings
-from facegallery.serving.app import serve_config
+from facegallery.serving.app import required_resources, serve_config
 from facegallery.v1 import facegallery_pb2 as pb
 from facegallery.wire import schemas as s
 
@@ -90,3 +90,14 @@ def test_serve_config_carries_the_settings() -> None:
     assert application["args"] == {"settings": {"gallery": {"uri": "http://milvus:19530"}}}
     embedder = next(d for d in application["deployments"] if d["name"] == "Embedder")
     assert embedder["autoscaling_config"]["max_replicas"] == 6 and "num_replicas" not in embedder
+
+
+def test_a_local_ray_offers_the_custom_resources_the_settings_ask_for() -> None:
+    """`serve run` without a cluster starts a Ray that has them: else those replicas never
+    start (a local Ray offers no custom resources of its own)."""
+    settings = Settings()
+    settings.serving.embedder.resources = {"gpu_node": 0.5}
+    settings.serving.embedder.num_replicas = 2
+    settings.serving.detector.resources = {"gpu_node": 0.25}
+    assert required_resources(settings) == {"gpu_node": 1.25}
+    assert required_resources(Settings()) == {}

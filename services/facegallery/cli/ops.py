@@ -280,7 +280,7 @@ def serve_run(
     import ray
     from ray import serve
 
-    from facegallery.serving.app import ray_env, required_cpus, run_app
+    from facegallery.serving.app import ray_env, required_cpus, required_resources, run_app
     from facegallery.serving.local_ray import start_local_ray
 
     settings = load_settings(config)
@@ -290,11 +290,12 @@ def serve_run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if address is None:
-        start_local_ray(max(os.cpu_count() or 1, math.ceil(required_cpus(settings))))
+        cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
+        start_local_ray(cpus, resources=required_resources(settings))
     else:
         ray.init(address=address, log_to_driver=False)
     try:
-        run_app(settings, settings.overrides())
+        run_app(settings, settings.overrides(), fresh_ray=address is None)
         serving = settings.serving
         typer.echo(
             f"serving: http://{serving.host}:{serving.http_port} (docs at /docs), "

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -435,6 +442,14 @@ class DeploymentSettings(Section):
         default=32, ge=1, description="Images (Detector), faces (Embedder)."
     )
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, resources: dict[str, float]) -> dict[str, float]:
+        builtin = sorted(set(resources) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if builtin:
+            raise ValueError(f"{builtin} are not custom resources: use num_cpus / num_gpus")
+        return resources
 
     @property
     def replica_floor(self) -> int:

@@ -20,7 +20,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,8 @@ class RayNode(ManagedServer):
             "--dashboard-agent-listen-port", str(p["agent_http"]),
             "--dashboard-agent-grpc-port", str(p["agent_grpc"]),
             "--runtime-env-agent-port", str(p["runtime_env_agent"]),
+            # Workers on ports the kernel picks: raylets sharing a range race for its ports.
+            "--min-worker-port", "0", "--max-worker-port", "0",
             "--disable-usage-stats",
         ]  # fmt: skip
         if self.is_head:
@@ -100,7 +102,9 @@ class RayNode(ManagedServer):
             ]  # fmt: skip
         else:
             command += ["--address", self.uri]
-        return Launch(command=command, cwd=self.data_dir, env=self.env)
+        return Launch(
+            command=command, cwd=self.data_dir, env=self.env, drop_env_prefix="FACEGALLERY_"
+        )
 
     def process_titles(self) -> list[str]:
         """The command lines of the node's processes, as Ray titles them (a Serve replica
@@ -153,13 +157,11 @@ class LocalRayCluster:
 
     @contextmanager
     def running(self) -> Iterator[LocalRayCluster]:
-        started: list[RayNode] = []
-        try:
+        """Every node started (head first); on the way out each one stopped, in reverse,
+        whatever another's stop raised, and Ray's session files (logs, sockets) removed."""
+        with ExitStack() as nodes:
+            nodes.callback(shutil.rmtree, self.temp_dir, ignore_errors=True)
             for node in self.nodes:
                 node.start()
-                started.append(node)
+                nodes.callback(node.stop)
             yield self
-        finally:
-            for node in reversed(started):
-                node.stop()
-            shutil.rmtree(self.temp_dir, ignore_errors=True)  # Ray's sessions: logs, sockets

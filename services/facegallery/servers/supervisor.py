@@ -154,6 +154,7 @@ class ManagedServer(ABC):
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if child.poll() is not None:
+                self._kill_session(child.pid)  # what it started before it died
                 self._forget()
                 raise Unavailable(
                     f"{self.name} exited with status {child.returncode} while starting; "
@@ -175,8 +176,12 @@ class ManagedServer(ABC):
             return False
         pid, started = record
         if not process_alive(pid, started):
+            # Dead (or a zombie), but what it started may live on (a killed `ray start`'s
+            # raylet and workers); its session id stays reserved while they do. A pid the
+            # kernel gave to another process is left alone.
+            left = self._kill_session(pid) if process_start_ticks(pid) in (None, started) else 0
             self._forget()
-            return False
+            return left > 0
         self._signal_group(pid, signal.SIGTERM)
         if not self._wait_gone(pid, started, self.stop_timeout_s):
             self._kill_session(pid)
@@ -242,13 +247,15 @@ class ManagedServer(ABC):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
 
-    def _kill_session(self, pid: int) -> None:
+    def _kill_session(self, pid: int) -> int:
         """SIGKILL every process of the server's session: its process group, and the
-        descendants that made groups of their own (Ray's workers do)."""
+        descendants that made groups of their own (Ray's workers do); how many were left."""
         self._signal_group(pid, signal.SIGKILL)
-        for member in session_members(pid):
+        members = session_members(pid)
+        for member in members:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
+        return len(members)
 
     def _wait_gone(self, pid: int, started: int | None, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -290,12 +297,19 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A port nothing listens on now (the kernel's choice), and never one this process was
+    given before: a caller choosing twenty ports for one cluster gets twenty."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def process_start_ticks(pid: int) -> int | None:

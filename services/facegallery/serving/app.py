@@ -81,6 +81,17 @@ def required_cpus(settings: Settings) -> float:
     return total + serving.workers.num_cpus * serving.workers.replica_floor
 
 
+def required_resources(settings: Settings) -> dict[str, float]:
+    """Custom resources the application asks for (``serving.*.resources``, each deployment
+    at its replica floor): what a local Ray of its own must offer, or they never start."""
+    serving = settings.serving
+    needed: dict[str, float] = {}
+    for d in (serving.gateway, serving.detector, serving.embedder, serving.workers):
+        for name, amount in d.resources.items():
+            needed[name] = needed.get(name, 0.0) + amount * max(d.replica_floor, 1)
+    return needed
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment of every replica: the metrics directory, and the config file if any."""
     env = {METRICS_DIR_ENV: str(settings.serving.metrics_dir)}
@@ -133,14 +144,15 @@ def serve_config(settings: Settings, overrides: dict[str, Any]) -> dict[str, Any
     }
 
 
-def run_app(settings: Settings, overrides: dict[str, Any]) -> None:
+def run_app(settings: Settings, overrides: dict[str, Any], fresh_ray: bool = True) -> None:
     """Start Serve's proxies on this (already started) Ray and deploy the application; returns
-    once every replica is healthy."""
+    once every replica is healthy. On a Ray it started itself (``fresh_ray``) the metrics
+    files of an earlier run are removed first; on a running cluster they may be live."""
     from ray.serve.config import HTTPOptions, gRPCOptions
 
     metrics_dir = settings.serving.metrics_dir
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in metrics_dir.glob("*.db"):  # samples of processes from an earlier run
+    for stale in metrics_dir.glob("*.db") if fresh_ray else []:
         stale.unlink()
     serving = settings.serving
     serve.start(

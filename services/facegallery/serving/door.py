@@ -52,6 +52,7 @@ GRPC_METHODS = {
 """The same calls' gRPC methods."""
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+_GRPC_DOOR: list[Door] = []  # the door the wrapped gRPC handlers use (admit_grpc_calls)
 
 
 class Door:
@@ -77,17 +78,19 @@ class Door:
         finally:
             self.admission.done(ticket, outcome["served"])
 
-    def http_operation(self, scope: Scope) -> str | None:
-        if scope["type"] != "http" or scope.get("method") != "POST":
-            return None
-        path = scope.get("path", "")
-        return next((op for op, route in HTTP_ROUTES.items() if route.fullmatch(path)), None)
-
     def grpc_remaining_s(self, context: Any) -> float:
         remaining = context.time_remaining()
         if remaining is None:
             return self.serving.deadline_s
         return float(min(remaining, self.serving.max_deadline_s))
+
+
+def http_operation(scope: Scope) -> str | None:
+    """The single-image model operation an HTTP request calls, or None."""
+    if scope["type"] != "http" or scope.get("method") != "POST":
+        return None
+    path = scope.get("path", "")
+    return next((op for op, route in HTTP_ROUTES.items() if route.fullmatch(path)), None)
 
 
 class HttpDoor:
@@ -98,11 +101,12 @@ class HttpDoor:
         self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        operation = self.door.http_operation(scope)
+        operation = http_operation(scope)
         if operation is None:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # The first of a repeated header wins, as in the gateway (Starlette's Headers).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         try:
             remaining = http_deadline(headers, self.door.serving) - time.time()
         except FaceGalleryError:  # a malformed deadline: the gateway answers it, in its words
@@ -123,13 +127,15 @@ class HttpDoor:
 
 def admit_grpc_calls(door: Door) -> None:
     """Wrap the handlers Serve's gRPC proxy makes for the single-image model methods so
-    that `door` admits each call first (once per process). Serve offers no hook here (its
-    gRPC server takes no interceptors), so this wraps ``gRPCProxy.service_handler_factory``,
-    which Serve calls after the proxy callback ran: a Ray upgrade must keep
-    tests/serving/test_overload.py's gRPC refusal test green."""
+    that `door` admits each call first (wrapped once per process; a later call only
+    replaces the door). Serve offers no hook here (its gRPC server takes no interceptors),
+    so this wraps ``gRPCProxy.service_handler_factory``, which Serve calls after the proxy
+    callback ran: a Ray upgrade must keep tests/serving/test_overload.py's gRPC refusal
+    test green."""
     from ray.serve._private.proxy import gRPCProxy
     from ray.serve._private.proxy_request_response import gRPCStreamingType
 
+    _GRPC_DOOR[:] = [door]
     factory = gRPCProxy.service_handler_factory
     if getattr(factory, "admits", False):
         return
@@ -141,11 +147,12 @@ def admit_grpc_calls(door: Door) -> None:
             return handler
 
         async def admitted(request: Any, context: Any) -> Any:
+            (door,) = _GRPC_DOOR
             try:
                 with door.admitted(operation, "grpc", door.grpc_remaining_s(context)) as outcome:
                     response = await handler(request, context)
-                    code = context.code()
-                    outcome["served"] = not code or code == grpc.StatusCode.OK
+                    # grpc.aio keeps the code as an int (0: unset or OK); either form is read.
+                    outcome["served"] = context.code() in (None, 0, grpc.StatusCode.OK)
                     return response
             except Overloaded as refusal:
                 set_grpc_error(context, refusal)
