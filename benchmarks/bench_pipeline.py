@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+import openvino
 from PIL import Image, ImageOps
 
 from facegallery.assets.samples import fetch_samples
@@ -222,7 +223,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measured work")
     parser.add_argument(
         "--backend",
-        choices=["onnxruntime", "opencv", "auto"],
+        choices=["onnxruntime", "opencv", "openvino", "auto"],
         help="runtime.backend for facegallery's side (default: the settings')",
     )
     args = parser.parse_args()
@@ -311,7 +312,11 @@ def main() -> None:
     }
 
     results = {
-        "versions": {"onnxruntime": ort.__version__, "opencv": cv2.__version__},
+        "versions": {
+            "onnxruntime": ort.__version__,
+            "opencv": cv2.__version__,
+            "openvino": openvino.__version__,
+        },
         "backends": {
             "detector": type(ours.detector.runtime).__name__,
             "recognizer": type(ours.embedder.runtime).__name__,

@@ -1,5 +1,6 @@
-"""OpenCV DNN as a backend, and ``auto``: each forced backend agrees with ONNX Runtime, a model
-OpenCV cannot run is refused clearly, and the measured choice is cached and reused."""
+"""OpenCV DNN and OpenVINO as backends, and ``auto``: each forced backend agrees with ONNX
+Runtime, a model OpenCV cannot run is refused clearly, and the measured choice is cached and
+reused."""
 
 from __future__ import annotations
 
@@ -24,18 +25,29 @@ from facegallery.runtime.choice import (
 )
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
+from facegallery.runtime.openvino import OpenVinoRuntime
 
 CROP = ShapeProfile((3, 112, 112), (3, 112, 112), (3, 112, 112), 8)
 FRAME = ShapeProfile((3, 32, 32), (3, 480, 640), (3, 640, 640), 4)
 
 
+BACKENDS: dict[str, type] = {
+    "onnxruntime": OnnxRuntime,
+    "opencv": OpenCvRuntime,
+    "openvino": OpenVinoRuntime,
+}
+
+
+@pytest.mark.parametrize("backend", ["opencv", "openvino"])
 @pytest.mark.parametrize(("index", "profile"), [(0, FRAME), (1, CROP)])
-def test_opencv_agrees_with_onnx_runtime(
-    settings: Settings, index: int, profile: ShapeProfile
+def test_each_backend_agrees_with_onnx_runtime(
+    settings: Settings, index: int, profile: ShapeProfile, backend: str
 ) -> None:
+    """The detector (dynamic canvas, named outputs) and the recognizer, at fp32."""
     model = ModelStore(settings.models).load_configured()[index]
-    forced = create_runtime(model, RuntimeSettings(backend="opencv"), profile)
-    assert isinstance(forced, OpenCvRuntime)
+    forced = create_runtime(model, RuntimeSettings(backend=backend), profile)
+    assert isinstance(forced, BACKENDS[backend])
+    assert forced.output_names == OnnxRuntime(model.path, RuntimeSettings()).output_names
     reference = OnnxRuntime(model.path, RuntimeSettings())
     batch = np.random.default_rng(1).uniform(0, 255, (3, *profile.opt_chw)).astype(np.float32)
     got, want = forced.run(batch), reference.run(batch)
@@ -61,7 +73,7 @@ def test_what_opencv_cannot_run_is_refused_and_auto_skips_it(
     model = PreparedModel("hardmax", "sface", path, "hardmax-0", "test")
     small = ShapeProfile((3, 8, 8), (3, 8, 8), (3, 8, 8), 4)
     runtime, choice = choose_runtime(model, RuntimeSettings(engine_dir=tmp_path), small)
-    assert isinstance(runtime, OnnxRuntime) and choice.backend == "onnxruntime"
+    assert choice.backend != "opencv" and isinstance(runtime, BACKENDS[choice.backend])
     assert "OpenCV DNN cannot run hardmax.onnx" in choice.refused["opencv"]
 
 
@@ -73,28 +85,34 @@ def test_auto_measures_once_then_reuses_the_cached_choice(
     runtime, choice = choose_runtime(model, runtime_settings, CROP)
     threads = sorted({1, usable_cores()})
     assert thread_candidates(runtime_settings) == threads
-    assert set(choice.ms) == {f"{b}:{t}" for b in ("onnxruntime", "opencv") for t in threads}
+    assert set(choice.ms) == {f"{b}:{t}" for b in BACKENDS for t in threads}
     assert choice.refused == {}
     assert set(choice.ms["opencv:1"]) == {"1", "4"} and all(
         ms > 0 for per in choice.ms.values() for ms in per.values()
     )
     fastest = min(choice.ms, key=lambda b: sum(choice.ms[b].values()))
     assert f"{choice.backend}:{choice.threads}" == fastest
-    assert isinstance(runtime, OpenCvRuntime if choice.backend == "opencv" else OnnxRuntime)
+    assert isinstance(runtime, BACKENDS[choice.backend])
 
     cache = tmp_path / "backend-choice.json"
     stored = json.loads(cache.read_text())
     assert list(stored) == [cache_key(model, runtime_settings)]
-    other = "onnxruntime" if choice.backend == "opencv" else "opencv"
-    verdict = stored[cache_key(model, runtime_settings)]
-    verdict.update(backend=other, threads=3)  # a verdict we can recognise
-    cache.write_text(json.dumps(stored))
-    reused = create_runtime(model, runtime_settings, CROP)
-    assert isinstance(reused, OpenCvRuntime if other == "opencv" else OnnxRuntime)
-    if isinstance(reused, OpenCvRuntime):
-        assert reused.threads == 3
-    else:
-        assert reused.session.get_session_options().intra_op_num_threads == 3
+    for other in set(BACKENDS) - {choice.backend}:
+        verdict = stored[cache_key(model, runtime_settings)]
+        verdict.update(backend=other, threads=3)  # a verdict we can recognise
+        cache.write_text(json.dumps(stored))
+        reused = create_runtime(model, runtime_settings, CROP)
+        assert isinstance(reused, BACKENDS[other])
+        assert _threads_of(reused) == 3
+
+
+def _threads_of(runtime: object) -> int:
+    if isinstance(runtime, OpenCvRuntime):
+        return runtime.threads
+    if isinstance(runtime, OpenVinoRuntime):
+        return int(runtime.compiled.get_property("INFERENCE_NUM_THREADS"))
+    assert isinstance(runtime, OnnxRuntime)
+    return int(runtime.session.get_session_options().intra_op_num_threads)
 
 
 def test_a_configured_thread_count_is_the_only_one_tried(
@@ -104,7 +122,7 @@ def test_a_configured_thread_count_is_the_only_one_tried(
     pinned = RuntimeSettings(backend="auto", engine_dir=tmp_path, intra_op_threads=1)
     assert cache_key(model, pinned) != cache_key(model, RuntimeSettings(engine_dir=tmp_path))
     _, choice = choose_runtime(model, pinned, CROP)
-    assert choice.threads == 1 and set(choice.ms) == {"onnxruntime:1", "opencv:1"}
+    assert choice.threads == 1 and set(choice.ms) == {f"{b}:1" for b in BACKENDS}
 
 
 def test_each_opencv_net_runs_on_its_own_thread_count(settings: Settings) -> None:

@@ -82,10 +82,11 @@ class ModelSettings(Section):
 
 
 class RuntimeSettings(Section):
-    """How inference runs: ONNX Runtime (CPU, or CUDA where present), OpenCV DNN, TensorRT
-    engines, or ``auto``: the fastest CPU backend measured on this machine per model."""
+    """How inference runs: ONNX Runtime (CPU, or CUDA where present), OpenCV DNN, OpenVINO
+    (fp32), TensorRT engines, or ``auto``: the fastest CPU backend measured on this machine
+    per model."""
 
-    backend: Literal["auto", "onnxruntime", "opencv", "tensorrt"] = "auto"
+    backend: Literal["auto", "onnxruntime", "opencv", "openvino", "tensorrt"] = "auto"
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime execution providers in priority order; those not available "

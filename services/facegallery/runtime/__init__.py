@@ -19,6 +19,10 @@ def create_runtime(
         from facegallery.runtime.opencv import OpenCvRuntime
 
         return OpenCvRuntime(model.path, settings)
+    if settings.backend == "openvino":
+        from facegallery.runtime.openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(model.path, settings)
     if settings.backend == "auto":
         from facegallery.runtime.choice import choose_runtime
 

@@ -2,7 +2,8 @@
 the fastest.
 
 Which runtime is fastest depends on the model and the CPU (on one machine cv2.dnn ran SFace
-~1.5x faster than ONNX Runtime, on another ORT won the detector), so it is measured, not
+~1.5x faster than ONNX Runtime, on another ORT won the detector, and OpenVINO at fp32 ran
+SFace 1.7x cv2.dnn on a Xeon), so it is measured, not
 assumed: a short trial of each backend that runs the model correctly (its outputs agree with
 ONNX Runtime's), at batch sizes the pipeline uses, on the model's typical input shape. Thread
 counts are part of the trial when ``runtime.intra_op_threads`` is 0: one thread, and every core
@@ -31,8 +32,9 @@ from facegallery.models import PreparedModel
 from facegallery.runtime.base import InferenceRuntime, ShapeProfile
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
+from facegallery.runtime.openvino import OpenVinoRuntime
 
-CPU_BACKENDS = ("onnxruntime", "opencv")
+CPU_BACKENDS = ("onnxruntime", "opencv", "openvino")
 TRIAL_BATCHES = (1, 4)
 TRIAL_SECONDS = 0.5  # per backend and batch size
 TOLERANCE = 1e-3  # largest absolute output difference from ONNX Runtime's accepted
@@ -79,6 +81,7 @@ def measured_choice(model: PreparedModel, settings: RuntimeSettings) -> Choice |
 def cache_key(model: PreparedModel, settings: RuntimeSettings) -> str:
     return (
         f"{model.model_id} ort={ort.__version__} cv2={cv2.__version__} "
+        f"ov={_openvino_version()} "
         f"cpu={_cpu()} cores={usable_cores()} threads={settings.intra_op_threads} "
         f"spin={settings.ort_spin_wait}"
     )
@@ -160,7 +163,17 @@ def _threads(settings: RuntimeSettings, count: int) -> RuntimeSettings:
 def _build(name: str, path: Path, settings: RuntimeSettings) -> InferenceRuntime:
     if name == "opencv":
         return OpenCvRuntime(path, settings)
+    if name == "openvino":
+        return OpenVinoRuntime(path, settings)
     return OnnxRuntime(path, settings)
+
+
+def _openvino_version() -> str:
+    try:
+        from openvino import __version__
+    except ImportError:
+        return "none"
+    return str(__version__).split("-")[0]
 
 
 def _cpu() -> str:

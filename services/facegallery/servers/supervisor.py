@@ -180,6 +180,8 @@ class ManagedServer(ABC):
             # raylet and workers); its session id stays reserved while they do. A pid the
             # kernel gave to another process is left alone.
             left = self._kill_session(pid) if process_start_ticks(pid) in (None, started) else 0
+            if left and not self._wait_gone(pid, started, 30.0):
+                raise Unavailable(f"what {self.name} (pid {pid}) left running survived SIGKILL")
             self._forget()
             return left > 0
         self._signal_group(pid, signal.SIGTERM)
