@@ -111,6 +111,36 @@ def eval_pairs(
     emit_json(report, json_out)
 
 
+@eval_app.command("precision-gate")
+@reports_errors
+def eval_precision_gate(
+    root: RootOption,
+    pairs: PairsOption,
+    precision: Annotated[
+        str, typer.Option("--precision", help="The reduced precision to judge (OpenVINO's).")
+    ] = "bf16",
+    config: ConfigOption = None,
+    model_pack: PackOption = None,
+) -> None:
+    """Whether the recognizer at a reduced precision may stand in for fp32: pairs scored
+    across precisions (fp32 gallery x reduced probe, and the reverse) must keep 10-fold
+    accuracy and TAR@FAR 1e-3 within 0.1 point. The verdict is kept for `runtime.backend:
+    auto` (a passing precision becomes one of its candidates); exit 1 when refused."""
+    from facegallery.evaluation.precision_gate import run_gate
+    from facegallery.models import ModelStore
+    from facegallery.runtime.gates import write_gate
+    from facegallery.runtime.openvino import OpenVinoRuntime
+
+    settings, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
+    model = ModelStore(settings.models).load_configured()[1]
+    reduced = pipeline.embedder.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
+    verdict = run_gate(pipeline, reduced, precision, root, pair_list)
+    write_gate(model, verdict, settings.runtime)
+    emit_json(asdict(verdict), None)
+    if not verdict.passed:
+        raise typer.Exit(1)
+
+
 @app.command("calibrate")
 @reports_errors
 def calibrate(

@@ -81,6 +81,7 @@ def models_list(config: ConfigOption = None) -> None:
     """Known packs, and whether each model is prepared here."""
     from facegallery.models import PACKS, ModelStore
     from facegallery.runtime.choice import measured_choice
+    from facegallery.runtime.gates import REDUCED, read_gate
 
     settings = load_settings(config)
     store = ModelStore(settings.models)
@@ -96,6 +97,11 @@ def models_list(config: ConfigOption = None) -> None:
                         f"  (auto: {choice.backend}, {choice.threads} thread(s); "
                         f"ms per batch {choice.ms})"
                     )
+                for precision in REDUCED:
+                    gate = read_gate(model, precision, settings.runtime)
+                    if gate is not None:
+                        said = "passed" if gate.passed else "refused: " + "; ".join(gate.reasons)
+                        state += f"  [{precision} gate on {gate.pairs_set}: {said}]"
             except FaceGalleryError:
                 state = "not prepared"
             typer.echo(f"  {spec.family:8} {spec.name:22} {state}")

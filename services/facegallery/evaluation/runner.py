@@ -15,6 +15,7 @@ from facegallery.core.errors import InvalidImage
 from facegallery.decisions.rates import tar_at_far
 from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve
 from facegallery.evaluation.pairs import Pair
+from facegallery.vision.embed import Embedder
 from facegallery.vision.pipeline import FacePipeline
 
 IMAGE_BATCH = 8
@@ -33,24 +34,36 @@ class PairScores:
     images: int
 
 
+def largest_face_crops(pipeline: FacePipeline, paths: list[Path]) -> list[np.ndarray | None]:
+    """Each image's largest face, aligned; None where the image is unreadable or faceless
+    (scored as failed pairs, not skipped)."""
+    decoded: list[np.ndarray | None] = []
+    for path in paths:
+        try:
+            decoded.append(pipeline.decode(path.read_bytes()))
+        except (OSError, InvalidImage):
+            decoded.append(None)
+    present = [image for image in decoded if image is not None]
+    faces = iter(pipeline.detect_and_align(present, largest_only=True))
+    crops: list[np.ndarray | None] = []
+    for image in decoded:
+        found = next(faces) if image is not None else []
+        crops.append(found[0].crop if found else None)
+    return crops
+
+
+def embed_crops(embedder: Embedder, crops: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    """The embedding of each crop (None stays None), in one batched call."""
+    present = [crop for crop in crops if crop is not None]
+    vectors = iter(embedder.embed(np.stack(present)) if present else [])
+    return [next(vectors) if crop is not None else None for crop in crops]
+
+
 def largest_face_embedder(pipeline: FacePipeline) -> Embed:
-    """Embed the largest face of each image file; unreadable images and faceless ones give
-    None (scored as failed pairs, not skipped)."""
+    """Embed the largest face of each image file."""
 
     def embed(paths: list[Path]) -> list[np.ndarray | None]:
-        decoded: list[np.ndarray | None] = []
-        for path in paths:
-            try:
-                decoded.append(pipeline.decode(path.read_bytes()))
-            except (OSError, InvalidImage):
-                decoded.append(None)
-        present = [image for image in decoded if image is not None]
-        faces = iter(pipeline.analyze_batch(present, largest_only=True))
-        out: list[np.ndarray | None] = []
-        for image in decoded:
-            found = next(faces) if image is not None else []
-            out.append(found[0].embedding if found else None)
-        return out
+        return embed_crops(pipeline.embedder, largest_face_crops(pipeline, paths))
 
     return embed
 
@@ -70,7 +83,7 @@ def score_pairs(root: Path, pairs: list[Pair], embed: Embed, progress: bool) -> 
     """Embed every distinct image once and score every pair by cosine."""
     images = sorted({p.img_a for p in pairs} | {p.img_b for p in pairs})
     vectors = embed_images(embed, [root / name for name in images], progress)
-    scores = np.array([_cosine(vectors[root / p.img_a], vectors[root / p.img_b]) for p in pairs])
+    scores = np.array([cosine(vectors[root / p.img_a], vectors[root / p.img_b]) for p in pairs])
     same = np.array([p.same for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=int)
     return PairScores(scores, same, folds, len(images))
@@ -130,7 +143,7 @@ def plot_roc(result: PairScores, path: Path, label: str) -> None:
     plt.close(fig)
 
 
-def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+def cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return float("nan")
     return float(np.dot(a, b))

@@ -30,6 +30,8 @@ from facegallery.core.config import RuntimeSettings
 from facegallery.core.errors import FailedPrecondition
 from facegallery.models import PreparedModel
 from facegallery.runtime.base import InferenceRuntime, ShapeProfile
+from facegallery.runtime.gates import gated_precisions
+from facegallery.runtime.hardware import cpu_name, openvino_version
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
@@ -81,9 +83,9 @@ def measured_choice(model: PreparedModel, settings: RuntimeSettings) -> Choice |
 def cache_key(model: PreparedModel, settings: RuntimeSettings) -> str:
     return (
         f"{model.model_id} ort={ort.__version__} cv2={cv2.__version__} "
-        f"ov={_openvino_version()} "
-        f"cpu={_cpu()} cores={usable_cores()} threads={settings.intra_op_threads} "
-        f"spin={settings.ort_spin_wait}"
+        f"ov={openvino_version()} "
+        f"cpu={cpu_name()} cores={usable_cores()} threads={settings.intra_op_threads} "
+        f"spin={settings.ort_spin_wait} gated={','.join(gated_precisions(model, settings))}"
     )
 
 
@@ -122,6 +124,15 @@ def _trial(
                 _check(candidate, batches, expected)
                 runtimes[name, count] = candidate
         except FailedPrecondition as exc:
+            refused[name] = exc.message
+    # A reduced precision that passed its gate (runtime.gates): the gate, on labelled pairs,
+    # is its correctness check, not agreement with ONNX Runtime's fp32 outputs.
+    for precision in gated_precisions(model, settings):
+        name = f"openvino-{precision}"
+        try:
+            for count in threads:
+                runtimes[name, count] = _build(name, model.path, _threads(settings, count))
+        except FailedPrecondition as exc:  # e.g. a verdict copied to a CPU without bf16
             refused[name] = exc.message
     ms = {
         key: {str(n): round(_ms_per_batch(runtime, b), 3) for n, b in batches.items()}
@@ -163,24 +174,9 @@ def _threads(settings: RuntimeSettings, count: int) -> RuntimeSettings:
 def _build(name: str, path: Path, settings: RuntimeSettings) -> InferenceRuntime:
     if name == "opencv":
         return OpenCvRuntime(path, settings)
-    if name == "openvino":
-        return OpenVinoRuntime(path, settings)
+    if name.startswith("openvino"):
+        return OpenVinoRuntime(path, settings, name.partition("-")[2] or "f32")
     return OnnxRuntime(path, settings)
-
-
-def _openvino_version() -> str:
-    try:
-        from openvino import __version__
-    except ImportError:
-        return "none"
-    return str(__version__).split("-")[0]
-
-
-def _cpu() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    return next(names, "unknown")
 
 
 def _read(cache: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ so averaging cancels part of the noise that pose and lighting asymmetry add.
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -42,6 +43,13 @@ class Embedder:
         self.mean, self.std = NORMALISATION[family]
         self.settings = settings
         self.model_id = f"{model_id}+flip" if settings.flip_tta else model_id
+
+    def on_runtime(self, runtime: InferenceRuntime) -> Embedder:
+        """The same recognizer (normalisation, flip averaging, id) run by ``runtime``: the
+        precision gate compares one model on two runtimes."""
+        twin = copy.copy(self)
+        twin.runtime = runtime
+        return twin
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``crops``: (N, 112, 112, 3) BGR uint8 aligned faces. Returns (N, D) float32, each row
