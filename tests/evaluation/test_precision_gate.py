@@ -14,12 +14,14 @@ import pytest
 from onnx import numpy_helper
 
 from facegallery.core.config import RuntimeSettings, Settings
+from facegallery.core.errors import InvalidInput
 from facegallery.evaluation.pairs import read_pairs
-from facegallery.evaluation.precision_gate import run_gate
+from facegallery.evaluation.precision_gate import face_crops, run_gate
 from facegallery.models import ModelStore
 from facegallery.runtime import ShapeProfile
 from facegallery.runtime.choice import choose_runtime
 from facegallery.runtime.gates import GateVerdict, read_gate, write_gate
+from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
 from facegallery.vision.pipeline import FacePipeline
 
@@ -47,22 +49,28 @@ def _degraded(path: Path, out: Path) -> Path:
 def test_the_gate_passes_a_faithful_runtime_and_refuses_a_degraded_model(
     pipeline: FacePipeline, settings: Settings, tmp_path: Path
 ) -> None:
+    """The reference is fp32 on ONNX Runtime; the same model at fp32 on OpenVINO is another
+    runtime with the same space (passes), a noisy copy of the model is not (refused)."""
     pairs = read_pairs(CELEBA / "pairs.csv")
+    crops = face_crops(pipeline, CELEBA, pairs)
     sface = ModelStore(settings.models).load_configured()[1]
+    reference = pipeline.embedder.on_runtime(OnnxRuntime(sface.path, settings.runtime))
     same_model = pipeline.embedder.on_runtime(OpenVinoRuntime(sface.path, settings.runtime))
-    faithful = run_gate(pipeline, same_model, "f32", CELEBA, pairs)
+    faithful = run_gate(crops, pairs, reference, same_model, "f32", CELEBA.name)
     assert faithful.passed and faithful.reasons == []
     assert faithful.agreement["min"] > 0.9999
     assert faithful.fp32["accuracy_mean"] > 0.9  # the set really measures something
+    assert faithful.fp32["far_at_that_threshold"] <= 1e-3
     broken = _degraded(sface.path, tmp_path / "degraded.onnx")
     worse = pipeline.embedder.on_runtime(OpenVinoRuntime(broken, settings.runtime))
-    refused = run_gate(pipeline, worse, "f32", CELEBA, pairs)
+    refused = run_gate(crops, pairs, reference, worse, "f32", CELEBA.name)
     assert not refused.passed
-    assert any("fp32_gallery_reduced_probe" in r for r in refused.reasons)
-    assert refused.cross["fp32_gallery_reduced_probe"]["accuracy_mean"] < (
-        refused.fp32["accuracy_mean"] - 0.001
-    )
+    assert any(r.startswith("reduced_gallery_reduced_probe: accuracy") for r in refused.reasons)
+    mixed = refused.cross["fp32_gallery_reduced_probe"]
+    assert mixed["accuracy_mean"] < refused.fp32["accuracy_mean"] - 0.001
     assert refused.fp32 == faithful.fp32  # the reference is the same fp32 on the same set
+    with pytest.raises(InvalidInput, match="impostor pairs"):
+        run_gate(crops, pairs[:500], reference, same_model, "f32", "a few pairs")
 
 
 def test_only_a_passing_verdict_makes_bf16_a_candidate_of_auto(

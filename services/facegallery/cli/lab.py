@@ -75,7 +75,7 @@ def detect(
 
 
 def _labelled_pairs(
-    root: Path, pairs: Path, config: Path | None, model_pack: str | None
+    root: Path, pairs: Path, settings: Settings
 ) -> tuple[Settings, list[Pair], FacePipeline]:
     """What `eval pairs` and `calibrate` both start from: the settings, the pairs, and the
     pipeline, once the set is known not to overlap the model's training data (a threshold
@@ -86,7 +86,6 @@ def _labelled_pairs(
 
     if not root.is_dir():
         raise InvalidInput(f"--root {root} is not a folder")
-    settings = _settings(config, model_pack)
     guard_evaluation(settings.models.recognizer_onnx, root)
     return settings, read_pairs(pairs), FacePipeline.from_settings(settings)
 
@@ -104,7 +103,7 @@ def eval_pairs(
     """10-fold verification accuracy, AUC and TAR@FAR on image pairs (largest face each)."""
     from facegallery.evaluation.runner import evaluate_pairs, plot_roc
 
-    _, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
+    _, pair_list, pipeline = _labelled_pairs(root, pairs, _settings(config, model_pack))
     report, scores = evaluate_pairs(pipeline, root, pair_list, progress=True)
     if plot is not None:
         plot_roc(scores, plot, pipeline.model_id)
@@ -117,26 +116,38 @@ def eval_precision_gate(
     root: RootOption,
     pairs: PairsOption,
     precision: Annotated[
-        str, typer.Option("--precision", help="The reduced precision to judge (OpenVINO's).")
+        str, typer.Option("--precision", help="The reduced precision to judge: bf16.")
     ] = "bf16",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON here, not stdout.")
+    ] = None,
     config: ConfigOption = None,
     model_pack: PackOption = None,
 ) -> None:
-    """Whether the recognizer at a reduced precision may stand in for fp32: pairs scored
-    across precisions (fp32 gallery x reduced probe, and the reverse) must keep 10-fold
-    accuracy and TAR@FAR 1e-3 within 0.1 point. The verdict is kept for `runtime.backend:
-    auto` (a passing precision becomes one of its candidates); exit 1 when refused."""
-    from facegallery.evaluation.precision_gate import run_gate
+    """Whether the recognizer at a reduced precision may stand in for fp32 (ONNX Runtime)
+    under the same model id: at fp32's thresholds, pairs scored across precisions (either
+    side reduced) and both reduced must keep 10-fold accuracy and TAR@FAR 1e-3 within 0.1
+    point, and FAR may not rise more. Judged without flip averaging (it would average part
+    of the error away). The verdict is kept for `runtime.backend: auto` (a passing
+    precision becomes one of its candidates); exit 1 when refused."""
+    from facegallery.evaluation.precision_gate import face_crops, run_gate
     from facegallery.models import ModelStore
-    from facegallery.runtime.gates import write_gate
+    from facegallery.runtime.gates import REDUCED, write_gate
+    from facegallery.runtime.onnx import OnnxRuntime
     from facegallery.runtime.openvino import OpenVinoRuntime
 
-    settings, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
+    if precision not in REDUCED:
+        raise InvalidInput(f"--precision {precision}: one of {', '.join(REDUCED)}")
+    settings = _settings(config, model_pack)
+    settings.embed.flip_tta = False
+    settings, pair_list, pipeline = _labelled_pairs(root, pairs, settings)
     model = ModelStore(settings.models).load_configured()[1]
+    reference = pipeline.embedder.on_runtime(OnnxRuntime(model.path, settings.runtime))
     reduced = pipeline.embedder.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
-    verdict = run_gate(pipeline, reduced, precision, root, pair_list)
+    crops = face_crops(pipeline, root, pair_list)
+    verdict = run_gate(crops, pair_list, reference, reduced, precision, root.name)
     write_gate(model, verdict, settings.runtime)
-    emit_json(asdict(verdict), None)
+    emit_json(asdict(verdict), json_out)
     if not verdict.passed:
         raise typer.Exit(1)
 
@@ -156,7 +167,7 @@ def calibrate(
     from facegallery.decisions.thresholds import calibrate as fit
     from facegallery.evaluation.runner import largest_face_embedder, score_pairs
 
-    settings, pair_list, pipeline = _labelled_pairs(root, pairs, config, model_pack)
+    settings, pair_list, pipeline = _labelled_pairs(root, pairs, _settings(config, model_pack))
     scores = score_pairs(root, pair_list, largest_face_embedder(pipeline), progress=True)
     result = fit(scores.scores, scores.same, far, pipeline.model_id, f"{root.name}/{pairs.name}")
     thresholds = Thresholds(settings.matching)

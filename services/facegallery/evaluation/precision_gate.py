@@ -6,10 +6,14 @@ pick different precisions on the two. So the gate asks what matters for that: on
 pairs set, the pairs are scored with one side's face embedded at fp32 and the other's at the
 reduced precision (both ways: fp32 gallery and reduced probe, and the reverse), and 10-fold
 accuracy and TAR at FAR 1e-3 must stay within ``tolerance`` (0.1 point) of fp32 against
-fp32. Both precisions embed the same aligned crops (the fp32 pipeline's detector finds and
-aligns each image's largest face once), so only the recognizer's precision differs. It also
-reports how far each image's two embeddings are apart (their cosine), which is a symptom,
-not the criterion: what a gallery sees is the pairs.
+fp32, and so must a gallery and probes both at the reduced precision. They are measured at
+fp32's operating points (each fold's fp32 threshold; the fp32 threshold for FAR 1e-3),
+because thresholds are calibrated per model id and the reduced precision runs under the
+same id: a precision that shifted every score would be caught, not re-fitted; the false
+accept rate at that threshold must not rise by more than the tolerance either. Both
+precisions embed the same aligned crops (each image's largest face, found and aligned
+once), so only the recognizer's precision differs. The gate also reports how far each
+image's two embeddings are apart (their cosine): a symptom, not the criterion.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facegallery.core.errors import InvalidInput
 from facegallery.decisions.rates import tar_at_far
-from facegallery.evaluation.metrics import kfold_accuracy
+from facegallery.evaluation.metrics import accuracy, kfold_accuracy
 from facegallery.evaluation.pairs import Pair
 from facegallery.evaluation.runner import IMAGE_BATCH, cosine, embed_crops, largest_face_crops
 from facegallery.runtime.gates import GateVerdict
@@ -31,65 +36,97 @@ GATE_FAR = 1e-3
 Vectors = dict[str, np.ndarray | None]  # image name -> its embedding, None when faceless
 
 
-def run_gate(
-    pipeline: FacePipeline,
-    reduced: Embedder,
-    precision: str,
-    root: Path,
-    pairs: list[Pair],
-    tolerance: float = TOLERANCE,
-) -> GateVerdict:
-    """Measure ``reduced`` (the same model at another precision) against ``pipeline``'s
-    fp32 embedder on ``pairs`` under ``root``, and decide."""
+def face_crops(finder: FacePipeline, root: Path, pairs: list[Pair]) -> Vectors:
+    """Each image of the pairs: its largest face, aligned (None when unreadable or faceless)."""
     names = sorted({p.img_a for p in pairs} | {p.img_b for p in pairs})
     paths = [root / n for n in names]
     crops = [
-        c
+        crop
         for i in range(0, len(paths), IMAGE_BATCH)
-        for c in largest_face_crops(pipeline, paths[i : i + IMAGE_BATCH])
+        for crop in largest_face_crops(finder, paths[i : i + IMAGE_BATCH])
     ]
-    full = embed_crops(pipeline.embedder, crops)
-    low = embed_crops(reduced, crops)
-    fp32 = dict(zip(names, full, strict=True))
-    cut = dict(zip(names, low, strict=True))
+    return dict(zip(names, crops, strict=True))
+
+
+def run_gate(
+    crops: Vectors,
+    pairs: list[Pair],
+    reference: Embedder,
+    reduced: Embedder,
+    precision: str,
+    pairs_set: str,
+    tolerance: float = TOLERANCE,
+) -> GateVerdict:
+    """Measure ``reduced`` (the model at ``precision``) against ``reference`` (the same
+    model at fp32) on ``pairs``, and decide."""
     same = np.array([p.same for p in pairs], dtype=bool)
     folds = np.array([p.fold for p in pairs], dtype=int)
+    if (~same).sum() < 1 / GATE_FAR:
+        raise InvalidInput(
+            f"the gate needs at least {1 / GATE_FAR:.0f} impostor pairs to measure FAR "
+            f"{GATE_FAR:g}; {pairs_set} has {(~same).sum()}"
+        )
+    names = list(crops)
+    full = dict(zip(names, embed_crops(reference, list(crops.values())), strict=True))
+    low = dict(zip(names, embed_crops(reduced, list(crops.values())), strict=True))
 
-    def rates(gallery: Vectors, probe: Vectors) -> dict[str, float]:
-        scores = np.array([cosine(gallery[p.img_a], probe[p.img_b]) for p in pairs])
-        if not np.isfinite(scores).any():  # a runtime that gives no usable embedding at all
-            return {"accuracy_mean": 0.0, "tar_at_far_1e-3": 0.0}
-        tar = tar_at_far(scores, same, GATE_FAR)
+    def scored(gallery: Vectors, probe: Vectors) -> np.ndarray:
+        return np.array([cosine(gallery[p.img_a], probe[p.img_b]) for p in pairs])
+
+    fp32_scores = scored(full, full)
+    if not np.isfinite(fp32_scores).any():
+        raise InvalidInput(f"no face was found in {pairs_set}'s images: nothing to judge")
+    kfold = kfold_accuracy(fp32_scores, same, folds)
+    found = tar_at_far(fp32_scores, same, GATE_FAR)
+    if found is None:  # too few impostor pairs with a face
+        raise InvalidInput(f"{pairs_set}: too few scored impostor pairs for FAR {GATE_FAR:g}")
+    point = found[1]
+
+    def at_fp32_points(scores: np.ndarray) -> dict[str, float]:
+        filled = np.where(np.isnan(scores), -np.inf, scores)
+        per_fold = [
+            accuracy(scores[folds == fold], same[folds == fold], threshold)
+            for fold, threshold in zip(np.unique(folds[folds >= 0]), kfold.thresholds, strict=True)
+        ]
         return {
-            "accuracy_mean": round(float(kfold_accuracy(scores, same, folds).mean), 6),
-            "tar_at_far_1e-3": round(tar[0], 6) if tar else float("nan"),
+            "accuracy_mean": round(float(np.mean(per_fold)), 6),
+            "tar_at_far_1e-3": round(float((filled[same] >= point).mean()), 6),
+            "far_at_that_threshold": round(float((filled[~same] >= point).mean()), 6),
         }
 
-    reference = rates(fp32, fp32)
-    cross = {
-        "fp32_gallery_reduced_probe": rates(fp32, cut),
-        "reduced_gallery_fp32_probe": rates(cut, fp32),
+    reference_rates = at_fp32_points(fp32_scores)
+    measured = {
+        "fp32_gallery_reduced_probe": at_fp32_points(scored(full, low)),
+        "reduced_gallery_fp32_probe": at_fp32_points(scored(low, full)),
+        "reduced_gallery_reduced_probe": at_fp32_points(scored(low, low)),
     }
-    reasons = [
-        f"{direction}: {measure} {got[measure]:.4f} against fp32's {reference[measure]:.4f}"
-        for direction, got in cross.items()
-        for measure in reference
-        if not got[measure] >= reference[measure] - tolerance
+    reasons = []
+    for case, got in measured.items():
+        for name, ref in reference_rates.items():
+            # accuracy and TAR may not fall, the false accept rate may not rise, by more
+            # than the tolerance (NaN: not measured, refused)
+            rises = name == "far_at_that_threshold"
+            fine = got[name] <= ref + tolerance if rises else got[name] >= ref - tolerance
+            if not fine:
+                reasons.append(f"{case}: {name} {got[name]:.4f} against fp32's {ref:.4f}")
+    both = [
+        float(np.dot(a, b))
+        for a, b in zip(full.values(), low.values(), strict=True)
+        if a is not None and b is not None
     ]
-    both = [(a, b) for a, b in zip(full, low, strict=True) if a is not None and b is not None]
-    agreement = np.array([float(np.dot(a, b)) for a, b in both] or [1.0])
+    agreement = np.array(both) if both else np.array([np.nan])
     return GateVerdict(
-        model_id=pipeline.model_id,
+        model_id=reference.model_id,
         precision=precision,
         passed=not reasons,
         reasons=reasons,
-        pairs_set=root.name,
+        pairs_set=pairs_set,
         tolerance=tolerance,
         agreement={
             "min": round(float(agreement.min()), 6),
             "p01": round(float(np.percentile(agreement, 1)), 6),
             "mean": round(float(agreement.mean()), 6),
         },
-        fp32=reference,
-        cross=cross,
+        fp32=reference_rates,
+        cross=measured,
     )

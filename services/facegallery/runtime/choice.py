@@ -15,12 +15,10 @@ usable cores and the thread setting, so the trial runs once per machine and mode
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -35,11 +33,13 @@ from facegallery.runtime.hardware import cpu_name, openvino_version
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
+from facegallery.runtime.verdict_file import add_verdict, read_verdicts
 
 CPU_BACKENDS = ("onnxruntime", "opencv", "openvino")
 TRIAL_BATCHES = (1, 4)
 TRIAL_SECONDS = 0.5  # per backend and batch size
 TOLERANCE = 1e-3  # largest absolute output difference from ONNX Runtime's accepted
+CHOICE_FILE = "backend-choice.json"
 
 
 @dataclass(frozen=True)
@@ -60,20 +60,14 @@ def choose_runtime(
     cached = measured_choice(model, settings)
     if cached is not None:
         return _build(cached.backend, model.path, _threads(settings, cached.threads)), cached
-    cache, key = settings.engine_dir / "backend-choice.json", cache_key(model, settings)
-    known = _read(cache)
     choice, runtime = _trial(model, settings, profile)
-    known[key] = asdict(choice)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".part")
-    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-    tmp.replace(cache)
+    add_verdict(settings.engine_dir / CHOICE_FILE, cache_key(model, settings), asdict(choice))
     return runtime, choice
 
 
 def measured_choice(model: PreparedModel, settings: RuntimeSettings) -> Choice | None:
     """The cached verdict of ``auto`` for this model on this machine, if it has run."""
-    known = _read(settings.engine_dir / "backend-choice.json").get(cache_key(model, settings))
+    known = read_verdicts(settings.engine_dir / CHOICE_FILE).get(cache_key(model, settings))
     try:
         return Choice(**known) if known else None
     except TypeError:  # a verdict written before threads were part of the trial
@@ -177,11 +171,3 @@ def _build(name: str, path: Path, settings: RuntimeSettings) -> InferenceRuntime
     if name.startswith("openvino"):
         return OpenVinoRuntime(path, settings, name.partition("-")[2] or "f32")
     return OnnxRuntime(path, settings)
-
-
-def _read(cache: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(cache.read_text())
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}

@@ -12,13 +12,12 @@ makes the precision one of ``runtime.backend: auto``'s candidates, under the mod
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from facegallery.core.config import RuntimeSettings
 from facegallery.models import PreparedModel
 from facegallery.runtime.hardware import cpu_name, openvino_version
+from facegallery.runtime.verdict_file import add_verdict, read_verdicts
 
 GATE_FILE = "precision-gate.json"
 REDUCED = ("bf16",)  # OpenVINO precisions a gate may admit
@@ -35,8 +34,8 @@ class GateVerdict:
     pairs_set: str
     tolerance: float  # largest drop allowed, as a fraction (0.001: 0.1 point)
     agreement: dict[str, float]  # cosine of each image's fp32 and reduced embedding
-    fp32: dict[str, float]  # accuracy_mean, tar_at_far_1e-3 of fp32 against fp32
-    cross: dict[str, dict[str, float]]  # the same, fp32 gallery x reduced probe and reverse
+    fp32: dict[str, float]  # accuracy, TAR and FAR of fp32 x fp32 at fp32's thresholds
+    cross: dict[str, dict[str, float]]  # the same for each mix of gallery and probe precision
 
 
 def gate_key(model: PreparedModel, precision: str) -> str:
@@ -46,7 +45,7 @@ def gate_key(model: PreparedModel, precision: str) -> str:
 def read_gate(
     model: PreparedModel, precision: str, settings: RuntimeSettings
 ) -> GateVerdict | None:
-    found = _read(settings).get(gate_key(model, precision))
+    found = read_verdicts(settings.engine_dir / GATE_FILE).get(gate_key(model, precision))
     try:
         return GateVerdict(**found) if found else None
     except TypeError:
@@ -63,18 +62,6 @@ def gated_precisions(model: PreparedModel, settings: RuntimeSettings) -> list[st
 
 
 def write_gate(model: PreparedModel, verdict: GateVerdict, settings: RuntimeSettings) -> None:
-    known = _read(settings)
-    known[gate_key(model, verdict.precision)] = asdict(verdict)
-    path = settings.engine_dir / GATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-    tmp.replace(path)
-
-
-def _read(settings: RuntimeSettings) -> dict[str, Any]:
-    try:
-        found = json.loads((settings.engine_dir / GATE_FILE).read_text())
-        return found if isinstance(found, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    add_verdict(
+        settings.engine_dir / GATE_FILE, gate_key(model, verdict.precision), asdict(verdict)
+    )

@@ -61,6 +61,9 @@ class OpenVinoRuntime:
             o.name for o in onnx.load(str(path), load_external_data=False).graph.output
         ]
         by_name = {name: o for o in self.compiled.outputs for name in o.get_names()}
+        missing = [name for name in self.output_names if name not in by_name]
+        if missing:
+            raise FailedPrecondition(f"OpenVINO lost outputs {missing} of {path.name}")
         self.outputs = [by_name[name] for name in self.output_names]
         self.precision = precision
         self._request = self.compiled.create_infer_request()
@@ -68,6 +71,9 @@ class OpenVinoRuntime:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._lock:
-            results = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
-            # The request reuses its output buffers: copy before the next call.
-            return [np.array(results[o]) for o in self.outputs]
+            try:
+                results = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+            except RuntimeError as exc:  # a shape or an operator it cannot run
+                reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else "?"
+                raise FailedPrecondition(f"OpenVINO cannot run this input: {reason}") from None
+            return [np.asarray(results[o]) for o in self.outputs]  # infer() returns copies
