@@ -2,8 +2,8 @@
 the fastest.
 
 Which runtime is fastest depends on the model and the CPU (on one machine cv2.dnn ran SFace
-~1.5x faster than ONNX Runtime, on another ORT won the detector, and OpenVINO at fp32 ran
-SFace 1.7x cv2.dnn on a Xeon), so it is measured, not
+~1.5x faster than ONNX Runtime, on another ORT won the detector, and on an AMD EPYC OpenVINO
+at fp32 ran SFace 1.7-1.9x cv2.dnn: docs/benchmarks.md), so it is measured, not
 assumed: a short trial of each backend that runs the model correctly (its outputs agree with
 ONNX Runtime's), at batch sizes the pipeline uses, on the model's typical input shape. Thread
 counts are part of the trial when ``runtime.intra_op_threads`` is 0: one thread, and every core
