@@ -188,14 +188,14 @@ def recovery_s(trace: list[dict[str, Any]], normal_p50_ms: float) -> float | Non
 
 
 async def levels(
-    fleet: Fleet, url: str, batch: list[bytes], cap: float, seconds: float
+    fleet: Fleet, metrics_dir: Path, batch: list[bytes], cap: float, seconds: float
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for factor in (0.5, 1.0, 2.0, 4.0):
-        before = scrape(url)
+        before = scrape(metrics_dir)
         answers = await fleet.offer(cap * factor, seconds, batch)
         result = summary(answers, cap * factor, seconds, fleet.deadline_s)
-        result.update(batching(before, scrape(url), seconds))
+        result.update(batching(before, scrape(metrics_dir), seconds))
         results[f"{factor:g}x"] = result
         print(fleet.protocol, f"{factor:g}x", result, flush=True)
     after = await fleet.offer(cap * 0.5, seconds, batch)  # right after the 4x burst
@@ -212,6 +212,7 @@ async def run_policy(
     batch: list[bytes],
     args: argparse.Namespace,
     capacities: dict[str, float] | None,
+    metrics_dir: Path,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     out: dict[str, Any] = {}
     measured: dict[str, float] = {}
@@ -226,7 +227,7 @@ async def run_policy(
             measured[protocol] = cap
             out[protocol] = {
                 "capacity_per_s": round(cap, 2),
-                **await levels(fleet, url, batch, cap, args.seconds),
+                **await levels(fleet, metrics_dir, batch, cap, args.seconds),
             }
     return out, measured
 
@@ -268,7 +269,9 @@ def main() -> None:
                     http.wait_job(http.enroll(GALLERY, portrait, [samples.photo(portrait)]).job_id)
                 target = f"127.0.0.1:{settings.serving.grpc_port}"
                 results[f"policy_{policy}"], capacities = asyncio.run(
-                    run_policy(url, target, token, batch, args, capacities)
+                    run_policy(
+                        url, target, token, batch, args, capacities, settings.serving.metrics_dir
+                    )
                 )
             finally:
                 serve.shutdown()  # type: ignore[no-untyped-call]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import httpx
 import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from facegallery.assets.samples import Samples, fetch_samples
 from facegallery.client import GrpcClient, HttpClient
@@ -109,10 +109,13 @@ def drive(
     }
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Batch and embed-stage sums and counts from the app's /metrics."""
+def scrape(metrics_dir: Path) -> dict[str, float]:
+    """Batch and embed-stage sums and counts from the node's metrics directory (what its
+    exporter would serve)."""
+    node = CollectorRegistry()
+    multiprocess.MultiProcessCollector(node, path=str(metrics_dir))  # type: ignore[no-untyped-call]
     wanted = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+    for line in generate_latest(node).decode().splitlines():
         m = re.fullmatch(
             r'(facegallery_batch_size_(?:sum|count))\{deployment="(\w+)"\} (\S+)', line
         ) or re.fullmatch(
@@ -209,7 +212,13 @@ def enroll_through_api(client: HttpClient, orl: Path, people: int) -> dict[str, 
 
 
 def load_levels(
-    url: str, target: str, token: str, batch: list[bytes], levels: list[int], seconds: float
+    url: str,
+    target: str,
+    token: str,
+    batch: list[bytes],
+    levels: list[int],
+    seconds: float,
+    metrics_dir: Path,
 ) -> dict[str, list[dict[str, Any]]]:
     """Each protocol at each number of callers, one client per caller thread."""
     served: dict[str, list[dict[str, Any]]] = {"grpc": [], "http": []}
@@ -227,9 +236,9 @@ def load_levels(
     for protocol in ("grpc", "http"):
         drive(over(protocol), 4, 3.0, batch)  # warm up
         for clients in levels:
-            before = scrape(url)
+            before = scrape(metrics_dir)
             result = drive(over(protocol), clients, seconds, batch)
-            result.update(batching(before, scrape(url), seconds))
+            result.update(batching(before, scrape(metrics_dir), seconds))
             served[protocol].append(result)
             print(protocol, result, flush=True)
     return served
@@ -250,7 +259,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from facegallery.serving.app import run_app
+    from facegallery.serving.app import ray_env, run_app
 
     base = load_settings()
     samples = fetch_samples(base.samples_dir.expanduser(), base.models.wheelhouse)
@@ -262,6 +271,7 @@ def main() -> None:
             overrides["serving"]["embedder"] = {"batch_wait_timeout_s": embedder_ms / 1000}
         settings = Settings(**overrides)
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.update(ray_env(settings))  # the raylet's: the node's metrics directory
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         try:
             run_app(settings, overrides)
@@ -272,7 +282,9 @@ def main() -> None:
             enrollment = enroll_through_api(http, samples.orl, 40)
             for portrait in ("obama.jpg", "astronaut.png"):
                 http.wait_job(http.enroll(GALLERY, portrait, [samples.photo(portrait)]).job_id)
-            served = load_levels(url, target, token, batch, levels, args.seconds)
+            served = load_levels(
+                url, target, token, batch, levels, args.seconds, settings.serving.metrics_dir
+            )
         finally:
             serve.shutdown()  # type: ignore[no-untyped-call]
             ray.shutdown()

@@ -22,6 +22,17 @@ if ! command -v redis-server > /dev/null; then
     fi
 fi
 
+# --dev: Debian's Prometheus (the server and promtool), which the tests run for real: it
+# scrapes every node's metrics exporter of a multi-node cluster (tests/serving/test_cluster.py).
+if (( dev )) && ! command -v prometheus > /dev/null; then
+    if command -v apt-get > /dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus > /dev/null
+    else
+        echo "install.sh --dev: the tests need Debian's prometheus (apt-get install prometheus)" >&2
+        exit 1
+    fi
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 if (( dev )); then

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from facegallery.assets.samples import Samples
@@ -36,12 +37,14 @@ def stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         "FACEGALLERY_MILVUS__METRICS_PORT": str(ports["milvus_metrics"]),
         "FACEGALLERY_SERVING__HTTP_PORT": str(ports["http"]),
         "FACEGALLERY_SERVING__GRPC_PORT": str(ports["grpc"]),
+        "FACEGALLERY_SERVING__METRICS_PORT": str(ports["metrics"]),
         "FACEGALLERY_QUEUE__BLOCK_MS": "100",
     }
 
 
 def new_ports() -> dict[str, int]:
-    return {k: free_port() for k in ("redis", "milvus", "milvus_metrics", "http", "grpc")}
+    names = ("redis", "milvus", "milvus_metrics", "http", "grpc", "metrics")
+    return {k: free_port() for k in names}
 
 
 def facegallery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,7 +97,7 @@ def test_up_detached_down_and_up_again(
     data_dir, env = stack
     first = facegallery(env, "up", "--detach")
     assert first.returncode == 0, first.stderr + first.stdout
-    assert "healthy: redis, milvus, serving" in first.stdout
+    assert "healthy: redis, milvus, serving, metrics" in first.stdout
     key = (data_dir / "admin.key").read_text().strip()
     assert key in first.stdout and (data_dir / "admin.key").stat().st_mode & 0o077 == 0
     ready = GrpcClient(f"127.0.0.1:{env['FACEGALLERY_SERVING__GRPC_PORT']}", key, 2.0, 1)
@@ -105,6 +108,16 @@ def test_up_detached_down_and_up_again(
     assert http.wait_job(job.job_id).status == "done"
     grpc = GrpcClient(f"127.0.0.1:{env['FACEGALLERY_SERVING__GRPC_PORT']}", key)
     assert grpc.identify("home", samples.photo("obama2.jpg")).faces[0].decision == "obama"
+    # The node's exporter: the calls above, and the gallery's size without an API call (read
+    # again at most every serving.metrics_refresh_s, 10 s: the start's health check read it).
+    metrics = f"http://127.0.0.1:{env['FACEGALLERY_SERVING__METRICS_PORT']}/metrics"
+    identified = 'facegallery_requests_total{code="OK",operation="identify",protocol="grpc"}'
+    assert identified in httpx.get(metrics).text
+    size = 'facegallery_gallery_size{gallery="home",kind="users"} 1.0'
+    deadline = time.monotonic() + 15
+    while size not in httpx.get(metrics).text:
+        assert time.monotonic() < deadline, "the gallery gauge was not refreshed"
+        time.sleep(1)
 
     again = facegallery(env, "up", "--detach")  # the same data directory
     assert again.returncode != 0 and "already runs" in again.stderr, again.stderr
@@ -115,9 +128,9 @@ def test_up_detached_down_and_up_again(
     assert http.gallery_stats("home").users == 1  # the first stack never noticed
 
     sessions = server_sessions(data_dir)
-    assert len(sessions) == 3
+    assert len(sessions) == 4
     down = facegallery(env, "down")
-    assert down.returncode == 0 and "serving, milvus, redis" in down.stdout, down.stdout
+    assert down.returncode == 0 and "metrics, serving, milvus, redis" in down.stdout, down.stdout
     assert sessions_alive(sessions) == []
 
     back = facegallery(env, "up", "--detach")
@@ -149,7 +162,7 @@ def test_foreground_up_stops_everything_on_sigint(stack: tuple[Path, dict[str, s
     up.send_signal(signal.SIGINT)
     rest, _ = up.communicate(timeout=300)
     assert up.returncode == 0, rest
-    assert "stopping: serving, milvus, redis" in rest
+    assert "stopping: metrics, serving, milvus, redis" in rest
     assert sessions_alive(sessions) == []
     assert not list(data_dir.rglob("*.pid"))
 
@@ -166,7 +179,7 @@ def test_the_readme_demo_runs_through_the_service() -> None:
     assert "orl/s3/9.pgm (ORL person s3, another photo): orl-s3" in out
     assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in out
     assert "claims barack-obama: match" in out and "claims joe-biden: no match" in out
-    assert "stopping: serving, milvus, redis" in out
+    assert "stopping: metrics, serving, milvus, redis" in out
 
 
 def test_a_failed_component_stops_what_was_started(stack: tuple[Path, dict[str, str]]) -> None:

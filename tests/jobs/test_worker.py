@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ import redis
 
 from facegallery.assets.samples import Samples
 from facegallery.core.config import GallerySettings, QueueSettings, RedisServerSettings, Settings
-from facegallery.core.errors import FailedPrecondition
+from facegallery.core.errors import FailedPrecondition, Restarting
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
 from facegallery.jobs import EnrollmentQueue
@@ -381,3 +382,29 @@ def test_a_job_handed_back_for_a_busy_user_is_not_a_lost_worker(
     while not queue.get(job.job_id).finished and time.monotonic() < deadline:
         worker.run_once()
     assert queue.get(job.job_id).status == "done"
+
+
+def test_a_model_deployment_restarting_uses_up_no_attempt(
+    redis_server: RedisServer, settings: Settings, samples: Samples, service: FaceService
+) -> None:
+    """The models' node is lost for longer than the job's attempts would last: each try
+    meets Restarting (what the served pipeline raises for a lost replica), the job is handed
+    back and the worker pauses; once the models answer, the job is done, not dead-lettered."""
+    qs = queue_settings(redis_server, claim_idle_ms=100, block_ms=100, max_deliveries=2)
+    queue = EnrollmentQueue(qs, settings.decode)
+    job = queue.submit("restart", "s21", orl_photos(samples, 21, 1))
+    tries: list[int] = []
+
+    def enroll_while_restarting(*args: Any) -> EnrollResult:
+        tries.append(1)
+        if len(tries) <= 2 * qs.max_deliveries:
+            raise Restarting("a model deployment is restarting; retry in 1 s", retry_after_s=1)
+        return service.enroll(*args)
+
+    worker = Worker(queue, enroll_while_restarting)
+    for _ in range(2 * qs.max_deliveries):
+        with pytest.raises(Restarting):
+            worker.run_once()  # `run` catches it and pauses
+        assert queue.get(job.job_id).status == "queued" and queue.depth().dead_letters == 0
+    assert worker.run(max_jobs=1) == 1
+    assert queue.get(job.job_id).status == "done" and len(tries) == 2 * qs.max_deliveries + 1

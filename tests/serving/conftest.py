@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from facegallery.core.config import Settings
 from facegallery.servers import MilvusServer
+from facegallery.servers.metrics_exporter import MetricsExporter
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.supervisor import free_port
 from facegallery.serving.keys import KeyStore
@@ -30,6 +33,7 @@ class Served:
     overrides: dict[str, Any]
     http_url: str
     grpc_target: str
+    metrics_url: str  # the node's exporter (with the gauges)
     keys: KeyStore
     admin: str  # an admin key's token
     gallery: str  # a gallery of this session's own
@@ -58,6 +62,7 @@ def served_overrides(
         "serving": {
             "http_port": free_port(),
             "grpc_port": free_port(),
+            "metrics_port": free_port(),
             "metrics_dir": str(metrics_dir),
             "gateway": {**small, "max_ongoing_requests": 64},
             "detector": {**small, "max_batch_size": 8, "batch_wait_timeout_s": 0.01},
@@ -80,30 +85,54 @@ def served(
     import ray
     from ray import serve
 
+    import facegallery.core.telemetry  # noqa: F401  (this process's metrics stay its own)
     from facegallery.serving.app import ray_env, run_app
     from facegallery.serving.local_ray import start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    overrides = served_overrides(
-        settings, milvus_server, redis_server, tmp_path_factory.mktemp("metrics")
-    )
+    root = tmp_path_factory.mktemp("served")
+    overrides = served_overrides(settings, milvus_server, redis_server, root / "metrics")
     app_settings = Settings(**overrides)
-    os.environ.update(ray_env(app_settings))
-    start_local_ray(2, log_to_driver=False)
+    config = root / "settings.yaml"
+    config.write_text(yaml.safe_dump(overrides))
+    serving = app_settings.serving
+    exporter = MetricsExporter(
+        config, root / "exporter", serving.metrics_dir, "127.0.0.1", serving.metrics_port, True
+    )
+    with node_environment(ray_env(app_settings)):  # the raylet and its workers keep it
+        start_local_ray(2, log_to_driver=False)
     try:
         run_app(app_settings, overrides)
+        exporter.start()
         keys = KeyStore(app_settings.queue.url, app_settings.queue.prefix)
         _, admin = keys.create("admin", [], "tests")
-        serving = app_settings.serving
         yield Served(
             app_settings,
             overrides,
             f"http://127.0.0.1:{serving.http_port}",
             f"127.0.0.1:{serving.grpc_port}",
+            exporter.uri,
             keys,
             admin,
             "served",
         )
     finally:
+        exporter.stop()
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
+
+
+@contextmanager
+def node_environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in this process's environment while Ray starts (its raylet inherits it), and
+    not after: the tests' other subprocesses must not write into the node's metrics."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -46,13 +46,12 @@ def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
         http.detect(b"junk")
     refused = '{code="INVALID_ARGUMENT",operation="verify",protocol="http"}'
     headers = {"authorization": f"Bearer {served.admin}", "content-type": "application/json"}
-    metrics = f"{served.http_url}/metrics"
-    before = _samples(httpx.get(metrics, headers=headers).text, "facegallery_requests_total")
+    before = _samples(httpx.get(served.metrics_url).text, "facegallery_requests_total")
     url = f"{served.http_url}/v1/galleries/{gallery}/users/obama/verify"
     assert httpx.post(url, content=b"{not json", headers=headers).status_code == 400
 
     time.sleep(METRICS_REFRESH_S)  # the gallery gauges are read again on the next scrape
-    text = httpx.get(f"{served.http_url}/metrics", headers=headers).text  # an admin's scrape
+    text = httpx.get(served.metrics_url).text  # the node's exporter, no API call
     requests = _samples(text, "facegallery_requests_total")
     # A body refused before the API call is counted too:
     assert requests[refused] == before.get(refused, 0) + 1
@@ -81,21 +80,18 @@ def test_metrics_after_traffic(served: Served, samples: Samples) -> None:
     assert 0 < latency['{code="OK",operation="identify"}'] < 60
 
 
-def test_public_metrics_name_no_tenant_and_scrapes_cost_nothing_extra(
+def test_metrics_are_on_the_operators_port_only_and_scrapes_cost_nothing_extra(
     served: Served, samples: Samples
 ) -> None:
     gallery = "tenant-secret"
     http = HttpClient(served.http_url, served.admin)
     http.identify(gallery, samples.photo("obama2.jpg"))
-    time.sleep(METRICS_REFRESH_S)
-    public = httpx.get(f"{served.http_url}/metrics")
-    assert public.status_code == 200
-    assert "facegallery_requests_total" in public.text
-    assert "gallery=" not in public.text and gallery not in public.text
-    admin = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": served.admin}).text
-    assert f'gallery="{gallery}"' in admin
-    bad = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": "fgk_0_nope"})
-    assert bad.status_code == 401
+    # The API's port has no metrics, for anybody: a tenant's series never reach it.
+    for headers in ({}, {"x-api-key": served.admin}):
+        assert httpx.get(f"{served.http_url}/metrics", headers=headers).status_code == 404
+    exported = httpx.get(served.metrics_url)
+    assert exported.status_code == 200
+    assert f'gallery="{gallery}"' in exported.text
 
     def depth_reads() -> int:  # the gauges' queue reads (XLEN, which only they send)
         stats = served.keys.redis.info("commandstats").get("cmdstat_xlen", {})
@@ -104,6 +100,6 @@ def test_public_metrics_name_no_tenant_and_scrapes_cost_nothing_extra(
     time.sleep(METRICS_REFRESH_S)
     before, start = depth_reads(), time.monotonic()
     for _ in range(20):
-        httpx.get(f"{served.http_url}/metrics")
+        httpx.get(served.metrics_url)
     refreshes = 1 + int((time.monotonic() - start) / METRICS_REFRESH_S)
     assert depth_reads() - before <= refreshes < 20  # one read per refresh, not per scrape

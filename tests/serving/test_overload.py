@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def shed(served: Served) -> dict[tuple[str, str], float]:
-    """facegallery_shed_total by (reason, stage), from the node's /metrics."""
-    text = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": served.admin}).text
+    """facegallery_shed_total by (reason, stage), from the node's exporter."""
+    text = httpx.get(served.metrics_url).text
     found = re.findall(r'facegallery_shed_total\{reason="(\w+)",stage="(\w+)"\} (\S+)', text)
     return {(reason, stage): float(value) for reason, stage, value in found}
 
@@ -166,7 +166,7 @@ def test_a_grpc_burst_is_refused_in_the_proxy_with_retry_after(
 
 def refused_grpc_identify(served: Served) -> float:
     """facegallery_requests_total of gRPC identify calls answered RESOURCE_EXHAUSTED."""
-    text = httpx.get(f"{served.http_url}/metrics", headers={"x-api-key": served.admin}).text
+    text = httpx.get(served.metrics_url).text
     wanted = ('operation="identify"', 'protocol="grpc"', 'code="RESOURCE_EXHAUSTED"')
     return sum(
         float(line.split()[-1])

@@ -252,14 +252,55 @@ def serve_config(
 @reports_errors
 def serve_env(config: ConfigOption = None) -> None:
     """The environment every Ray node must start with for these settings (Serve's proxies
-    read it once: the body bound, the proxy callback, admission's settings), as shell
-    ``export`` lines: ``eval "$(facegallery serve env)"`` before ``ray start`` on each node."""
+    read it once: the body bound, the proxy callback, admission's settings; every worker:
+    the node's metrics directory), as shell ``export`` lines: ``eval "$(facegallery serve
+    env)"`` before ``ray start`` on each node."""
     import shlex
 
     from facegallery.serving.app import ray_env
 
     for name, value in ray_env(load_settings(config)).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+@serve_app.command("metrics")
+@reports_errors
+def serve_metrics(
+    config: ConfigOption = None,
+    gauges: Annotated[
+        bool,
+        typer.Option(
+            "--gauges",
+            help="Also read the queue and gallery gauges from Redis and Milvus: on exactly one "
+            "node of the cluster (the head).",
+        ),
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen here (default: serving.metrics_port).")
+    ] = None,
+) -> None:
+    """The node's metrics exporter, until SIGTERM or Ctrl-C: GET /metrics on
+    serving.host:serving.metrics_port sums what this node's processes wrote to its metrics
+    directory (the node's FACEGALLERY_NODE_METRICS_DIR, else serving.metrics_dir). Run one
+    beside every Ray node; Prometheus scrapes each."""
+    import signal
+    import threading
+
+    from facegallery.core.config import METRICS_DIR_ENV, NODE_METRICS_DIR_ENV
+
+    settings = load_settings(config)
+    metrics_dir = Path(os.environ.get(NODE_METRICS_DIR_ENV) or settings.serving.metrics_dir)
+    # Before prometheus_client is first imported: this process's gauges join the node's sum.
+    os.environ[METRICS_DIR_ENV] = str(metrics_dir)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    from facegallery.serving.exporter import serve_metrics as serve
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    chosen = port or settings.serving.metrics_port
+    typer.echo(f"metrics: http://{settings.serving.host}:{chosen}/metrics from {metrics_dir}")
+    serve(settings, metrics_dir, chosen, gauges, stop)
 
 
 @serve_app.command("run")
@@ -347,10 +388,13 @@ def up(
     if not detach:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"starting redis, milvus and the served API (data in {stack.data_dir}) ...")
+    typer.echo(
+        f"starting redis, milvus, the served API and its metrics (data in {stack.data_dir}) ..."
+    )
     info = stack.up()
-    typer.echo(f"HTTP  {info.http_url}   (docs {info.http_url}/docs, metrics /metrics)")
+    typer.echo(f"HTTP  {info.http_url}   (docs {info.http_url}/docs)")
     typer.echo(f"gRPC  {info.grpc_target}")
+    typer.echo(f"metrics  {info.metrics_url}   (an operator's port: every series)")
     if info.new_key:
         typer.echo(f"admin API key (saved in {info.key_file}):\n{info.new_key}")
     else:

@@ -439,6 +439,13 @@ class DeploymentSettings(Section):
         description="Custom Ray resources each replica needs: a node role such as "
         '{"gpu_node": 0.01} places the replicas only on nodes started with that resource.',
     )
+    max_replicas_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many replicas on one node (1: one per GPU node). A replica "
+        "lost with its node then waits for a node with room (the node's return) instead of "
+        "crowding onto the survivors.",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, description="Images (Detector), faces (Embedder)."
     )
@@ -459,8 +466,15 @@ class DeploymentSettings(Section):
 
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-"""Where prometheus_client's multiprocess mode writes (``serving.metrics_dir`` for every
-process of a node); it reads the variable when it is first imported."""
+"""Where prometheus_client's multiprocess mode writes; it reads the variable when first
+imported. Set only in the project's own processes (replicas, proxies' callback, exporter):
+Ray's own processes use prometheus_client too, and with the variable set they write into
+the directory (and crash when it does not exist yet)."""
+
+NODE_METRICS_DIR_ENV = "FACEGALLERY_NODE_METRICS_DIR"
+"""The node's metrics directory, in the node's environment (`facegallery serve env`;
+``serving.metrics_dir`` unless the node names its own): every replica and proxy of the node
+writes there, and the node's exporter sums it, so that each node exports its own processes."""
 
 
 class AdmissionSettings(Section):
@@ -507,6 +521,14 @@ class ServingSettings(Section):
     )
     http_port: int = Field(default=8000, ge=1, le=65535)
     grpc_port: int = Field(default=9000, ge=1, le=65535)
+    metrics_port: int = Field(
+        default=9464,
+        ge=1,
+        le=65535,
+        description="The node's metrics exporter (`facegallery serve metrics`): GET /metrics, "
+        "every series of the node's processes, per-tenant ones included (an operator's port, "
+        "never the API's; it listens on ``host``).",
+    )
     app_name: str = "facegallery"
     gateway: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(
@@ -566,7 +588,8 @@ class ServingSettings(Section):
     metrics_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "facegallery-metrics",
         description="Where every process of the node writes its metrics (prometheus_client "
-        "multiprocess mode); the gateway's /metrics serves their sum.",
+        "multiprocess mode), named to Ray in the node's environment (`facegallery serve env`); "
+        "the node's exporter serves their sum.",
     )
     watch_poll_s: float = Field(default=0.1, gt=0, description="WatchJob's polling interval.")
     start_timeout_s: float = Field(
@@ -577,8 +600,8 @@ class ServingSettings(Section):
     metrics_refresh_s: float = Field(
         default=10.0,
         ge=0,
-        description="How old the queue and gallery gauges of /metrics may be (read from Redis "
-        "and Milvus at most this often, however often Prometheus scrapes).",
+        description="How old the queue and gallery gauges may be (the exporter with --gauges "
+        "reads Redis and Milvus at most this often, however often Prometheus scrapes).",
     )
     max_watches_per_key: int = Field(
         default=16, ge=1, description="Open WatchJob streams one API key may hold per replica."

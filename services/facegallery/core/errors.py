@@ -124,6 +124,13 @@ class Unavailable(FaceGalleryError):
     reason = "unavailable"
 
 
+class Restarting(Unavailable):
+    """A model deployment's replica (or its whole node) is gone and Serve is replacing it:
+    the same work succeeds later and says nothing about the request, so an enrollment job
+    meeting it is handed back without using up one of its attempts. Callers see UNAVAILABLE /
+    503 with Retry-After, like any Unavailable."""
+
+
 def error_for(
     code: str, message: str, reason: str | None = None, retry_after_s: int | None = None
 ) -> FaceGalleryError:

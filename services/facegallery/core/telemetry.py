@@ -1,37 +1,38 @@
 """Every metric, defined once: names, labels, buckets. docs/operations.md lists them.
 
-Served, the Gateway, Detector, Embedder and worker replicas are separate processes. They run
-prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set for every Ray worker
-from ``serving.metrics_dir``): each process writes its samples to memory-mapped files in that
-directory and the gateway's ``/metrics`` serves the node's sum. In process (CLI) the same
-metrics land in the default registry. Labels are bounded: operation, status code, stage,
-deployment, gallery, decision, reason; never a user id.
+Served, Serve's proxies and the Gateway, Detector, Embedder and worker replicas are separate
+processes. They run prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, which
+the node's environment names for every Ray worker): each process writes its samples to
+memory-mapped files in that directory and the node's exporter (`facegallery.serving.exporter`)
+serves their sum. In process (CLI) the same metrics land in the default registry. Labels are
+bounded: operation, status code, stage, deployment, gallery, decision, reason; never a user id.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
-    multiprocess,
 )
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
-from facegallery.core.config import METRICS_DIR_ENV
+from facegallery.core.config import METRICS_DIR_ENV, NODE_METRICS_DIR_ENV
 
 if os.environ.get(METRICS_DIR_ENV):  # a fresh node (or `serve deploy`) has no directory yet
     Path(os.environ[METRICS_DIR_ENV]).mkdir(parents=True, exist_ok=True)
+elif METRICS_DIR_ENV in os.environ:  # a replica on a node started without it
+    logging.getLogger(__name__).warning(
+        "this node was started without %s (`facegallery serve env`): the metrics of this "
+        "process are not exported",
+        NODE_METRICS_DIR_ENV,
+    )
 _LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -124,35 +125,3 @@ def timed(stage: str) -> Iterator[None]:
         yield
     finally:
         STAGE_SECONDS.labels(stage).observe(time.perf_counter() - start)
-
-
-TENANT_LABEL = "gallery"
-"""The label that names a tenant: its series are served only to an operator."""
-
-
-class _WithoutTenants(Collector):
-    """Another collector's metrics less every sample that names a tenant."""
-
-    def __init__(self, inner: Collector) -> None:
-        self.inner = inner
-
-    def collect(self) -> Iterable[Metric]:
-        for family in self.inner.collect():
-            family.samples = [s for s in family.samples if TENANT_LABEL not in s.labels]
-            if family.samples:
-                yield family
-
-
-def exposition(tenants: bool) -> bytes:
-    """The text exposition of every process of this node (multiprocess mode), or of this
-    process; without the per-tenant series unless ``tenants``."""
-    source: Collector = REGISTRY
-    if os.environ.get(METRICS_DIR_ENV):
-        node = CollectorRegistry()
-        multiprocess.MultiProcessCollector(node)  # type: ignore[no-untyped-call]
-        source = node
-    if tenants:
-        return generate_latest(source)
-    public = CollectorRegistry(auto_describe=False)
-    public.register(_WithoutTenants(source))
-    return generate_latest(public)

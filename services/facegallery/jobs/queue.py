@@ -216,6 +216,7 @@ class EnrollmentQueue:
         self.stream, self.dead = f"{p}:jobs", f"{p}:dead"
         self._unfinished, self._held = f"{p}:unfinished", f"{p}:held-bytes"
         self._owner_jobs, self._owner_bytes = f"{p}:owner-jobs", f"{p}:owner-bytes"
+        self._galleries = f"{p}:galleries"
         self._submit = self.redis.register_script(_SUBMIT)
         self._finish = self.redis.register_script(_FINISH)
         self._release = self.redis.register_script(_RELEASE)
@@ -294,7 +295,15 @@ class EnrollmentQueue:
                 f"{self.settings.retry_after_s} s",
                 retry_after_s=self.settings.retry_after_s,
             )
+        # For the gallery gauges only: a name lost between the two calls returns with the
+        # gallery's next job.
+        self._redis(self.redis.sadd, self._galleries, gallery)
         return job_from_fields(fields)  # what the script just stored, without reading it back
+
+    def galleries(self) -> list[str]:
+        """Every gallery a job was queued for: what the gallery-size gauges cover (Milvus
+        has no list of the galleries a collection holds short of reading every row)."""
+        return sorted(g.decode() for g in self._redis(self.redis.smembers, self._galleries))
 
     def get(self, job_id: str) -> Job:
         """A job's status and outcomes; ``NotFound`` when unknown or expired."""

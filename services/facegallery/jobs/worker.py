@@ -37,6 +37,7 @@ from facegallery.core.errors import (
     InvalidInput,
     NotFound,
     Overloaded,
+    Restarting,
     Unavailable,
 )
 from facegallery.core.telemetry import JOBS
@@ -75,7 +76,7 @@ class Worker:
                 if self.run_once():
                     done += 1
                 pause = 0.0
-            except (Unavailable, Overloaded) as exc:  # Redis away, or out of memory
+            except (Unavailable, Overloaded) as exc:  # Redis or a deployment away, or full
                 pause = min(max(2 * pause, 0.1), MAX_PAUSE_S)
                 log.warning("worker %s: %s; retrying in %.1f s", self.name, exc.message, pause)
                 self.stop.wait(pause)
@@ -141,9 +142,11 @@ class Worker:
         return True
 
     def _failed(self, delivery: Delivery, exc: Exception, fence: Fence) -> None:
-        """A refused input fails the job; anything else is retried on a later delivery
-        (then dead-lettered), unless the job is no longer this worker's: then its new
-        owner decides, and this one writes nothing."""
+        """A refused input fails the job; a model deployment restarting or full hands it
+        back without using up an attempt, and the worker pauses (re-raised to `run`: the
+        service's state, not the job's, so a node lost for a minute dead-letters nothing);
+        anything else is retried on a later delivery (then dead-lettered). A job no longer
+        this worker's is left to its new owner, and this one writes nothing."""
         try:
             fence()
         except LeaseLost as lost:
@@ -152,6 +155,9 @@ class Worker:
         if isinstance(exc, InvalidInput):
             self._give_up(delivery, exc.message)
             return
+        if isinstance(exc, Restarting | Overloaded):
+            self.queue.requeue(delivery)
+            raise exc
         log.warning("job %s attempt %d: %s", delivery.job_id, delivery.deliveries, exc)
         self.queue.retry_later(delivery, exc)
 

@@ -162,6 +162,16 @@ class ModelStore:
         )
 
 
+def embedding_dimension(model: PreparedModel) -> int:
+    """The width of a prepared recognizer's embedding, read from its graph without a runtime
+    (what a process that only reads the gallery, such as the metrics exporter, needs)."""
+    graph = onnx.load(str(model.path), load_external_data=False).graph
+    width = graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    if width <= 0:
+        raise FailedPrecondition(f"{model.path} does not state its embedding's width")
+    return int(width)
+
+
 def recorded_family(path: Path) -> str | None:
     """The recognizer family an ONNX file's own metadata names (``facegallery export``
     records it), or None when it names none."""

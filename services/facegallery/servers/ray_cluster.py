@@ -10,7 +10,10 @@ cores (more nodes are not faster), and they share one address, so only the head 
 proxies (``proxy_location: HeadOnly``; a second proxy would need the same port).
 
 Every node's environment carries `facegallery.serving.app.ray_env`, as a Kubernetes pod's
-would: Serve's proxies and every worker read it from their raylet."""
+would: Serve's proxies and every worker read it from their raylet. Each node has a metrics
+directory of its own (as each pod has its own filesystem) and its own exporter beside the
+raylet (`MetricsExporter`; the head's with the queue and gallery gauges), so Prometheus
+scrapes the nodes one by one as it would a cluster's pods."""
 
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facegallery.core.config import NODE_METRICS_DIR_ENV
+from facegallery.servers.metrics_exporter import MetricsExporter
 from facegallery.servers.supervisor import Launch, ManagedServer, free_port, session_members
 
 OBJECT_STORE_BYTES = 128 * 1024 * 1024  # per node: the frames in flight, not a data set
@@ -109,15 +114,19 @@ class RayNode(ManagedServer):
     def process_titles(self) -> list[str]:
         """The command lines of the node's processes, as Ray titles them (a Serve replica
         of the Embedder reads ``ray::ServeReplica:facegallery:Embedder``): where each replica
-        runs, seen from outside Ray. The raylet's workers make process groups of their own
-        but stay in the node's session."""
+        runs, seen from outside Ray."""
+        return [title for _, title in self.process_pids_and_titles()]
+
+    def process_pids_and_titles(self) -> list[tuple[int, str]]:
+        """(pid, command line) of every process of the node: the raylet's workers make
+        process groups of their own but stay in the node's session."""
         pid = self._owner()
-        titles = []
+        found = []
         for member in session_members(pid) if pid is not None else []:
             with contextlib.suppress(OSError):
                 raw = Path(f"/proc/{member}/cmdline").read_bytes()
-                titles.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
-        return titles
+                found.append((member, raw.replace(b"\0", b" ").decode(errors="replace").strip()))
+        return found
 
     def healthy(self) -> bool:
         """The node's raylet listens (a worker's has registered with the head by then)."""
@@ -129,7 +138,9 @@ class RayNode(ManagedServer):
 
 
 class LocalRayCluster:
-    """A head and workers on this machine, started in order and stopped in reverse."""
+    """A head and workers on this machine, each with its exporter, started in order and
+    stopped in reverse. ``config_file``: the application's settings, which the head's
+    exporter reads its gauges with."""
 
     def __init__(
         self,
@@ -137,15 +148,32 @@ class LocalRayCluster:
         head: NodeSpec,
         workers: list[NodeSpec],
         env: Mapping[str, str],
+        config_file: Path,
     ) -> None:
         self.data_dir = data_dir
         # Short: Ray's socket paths under it must stay within the kernel's 107 bytes.
         self.temp_dir = Path("/tmp") / f"fgray-{free_port()}"
-        self.head = RayNode(data_dir / "head", head, self.temp_dir, env)
+        names = ["head"] + [f"worker-{i}" for i in range(1, len(workers) + 1)]
+        self.head = RayNode(
+            data_dir / "head", head, self.temp_dir, node_env(env, data_dir / "head")
+        )
         self.workers = [
-            RayNode(data_dir / f"worker-{i}", spec, self.temp_dir, env, self.head.uri)
-            for i, spec in enumerate(workers, 1)
+            RayNode(
+                data_dir / name, spec, self.temp_dir, node_env(env, data_dir / name), self.head.uri
+            )
+            for name, spec in zip(names[1:], workers, strict=True)
         ]
+        self.exporters = {
+            name: MetricsExporter(
+                config_file,
+                data_dir / name / "exporter",
+                data_dir / name / "metrics",
+                "127.0.0.1",
+                free_port(),
+                gauges=name == "head",
+            )
+            for name in names
+        }
 
     @property
     def address(self) -> str:
@@ -155,13 +183,26 @@ class LocalRayCluster:
     def nodes(self) -> list[RayNode]:
         return [self.head, *self.workers]
 
+    def exporter(self, node: RayNode) -> MetricsExporter:
+        """The exporter beside ``node``."""
+        return self.exporters[node.data_dir.name]
+
     @contextmanager
     def running(self) -> Iterator[LocalRayCluster]:
-        """Every node started (head first); on the way out each one stopped, in reverse,
-        whatever another's stop raised, and Ray's session files (logs, sockets) removed."""
+        """Every node and its exporter started (head first); on the way out each one
+        stopped, in reverse, whatever another's stop raised, and Ray's session files (logs,
+        sockets) removed."""
         with ExitStack() as nodes:
             nodes.callback(shutil.rmtree, self.temp_dir, ignore_errors=True)
             for node in self.nodes:
                 node.start()
                 nodes.callback(node.stop)
+                exporter = self.exporter(node)
+                exporter.start()
+                nodes.callback(exporter.stop)
             yield self
+
+
+def node_env(env: Mapping[str, str], node_dir: Path) -> dict[str, str]:
+    """The node's environment: the application's, with the node's own metrics directory."""
+    return {**env, NODE_METRICS_DIR_ENV: str(node_dir / "metrics")}

@@ -1,8 +1,9 @@
 """`facegallery up`: the whole stack on one machine, under one data directory.
 
-Redis (queue and API keys, AOF), the managed Milvus server (gallery) and the served
-application (local Ray with the Serve app: HTTP and gRPC, enrollment workers, /metrics) are
-three managed servers of the one supervisor pattern, started in that order and stopped in the
+Redis (queue and API keys, AOF), the managed Milvus server (gallery), the served
+application (local Ray with the Serve app: HTTP and gRPC, enrollment workers) and the node's
+metrics exporter (with the queue and gallery gauges: this node is the whole cluster) are four
+managed servers of the one supervisor pattern, started in that order and stopped in the
 reverse one. Their data, the thresholds, the settings file they all read and the first API key
 live under ``stack.data_dir``, so a second `up` finds everything the first one left.
 """
@@ -17,6 +18,7 @@ import yaml
 from facegallery.core.config import Settings
 from facegallery.core.errors import FaceGalleryError
 from facegallery.servers import MilvusServer
+from facegallery.servers.metrics_exporter import MetricsExporter
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.serving import ServingServer
 from facegallery.servers.supervisor import ManagedServer, ServerStatus
@@ -33,6 +35,7 @@ class StackInfo:
     data_dir: Path
     http_url: str
     grpc_target: str
+    metrics_url: str
     key_file: Path
     new_key: str | None  # the admin key, when this `up` created it
     statuses: list[ServerStatus]
@@ -45,10 +48,19 @@ class Stack:
         self.data_dir = settings.stack.data_dir.expanduser().resolve()
         self.settings = rebased(settings, self.data_dir)
         self.config_file = self.data_dir / CONFIG_FILE
+        serving = self.settings.serving
         self.servers: list[ManagedServer] = [
             RedisServer(self.settings.redis),
             MilvusServer(self.settings.milvus),
             ServingServer(self.settings, self.config_file, self.data_dir / "serving"),
+            MetricsExporter(
+                self.config_file,
+                self.data_dir / "metrics",
+                serving.metrics_dir,
+                serving.host,
+                serving.metrics_port,
+                gauges=True,
+            ),
         ]
 
     def up(self) -> StackInfo:
@@ -71,6 +83,7 @@ class Stack:
             self.data_dir,
             f"http://{serving.host}:{serving.http_port}",
             f"{serving.host}:{serving.grpc_port}",
+            f"http://{serving.host}:{serving.metrics_port}/metrics",
             self.data_dir / KEY_FILE,
             new_key,
             self.status(),

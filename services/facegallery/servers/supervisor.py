@@ -192,6 +192,13 @@ class ManagedServer(ABC):
         self._forget()
         return True
 
+    def kill(self) -> int:
+        """SIGKILL every process of the server's session at once, as a crash or a lost
+        machine would (no shutdown, nothing flushed); the pid file stays behind as it would
+        then, and the next `start` or `stop` finds it dead. How many processes were killed."""
+        pid = self._owner()
+        return self._kill_session(pid) if pid is not None else 0
+
     def status(self) -> ServerStatus:
         owner = self._owner()
         return ServerStatus(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -22,14 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from facegallery.core.config import Settings
-from facegallery.core.errors import FaceGalleryError, InvalidInput, Overloaded, as_error
-from facegallery.core.telemetry import (
-    GALLERY_SIZE,
-    QUEUE_JOBS,
-    REQUEST_SECONDS,
-    REQUESTS,
-    exposition,
-)
+from facegallery.core.errors import InvalidInput, Overloaded, as_error
+from facegallery.core.telemetry import REQUEST_SECONDS, REQUESTS
 from facegallery.jobs.inline import InlineJobs
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.service.enrollment import ImageInput
@@ -76,9 +69,7 @@ class Api:
         self.queue = queue
         self.keys = keys  # None: authentication switched off (local demo)
         self.settings = settings
-        self.galleries_seen: set[str] = set()
         self.watches: Counter[str] = Counter()  # open watches per key id
-        self.gauges_read_at = -math.inf
         self.image_limits = {
             "identify_batch": settings.serving.max_images_per_request,
             "enroll": settings.queue.max_images_per_job,
@@ -191,29 +182,6 @@ class Api:
             )
             raise InvalidInput(f"invalid request: {problems}") from None
 
-    def metrics(self, tenants: bool) -> bytes:
-        """The node's metrics (the per-tenant series only if ``tenants``: an operator's
-        scrape), with the queue and gallery gauges at most ``serving.metrics_refresh_s``
-        old, so that scraping in a loop costs Redis and Milvus nothing extra."""
-        now = time.monotonic()
-        if now - self.gauges_read_at >= self.settings.serving.metrics_refresh_s:
-            self.gauges_read_at = now
-            self._read_gauges()
-        return exposition(tenants)
-
-    def _read_gauges(self) -> None:
-        try:
-            depth = self.queue.depth()
-            QUEUE_JOBS.labels("unfinished").set(depth.unfinished)
-            QUEUE_JOBS.labels("pending").set(depth.pending)
-            QUEUE_JOBS.labels("dead_letters").set(depth.dead_letters)
-            for gallery in sorted(self.galleries_seen):
-                stats = self.service.stats(gallery)
-                GALLERY_SIZE.labels(gallery, "users").set(stats.users)
-                GALLERY_SIZE.labels(gallery, "templates").set(stats.templates)
-        except FaceGalleryError as exc:  # a scrape still answers with what it has
-            log.warning("metrics: %s", exc.message)
-
     # The operations. Each takes its validated request model.
 
     def _detect(self, r: s.DetectRequest) -> s.DetectResponse:
@@ -233,7 +201,6 @@ class Api:
         answers = self.service.identify_batch(
             r.gallery, [i.data for i in r.images], r.top_k or None, r.threshold, r.target_fpir
         )
-        self.galleries_seen.add(r.gallery)
         point = convert.operating_point(answers.operating_point)
         return s.IdentifyBatchResponse(
             results=[
@@ -258,7 +225,6 @@ class Api:
         job = self.queue.submit(
             r.gallery, r.user_id, images, r.idempotency_key or None, r.face_index, key.key_id
         )
-        self.galleries_seen.add(r.gallery)
         return s.EnrollResponse(job=convert.job_view(job))
 
     def _get_job(self, r: s.GetJobRequest) -> s.GetJobResponse:
@@ -281,7 +247,6 @@ class Api:
 
     def _gallery_stats(self, r: s.GalleryStatsRequest) -> s.GalleryStatsResponse:
         stats = self.service.stats(r.gallery)
-        self.galleries_seen.add(r.gallery)
         return s.GalleryStatsResponse(
             gallery=r.gallery, users=stats.users, templates=stats.templates
         )

@@ -15,7 +15,12 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from facegallery.core.config import METRICS_DIR_ENV, DeploymentSettings, Settings
+from facegallery.core.config import (
+    METRICS_DIR_ENV,
+    NODE_METRICS_DIR_ENV,
+    DeploymentSettings,
+    Settings,
+)
 from facegallery.serving import proxy
 from facegallery.serving.deployments import DetectorDeployment, EmbedderDeployment
 from facegallery.serving.gateway import GRPC_SERVICERS, Gateway
@@ -58,6 +63,8 @@ def deployment_options(
             "runtime_env": {"env_vars": worker_env(settings)},
         },
     }
+    if deployment.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = deployment.max_replicas_per_node
     if deployment.num_replicas == "auto":
         options["autoscaling_config"] = {
             "min_replicas": deployment.min_replicas,
@@ -93,8 +100,10 @@ def required_resources(settings: Settings) -> dict[str, float]:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """Environment of every replica: the metrics directory, and the config file if any."""
-    env = {METRICS_DIR_ENV: str(settings.serving.metrics_dir)}
+    """Environment of every replica: prometheus_client's multiprocess directory, the node's
+    (Ray expands ``${...}`` from the environment the raylet gives the worker), and the config
+    file if any."""
+    env = {METRICS_DIR_ENV: "${" + NODE_METRICS_DIR_ENV + "}"}
     if os.environ.get("FACEGALLERY_CONFIG"):
         env["FACEGALLERY_CONFIG"] = os.environ["FACEGALLERY_CONFIG"]
     return env
@@ -104,9 +113,13 @@ def ray_env(settings: Settings) -> dict[str, str]:
     """What Ray's own processes must find in their environment when Ray starts (Serve's
     proxies read it once): ``serving.max_request_bytes`` as the gRPC proxy's maximum message
     size (a larger message is RESOURCE_EXHAUSTED before it is buffered), the HTTP proxy's
-    body bound (`facegallery.serving.proxy`), which reads the same variable, and the
-    ``serving`` section for the proxies' admission (`facegallery.serving.door`)."""
+    body bound (`facegallery.serving.proxy`), which reads the same variable, the
+    ``serving`` section for the proxies' admission (`facegallery.serving.door`), and the
+    node's metrics directory, where every Ray worker of the node (proxies, replicas) writes
+    and the node's exporter reads: a node's own, not the application's, so that each node
+    exports its own processes (on one machine, each node of a cluster is given another)."""
     return {
+        NODE_METRICS_DIR_ENV: str(settings.serving.metrics_dir),
         proxy.MAX_BYTES_ENV: str(settings.serving.max_request_bytes),
         proxy.CALLBACK_ENV: proxy.CALLBACK,
         proxy.SERVING_ENV: settings.serving.model_dump_json(),

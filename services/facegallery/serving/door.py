@@ -16,8 +16,8 @@ traffic, still decides them.
 A refusal is the gateway's: RESOURCE_EXHAUSTED / 429 with Retry-After and the API's error
 body, counted in ``facegallery_shed_total{reason="admission", stage="proxy"}`` and in
 ``facegallery_requests_total``. The proxy writes its metrics to the node's metrics
-directory like a replica does (`facegallery.serving.proxy` points it there before this
-module is imported), so the node's ``/metrics`` includes them.
+directory like a replica does (the node's environment names it), so the node's exporter
+serves them.
 """
 
 from __future__ import annotations

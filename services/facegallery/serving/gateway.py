@@ -383,30 +383,6 @@ class Gateway:
         the first callers meet warm models (the proxy's own /-/healthz only says Serve runs)."""
         return {"status": "SERVING", "model_id": self.api.service.model_id}
 
-    @http.get(
-        "/metrics",
-        responses={
-            200: {
-                "description": "Prometheus text exposition",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            **_ERRORS,
-        },
-    )
-    async def metrics(self, request: Request) -> Response:
-        """Prometheus exposition for this node. Without a key: every series but the
-        per-tenant ones (gallery ids); with an admin key (Prometheus' ``authorization``
-        credentials): all of them."""
-        token = _token(request.headers)
-        asked = token is not None or self.api.keys is None  # no keys: the local demo's admin
-        try:
-            key = await run_in_threadpool(self.api.authenticate, token) if asked else None
-        except FaceGalleryError as error:
-            return error_response(error)
-        tenants = key is not None and key.role == "admin"
-        body = await run_in_threadpool(self.api.metrics, tenants)
-        return Response(body, media_type="text/plain; version=0.0.4")
-
     # gRPC -----------------------------------------------------------------------------------
 
     async def _grpc(

@@ -18,8 +18,8 @@ Serve's gRPC proxy hands the gateway a copy of the call's context without its de
 a gRPC caller's own deadline travels with the work like the HTTP header does.
 
 Settings reach the proxies through Ray's environment, set before Ray starts: the body bound
-in Ray's own gRPC variable, the ``serving`` section (admission's knobs, the deadlines, the
-metrics directory) as JSON in ``FACEGALLERY_PROXY_SERVING``.
+in Ray's own gRPC variable, the ``serving`` section (admission's knobs, the deadlines) as JSON
+in ``FACEGALLERY_PROXY_SERVING``; the node's metrics directory in ``FACEGALLERY_NODE_METRICS_DIR``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facegallery.core.config import METRICS_DIR_ENV, ServingSettings
+from facegallery.core.config import METRICS_DIR_ENV, NODE_METRICS_DIR_ENV, ServingSettings
 from facegallery.serving.body import too_large
 from facegallery.serving.http_errors import error_response
 from facegallery.wire.metadata import DEADLINE_METADATA
@@ -52,9 +52,10 @@ def middlewares() -> list[Middleware]:
         layers.append(Middleware(BodyLimit, max_bytes=int(os.environ[MAX_BYTES_ENV])))
     if os.environ.get(SERVING_ENV):
         serving = ServingSettings.model_validate_json(os.environ[SERVING_ENV])
-        # Before prometheus_client is first imported (by the door): it picks its
-        # multiprocess mode then, and the node's /metrics sums that directory.
-        os.environ.setdefault(METRICS_DIR_ENV, str(serving.metrics_dir))
+        # Before prometheus_client is first imported here (by the door): it picks its
+        # multiprocess mode then. Only in this process: Ray's own must not have it.
+        node_dir = os.environ.get(NODE_METRICS_DIR_ENV) or str(serving.metrics_dir)
+        os.environ.setdefault(METRICS_DIR_ENV, node_dir)
         from facegallery.serving.door import Door, HttpDoor, admit_grpc_calls
 
         door = Door(serving)

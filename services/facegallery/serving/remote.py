@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import (
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    RayTaskError,
+    WorkerCrashedError,
+)
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -19,7 +25,7 @@ from facegallery.core.deadline import (
     current_priority,
     remaining_s,
 )
-from facegallery.core.errors import FaceGalleryError, Overloaded, Unavailable
+from facegallery.core.errors import FaceGalleryError, Overloaded, Restarting, Unavailable
 from facegallery.vision.pipeline import AlignedFace, DetectedImage, Face, attach_embeddings
 
 POLL_S = 0.1  # how often a waiting call looks at its caller (and wakes at its deadline)
@@ -114,8 +120,14 @@ class ServedPipeline:
                 f"the service is at capacity; retry in {self.retry_after_s} s",
                 retry_after_s=self.retry_after_s,
             ) from exc
-        except (DeploymentUnavailableError, RayActorError) as exc:
-            raise Unavailable(
+        except (
+            DeploymentUnavailableError,
+            RayActorError,
+            NodeDiedError,
+            ObjectLostError,
+            WorkerCrashedError,
+        ) as exc:  # a replica, its node or the batch's result lost with it
+            raise Restarting(
                 f"a model deployment is restarting; retry in {self.retry_after_s} s",
                 retry_after_s=self.retry_after_s,
             ) from exc

@@ -25,6 +25,13 @@ NORMALISATION: dict[str, tuple[float, float]] = {
 }
 
 
+def embedding_id(model_id: str, settings: EmbedSettings) -> str:
+    """The id of the embeddings a prepared recognizer makes with these settings: what
+    galleries and thresholds are keyed by (a process that only reads the gallery needs it
+    without loading the model)."""
+    return f"{model_id}+flip" if settings.flip_tta else model_id
+
+
 class Embedder:
     """A recognizer model: ``embed(crops) -> (N, D)`` unit vectors tagged with ``model_id``.
 
@@ -42,7 +49,7 @@ class Embedder:
         self.runtime = runtime
         self.mean, self.std = NORMALISATION[family]
         self.settings = settings
-        self.model_id = f"{model_id}+flip" if settings.flip_tta else model_id
+        self.model_id = embedding_id(model_id, settings)
 
     def on_runtime(self, runtime: InferenceRuntime) -> Embedder:
         """The same recognizer (normalisation, flip averaging, id) run by ``runtime``: the
