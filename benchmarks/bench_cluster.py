@@ -29,6 +29,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,9 +42,15 @@ import yaml
 from bench_serving import drive, frames, scratch_servers
 from facegallery.assets.samples import Samples, fetch_samples
 from facegallery.client import GrpcClient, HttpClient
-from facegallery.client.open_loop import Caller, OpenLoop, per_second, recovered_after
+from facegallery.client.open_loop import (
+    Caller,
+    OpenLoop,
+    identify_calls,
+    per_second,
+    recovered_after,
+)
 from facegallery.core.config import Settings, load_settings
-from facegallery.servers.ray_cluster import LocalRayCluster, NodeSpec, RayNode
+from facegallery.servers.ray_cluster import LocalRayCluster, NodeSpec
 from facegallery.servers.serving import ServingServer
 from facegallery.serving.app import ray_env
 from facegallery.serving.keys import KeyStore
@@ -99,6 +106,7 @@ def served(
 
 
 def urls(settings: Settings) -> tuple[str, str]:
+    """The app's HTTP URL and gRPC target."""
     serving = settings.serving
     return f"http://127.0.0.1:{serving.http_port}", f"127.0.0.1:{serving.grpc_port}"
 
@@ -149,10 +157,6 @@ def orl_png(samples: Samples, person: int, k: int) -> bytes:
     return bytes(cv2.imencode(".png", image)[1])
 
 
-def hosting(node: RayNode, deployment: str) -> int:
-    return sum(f"ServeReplica:facegallery:{deployment}" in t for t in node.process_titles())
-
-
 def wait(condition: Callable[[], bool], timeout_s: float) -> float | None:
     """Seconds until ``condition`` held (None: not within ``timeout_s``)."""
     start = time.monotonic()
@@ -163,31 +167,22 @@ def wait(condition: Callable[[], bool], timeout_s: float) -> float | None:
     return time.monotonic() - start
 
 
-def callers(settings: Settings, token: str, photo: bytes) -> list[Callable[[], Caller]]:
-    url, target = urls(settings)
-
-    def http() -> Caller:
-        client = HttpClient(url, token, DEADLINE_S, attempts=1)
-        return lambda: client.identify(GALLERY, photo)
-
-    def grpc() -> Caller:
-        client = GrpcClient(target, token, DEADLINE_S, attempts=1)
-        return lambda: client.identify(GALLERY, photo)
-
-    return [http, grpc]
+def calls(settings: Settings, token: str, photo: bytes) -> list[Callable[[], Caller]]:
+    """The open loop's identify calls, HTTP and gRPC."""
+    return identify_calls(*urls(settings), token, GALLERY, photo, DEADLINE_S)
 
 
 def node_loss(
     cluster: LocalRayCluster, settings: Settings, token: str, samples: Samples, rate: float
 ) -> dict[str, Any]:
     """Kill the Embedder's worker node under an open loop with jobs in flight; bring it back."""
-    (lost,) = [n for n in cluster.workers if hosting(n, "Embedder")]
+    (lost,) = [n for n in cluster.workers if n.replicas("Embedder")]
     (survivor,) = [n for n in cluster.workers if n is not lost]
     url, _ = urls(settings)
     http = HttpClient(url, token)
     photo = samples.photo("obama2.jpg").read_bytes()
     out: dict[str, Any] = {"rate_per_s": rate, "deadline_s": DEADLINE_S}
-    with OpenLoop(callers(settings, token, photo), rate) as load:
+    with OpenLoop(calls(settings, token, photo), rate) as load:
         time.sleep(5.0)
         jobs = {}
         for person in JOB_USERS:
@@ -196,21 +191,18 @@ def node_loss(
             jobs[user] = http.enroll(GALLERY, user, images, idempotency_key=f"{user}-once")
         killed = time.monotonic()
         out["processes_killed"] = lost.kill() + cluster.exporter(lost).kill()
-        out["embedder_running_again_s"] = wait(lambda: hosting(survivor, "Embedder") == 1, 180)
+        out["embedder_running_again_s"] = wait(lambda: survivor.replicas("Embedder") == 1, 180)
         out["recovered_s"] = None
         deadline = time.monotonic() + 180
         while out["recovered_s"] is None and time.monotonic() < deadline:
             time.sleep(1.0)
             out["recovered_s"] = recovered_after(load.since(killed), killed, STEADY_S)
         after = load.since(killed)
-    codes: dict[str, int] = {}
-    for o in after:
-        codes[o.code] = codes.get(o.code, 0) + 1
-    out["calls_after_kill"] = codes
+    out["calls_after_kill"] = dict(Counter(o.code for o in after))
     out["refusals_without_retry_after"] = sum(
         o.code not in {"OK", "DEADLINE_EXCEEDED"} and not o.retry_after_s for o in after
     )
-    out["slowest_call_s"] = round(max(o.seconds for o in after), 2)
+    out["slowest_call_s"] = round(max((o.seconds for o in after), default=0.0), 2)
     out["per_second_after_kill"] = per_second(after, killed)
     done = wait(lambda: all(http.get_job(j.job_id).status == "done" for j in jobs.values()), 180)
     out["jobs_done_s_after_kill"] = None if done is None else round(time.monotonic() - killed, 1)
@@ -222,7 +214,7 @@ def node_loss(
     lost.start()
     cluster.exporter(lost).start()
     out["node_start_s"] = round(time.monotonic() - restarted, 1)
-    back = wait(lambda: hosting(lost, "Detector") == 1, 180)
+    back = wait(lambda: lost.replicas("Detector") == 1, 180)
     out["detector_back_on_node_s"] = None if back is None else round(back + out["node_start_s"], 1)
     return out
 
@@ -233,25 +225,21 @@ def controller_loss(
     """SIGKILL the Serve controller under the open loop: the data plane keeps answering."""
 
     def controllers() -> list[int]:
-        return [
-            pid
-            for pid, title in cluster.head.process_pids_and_titles()
-            if title.startswith("ray::ServeController")
-        ]
+        return cluster.head.pids_titled("ray::ServeController")
 
     (controller,) = controllers()
     photo = samples.photo("obama2.jpg").read_bytes()
-    with OpenLoop(callers(settings, token, photo), rate) as load:
+    with OpenLoop(calls(settings, token, photo), rate) as load:
         time.sleep(2.0)
         killed = time.monotonic()
         os.kill(controller, signal.SIGKILL)
         again = wait(lambda: bool(controllers()) and controller not in controllers(), 120)
         time.sleep(5.0)
         during = load.since(killed)
-    codes: dict[str, int] = {}
-    for o in during:
-        codes[o.code] = codes.get(o.code, 0) + 1
-    return {"controller_back_s": again and round(again, 1), "calls": codes}
+    return {
+        "controller_back_s": again and round(again, 1),
+        "calls": dict(Counter(o.code for o in during)),
+    }
 
 
 def main() -> None:
@@ -272,9 +260,11 @@ def main() -> None:
     }
     with scratch_servers("bench-cluster-") as (base_overrides, _):
         for layout, (head, workers) in layouts.items():
-            root = Path(tempfile.mkdtemp(prefix=f"bench-cluster-{layout}-"))
             overrides = app_overrides(base_overrides, spread=bool(workers))
-            with served(root, overrides, head, workers) as (cluster, settings, token):
+            with (
+                tempfile.TemporaryDirectory(prefix=f"bench-cluster-{layout}-") as scratch,
+                served(Path(scratch), overrides, head, workers) as (cluster, settings, token),
+            ):
                 http = HttpClient(urls(settings)[0], token)
                 for portrait in ("obama.jpg", "astronaut.png"):
                     http.wait_job(http.enroll(GALLERY, portrait, [samples.photo(portrait)]).job_id)

@@ -4,6 +4,7 @@ user's cap, and SIGTERM finishing the job in hand."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -408,3 +409,27 @@ def test_a_model_deployment_restarting_uses_up_no_attempt(
         assert queue.get(job.job_id).status == "queued" and queue.depth().dead_letters == 0
     assert worker.run(max_jobs=1) == 1
     assert queue.get(job.job_id).status == "done" and len(tries) == 2 * qs.max_deliveries + 1
+
+
+def test_a_job_that_always_meets_a_restart_ends_dead_lettered(
+    redis_server: RedisServer, settings: Settings, samples: Samples
+) -> None:
+    """A job whose every try kills the replica it runs on looks like a node lost: it is
+    handed back for free only for queue.service_wait_s, then its tries count."""
+    qs = queue_settings(
+        redis_server, claim_idle_ms=100, block_ms=100, max_deliveries=2, service_wait_s=0.5
+    )
+    queue = EnrollmentQueue(qs, settings.decode)
+    job = queue.submit("poison", "s22", orl_photos(samples, 22, 1))
+
+    def enroll_killing_its_replica(*_: Any) -> EnrollResult:
+        raise Restarting("a model deployment is restarting; retry in 1 s", retry_after_s=1)
+
+    worker = Worker(queue, enroll_killing_its_replica)
+    deadline = time.monotonic() + 30
+    while not queue.get(job.job_id).finished and time.monotonic() < deadline:
+        with contextlib.suppress(Restarting):
+            worker.run_once()
+    failed = queue.get(job.job_id)
+    assert failed.status == "failed" and "restarting" in (failed.error or "")
+    assert queue.depth().dead_letters == 1

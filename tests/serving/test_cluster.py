@@ -24,11 +24,11 @@ import pytest
 import yaml
 
 from facegallery.assets.samples import Samples
-from facegallery.client import GrpcClient, HttpClient
+from facegallery.client import GrpcClient, HttpClient, open_loop
 from facegallery.client.open_loop import Caller, OpenLoop, Outcome, recovered_after
 from facegallery.core.config import Settings
 from facegallery.servers import MilvusServer
-from facegallery.servers.ray_cluster import LocalRayCluster, NodeSpec, RayNode
+from facegallery.servers.ray_cluster import LocalRayCluster, NodeSpec
 from facegallery.servers.redis import RedisServer
 from facegallery.servers.serving import ServingServer
 from facegallery.serving.app import ray_env
@@ -111,11 +111,6 @@ def cluster_app(
         yield app
 
 
-def _hosting(node: RayNode, deployment: str) -> int:
-    """How many replicas of ``deployment`` run on ``node`` (seen from its process tree)."""
-    return sum(f"ServeReplica:facegallery:{deployment}" in t for t in node.process_titles())
-
-
 def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
     """Seconds until ``condition`` held; fails the test after ``timeout_s``."""
     start = time.monotonic()
@@ -135,10 +130,10 @@ def test_identify_and_enrollment_are_served_across_nodes(
         assert face.candidates and face.candidates[0].user_id == "obama"
 
     head, *workers = cluster_app.cluster.nodes
-    assert _hosting(head, "Detector") == _hosting(head, "Embedder") == 0
-    assert [_hosting(w, "Detector") for w in workers] == [1, 1]  # one per node, as set
-    assert sorted(_hosting(w, "Embedder") for w in workers) == [0, 1]
-    assert _hosting(head, "Gateway") == 1 and _hosting(head, "EnrollmentWorkers") == 1
+    assert head.replicas("Detector") == head.replicas("Embedder") == 0
+    assert [w.replicas("Detector") for w in workers] == [1, 1]  # one per node, as set
+    assert sorted(w.replicas("Embedder") for w in workers) == [0, 1]
+    assert head.replicas("Gateway") == 1 and head.replicas("EnrollmentWorkers") == 1
 
 
 def test_prometheus_sees_each_nodes_series_once(
@@ -163,7 +158,7 @@ def test_prometheus_sees_each_nodes_series_once(
         assert prometheus.wait_for(calls, before + made) == before + made
 
         # The embedder's node exports the embedder's batches, and only it does.
-        (embedder_node,) = [n for n in cluster.workers if _hosting(n, "Embedder")]
+        (embedder_node,) = [n for n in cluster.workers if n.replicas("Embedder")]
         batches = prometheus.query('facegallery_batch_size_count{deployment="embedder"} > 0')
         assert {r["metric"]["node"] for r in batches} == {embedder_node.data_dir.name}
         detectors = prometheus.query('facegallery_batch_size_count{deployment="detector"} > 0')
@@ -180,18 +175,10 @@ def test_prometheus_sees_each_nodes_series_once(
         assert users is not None and users >= 1
 
 
-def identify_callers(app: ClusterApp, photo: bytes) -> list[Callable[[], Caller]]:
-    """HTTP and gRPC identify calls, one attempt each with ``DEADLINE_S``."""
-
-    def over(protocol: str) -> Caller:
-        client = (
-            GrpcClient(app.grpc_target, app.admin, DEADLINE_S, attempts=1)
-            if protocol == "grpc"
-            else HttpClient(app.http_url, app.admin, DEADLINE_S, attempts=1)
-        )
-        return lambda: client.identify(GALLERY, photo)
-
-    return [lambda: over("http"), lambda: over("grpc")]
+def identify_calls(app: ClusterApp, photo: bytes) -> list[Callable[[], Caller]]:
+    return open_loop.identify_calls(
+        app.http_url, app.grpc_target, app.admin, GALLERY, photo, DEADLINE_S
+    )
 
 
 def assert_answered_well(outcomes: list[Outcome]) -> None:
@@ -207,11 +194,11 @@ def test_a_node_lost_under_load_loses_and_doubles_nothing(
     cluster_app: ClusterApp, samples: Samples
 ) -> None:
     cluster = cluster_app.cluster
-    (lost,) = [n for n in cluster.workers if _hosting(n, "Embedder")]
+    (lost,) = [n for n in cluster.workers if n.replicas("Embedder")]
     (survivor,) = [n for n in cluster.workers if n is not lost]
     http = HttpClient(cluster_app.http_url, cluster_app.admin)
     photo = samples.photo("obama2.jpg").read_bytes()
-    with OpenLoop(identify_callers(cluster_app, photo), RATE_PER_S) as load:
+    with OpenLoop(identify_calls(cluster_app, photo), RATE_PER_S) as load:
         time.sleep(4.0)
         jobs = {}
         for person in JOB_USERS:
@@ -230,7 +217,7 @@ def test_a_node_lost_under_load_loses_and_doubles_nothing(
     assert_answered_well(after)
     recovery = recovered_after(after, killed_at, STEADY_S)
     assert recovery is not None and recovery <= RECOVERY_BOUND_S, (recovery, took)
-    assert _hosting(survivor, "Embedder") == 1  # restarted where there was room
+    assert survivor.replicas("Embedder") == 1  # restarted where there was room
 
     # Every acknowledged job completes, with exactly its templates: none lost, none twice.
     for user, job in jobs.items():
@@ -241,7 +228,7 @@ def test_a_node_lost_under_load_loses_and_doubles_nothing(
     # The node comes back: the Detector replica it lost (one per node) is placed on it again.
     lost.start()
     cluster.exporter(lost).start()
-    _wait(lambda: _hosting(lost, "Detector") == 1, 120.0, "a Detector replica back on the node")
+    _wait(lambda: lost.replicas("Detector") == 1, 120.0, "a Detector replica back on the node")
     (face,) = http.identify(GALLERY, photo).faces
     assert face.candidates[0].user_id == "obama"
 
@@ -252,15 +239,11 @@ def test_the_data_plane_answers_while_the_serve_controller_is_killed(
     head = cluster_app.cluster.head
 
     def controllers() -> list[int]:
-        return [
-            pid
-            for pid, title in head.process_pids_and_titles()
-            if title.startswith("ray::ServeController")
-        ]
+        return head.pids_titled("ray::ServeController")
 
     (controller,) = controllers()
     photo = samples.photo("obama2.jpg").read_bytes()
-    with OpenLoop(identify_callers(cluster_app, photo), RATE_PER_S) as load:
+    with OpenLoop(identify_calls(cluster_app, photo), RATE_PER_S) as load:
         time.sleep(2.0)
         killed_at = time.monotonic()
         os.kill(controller, signal.SIGKILL)

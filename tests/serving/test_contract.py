@@ -84,12 +84,16 @@ def test_serve_config_carries_the_settings() -> None:
     settings = Settings()
     settings.serving.embedder.num_replicas = "auto"
     settings.serving.embedder.max_replicas = 6
+    settings.serving.detector.max_replicas_per_node = 1
     rendered = serve_config(settings, {"gallery": {"uri": "http://milvus:19530"}})
     ServeDeploySchema.model_validate(rendered)
     (application,) = rendered["applications"]
     assert application["args"] == {"settings": {"gallery": {"uri": "http://milvus:19530"}}}
     embedder = next(d for d in application["deployments"] if d["name"] == "Embedder")
     assert embedder["autoscaling_config"]["max_replicas"] == 6 and "num_replicas" not in embedder
+    assert "max_replicas_per_node" not in embedder  # Serve's default: no bound
+    detector = next(d for d in application["deployments"] if d["name"] == "Detector")
+    assert detector["max_replicas_per_node"] == 1
 
 
 def test_a_local_ray_offers_the_custom_resources_the_settings_ask_for() -> None:

@@ -275,6 +275,9 @@ def serve_metrics(
             "node of the cluster (the head).",
         ),
     ] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen here (default: serving.host).")
+    ] = None,
     port: Annotated[
         int | None, typer.Option("--port", help="Listen here (default: serving.metrics_port).")
     ] = None,
@@ -298,9 +301,10 @@ def serve_metrics(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    address = host or settings.serving.host
     chosen = port or settings.serving.metrics_port
-    typer.echo(f"metrics: http://{settings.serving.host}:{chosen}/metrics from {metrics_dir}")
-    serve(settings, metrics_dir, chosen, gauges, stop)
+    typer.echo(f"metrics: http://{address}:{chosen}/metrics from {metrics_dir}")
+    serve(settings, metrics_dir, address, chosen, gauges, stop)
 
 
 @serve_app.command("run")
@@ -319,7 +323,7 @@ def serve_run(
 ) -> None:
     """Run the application on a local Ray of its own, or on a cluster, until SIGTERM or
     Ctrl-C, then take it down (it needs the Milvus server and Redis; `facegallery up` starts
-    all three)."""
+    them and the metrics exporter)."""
     import math
     import signal
     import threading

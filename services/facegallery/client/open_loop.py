@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 
+from facegallery.client.grpc import GrpcClient
+from facegallery.client.http import HttpClient
 from facegallery.core.errors import FaceGalleryError
 
 Caller = Callable[[], object]
@@ -24,9 +26,12 @@ Caller = Callable[[], object]
 
 @dataclass(frozen=True)
 class Outcome:
-    sent_at: float  # time.monotonic()
+    """One call: when it was due (``time.monotonic()``: a call that waited for a free
+    thread shows its wait), how long it took from then, and how it ended."""
+
+    sent_at: float
     seconds: float
-    code: str  # OK, or the error's gRPC status name
+    code: str  # OK, the error's gRPC status name, or an unexpected exception's type name
     retry_after_s: int | None
 
 
@@ -70,22 +75,40 @@ class OpenLoop:
     def _pace(self) -> None:
         due, turn = time.monotonic(), 0
         while not self.stop.is_set():
-            self.pool.submit(self._call, turn % len(self.callers))
+            self.pool.submit(self._call, turn % len(self.callers), due)
             turn += 1
             due += self.interval
             self.stop.wait(max(0.0, due - time.monotonic()))
 
-    def _call(self, which: int) -> None:
-        made: dict[int, Caller] = self.local.__dict__.setdefault("callers", {})
-        if which not in made:
-            made[which] = self.callers[which]()
-        start = time.monotonic()
+    def _call(self, which: int, due: float) -> None:
         code, retry_after = "OK", None
         try:
+            made: dict[int, Caller] = self.local.__dict__.setdefault("callers", {})
+            if which not in made:
+                made[which] = self.callers[which]()
             made[which]()
         except FaceGalleryError as exc:
             code, retry_after = exc.grpc_code, exc.retry_after_s
-        self.outcomes.append(Outcome(start, time.monotonic() - start, code, retry_after))
+        except Exception as exc:  # kept, never lost in the pool: a check must see it
+            code = type(exc).__name__
+        self.outcomes.append(Outcome(due, time.monotonic() - due, code, retry_after))
+
+
+def identify_calls(
+    http_url: str, grpc_target: str, api_key: str, gallery: str, image: bytes, deadline_s: float
+) -> list[Callable[[], Caller]]:
+    """Identify ``image`` over HTTP and over gRPC, in turn: one attempt each (a refusal is
+    an outcome, not retried), with ``deadline_s``."""
+
+    def http() -> Caller:
+        client = HttpClient(http_url, api_key, deadline_s, attempts=1)
+        return lambda: client.identify(gallery, image)
+
+    def grpc() -> Caller:
+        client = GrpcClient(grpc_target, api_key, deadline_s, attempts=1)
+        return lambda: client.identify(gallery, image)
+
+    return [http, grpc]
 
 
 def per_second(outcomes: Sequence[Outcome], start: float) -> list[dict[str, int]]:

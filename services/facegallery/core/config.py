@@ -401,6 +401,13 @@ class QueueSettings(Section):
         description="Workers that may die while running one job (a node lost, an OOM kill) "
         "before it is dead-lettered instead of delivered again.",
     )
+    service_wait_s: float = Field(
+        default=180.0,
+        ge=0,
+        description="How long a job whose tries meet the model deployments restarting (a "
+        "node lost) or full is handed back without using up an attempt; past it, each such "
+        "try counts (a job whose every try kills a replica ends dead-lettered).",
+    )
     block_ms: int = Field(default=1000, ge=1, description="How long a worker waits for work.")
 
     @model_validator(mode="after")
@@ -552,6 +559,15 @@ class ServingSettings(Section):
     )
     retry_after_s: int = Field(
         default=1, ge=1, description="Retry-After sent when a deployment refuses work."
+    )
+    node_loss_detection_s: int = Field(
+        default=3,
+        ge=1,
+        description="How soon the head declares a node that stopped answering dead, so that "
+        "calls waiting on its replicas end (503 with Retry-After) and Serve replaces them: "
+        "Ray's health checks run once a second and this many may fail in a row (Ray's own "
+        "default is about 15 s, longer than most deadlines). Raise it where a loaded raylet "
+        "may miss a few seconds of checks.",
     )
     deadline_s: float = Field(
         default=10.0,

@@ -17,22 +17,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import (
-    Counter,
-    Gauge,
-    Histogram,
-)
-
 from facegallery.core.config import METRICS_DIR_ENV, NODE_METRICS_DIR_ENV
 
 if os.environ.get(METRICS_DIR_ENV):  # a fresh node (or `serve deploy`) has no directory yet
     Path(os.environ[METRICS_DIR_ENV]).mkdir(parents=True, exist_ok=True)
-elif METRICS_DIR_ENV in os.environ:  # a replica on a node started without it
+elif METRICS_DIR_ENV in os.environ:
+    # A replica on a node started without the node's directory: Ray expanded the reference
+    # to nothing. Removed before prometheus_client reads it (it would take the empty string
+    # for the working directory and write there).
+    del os.environ[METRICS_DIR_ENV]
     logging.getLogger(__name__).warning(
         "this node was started without %s (`facegallery serve env`): the metrics of this "
         "process are not exported",
         NODE_METRICS_DIR_ENV,
     )
+
+from prometheus_client import Counter, Gauge, Histogram  # read after the environment above
+
 _LATENCY = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -111,7 +112,7 @@ QUEUE_JOBS = Gauge(
 )
 GALLERY_SIZE = Gauge(
     "facegallery_gallery_size",
-    "Users and templates per gallery (galleries this gateway has served).",
+    "Users and templates per gallery (every gallery an enrollment job was queued for).",
     ["gallery", "kind"],
     multiprocess_mode="mostrecent",
 )

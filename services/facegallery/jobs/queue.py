@@ -52,7 +52,7 @@ _NAME_MAX = 256
 
 _SUBMIT = """
 local job_key, images_key, stream, unfinished, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local idem_key, owner_jobs, owner_bytes = KEYS[6], KEYS[7], KEYS[8]
+local idem_key, owner_jobs, owner_bytes, galleries = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local job_id, payload, max_jobs, max_bytes, nbytes, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local nfields = tonumber(ARGV[7])
@@ -88,6 +88,7 @@ if idem_key ~= job_key then redis.call('SET', idem_key, job_id, 'EX', ttl) end
 redis.call('XADD', stream, '*', 'job', job_id)
 redis.call('INCR', unfinished)
 redis.call('INCRBY', held, nbytes)
+redis.call('SADD', galleries, redis.call('HGET', job_key, 'gallery'))
 return {'created', job_id}
 """
 
@@ -278,7 +279,8 @@ class EnrollmentQueue:
             args += [str(index), content]
         keys = [job_key, self._images_key(job_id), self.stream, self._unfinished, self._held]
         owners = [self._owner_jobs, self._owner_bytes]
-        answer = self._redis(self._submit, keys=[*keys, idem_key, *owners], args=args)
+        keys += [idem_key, *owners, self._galleries]
+        answer = self._redis(self._submit, keys=keys, args=args)
         verdict, value = (v.decode() for v in answer)
         if verdict == "existing":
             return self.get(value)
@@ -295,9 +297,6 @@ class EnrollmentQueue:
                 f"{self.settings.retry_after_s} s",
                 retry_after_s=self.settings.retry_after_s,
             )
-        # For the gallery gauges only: a name lost between the two calls returns with the
-        # gallery's next job.
-        self._redis(self.redis.sadd, self._galleries, gallery)
         return job_from_fields(fields)  # what the script just stored, without reading it back
 
     def galleries(self) -> list[str]:
@@ -459,6 +458,14 @@ class EnrollmentQueue:
             self._job_key(delivery.job_id),
             mapping={"status": "queued", "error": message},
         )
+
+    def waits_for_service(self, job_id: str) -> bool:
+        """Whether the job may still be handed back for free because the service (not the
+        job) failed: since the first such try, less than ``service_wait_s`` has passed."""
+        key, now = self._job_key(job_id), time.time()
+        self._redis(self.redis.hsetnx, key, "service_wait_since", repr(now))
+        since = float(self._redis(self.redis.hget, key, "service_wait_since") or now)
+        return now - since < self.settings.service_wait_s
 
     def requeue(self, delivery: Delivery) -> None:
         """Hand the job back as a fresh entry (its user was busy), without using up one of

@@ -144,9 +144,11 @@ class Worker:
     def _failed(self, delivery: Delivery, exc: Exception, fence: Fence) -> None:
         """A refused input fails the job; a model deployment restarting or full hands it
         back without using up an attempt, and the worker pauses (re-raised to `run`: the
-        service's state, not the job's, so a node lost for a minute dead-letters nothing);
-        anything else is retried on a later delivery (then dead-lettered). A job no longer
-        this worker's is left to its new owner, and this one writes nothing."""
+        service's state, not the job's, so a node lost for a minute dead-letters nothing),
+        for at most ``queue.service_wait_s`` (a job that kills the replica it runs on would
+        look the same, and must end); anything else is retried on a later delivery (then
+        dead-lettered). A job no longer this worker's is left to its new owner, and this
+        one writes nothing."""
         try:
             fence()
         except LeaseLost as lost:
@@ -155,7 +157,9 @@ class Worker:
         if isinstance(exc, InvalidInput):
             self._give_up(delivery, exc.message)
             return
-        if isinstance(exc, Restarting | Overloaded):
+        if isinstance(exc, Restarting | Overloaded) and self.queue.waits_for_service(
+            delivery.job_id
+        ):
             self.queue.requeue(delivery)
             raise exc
         log.warning("job %s attempt %d: %s", delivery.job_id, delivery.deliveries, exc)

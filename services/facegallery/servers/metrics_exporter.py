@@ -48,7 +48,8 @@ class MetricsExporter(ManagedServer):
 
     def launch(self) -> Launch:
         command = [sys.executable, "-m", "facegallery", "serve", "metrics"]
-        command += ["--port", str(self.port)] + (["--gauges"] if self.gauges else [])
+        command += ["--host", self.host, "--port", str(self.port)]
+        command += ["--gauges"] if self.gauges else []
         return Launch(
             command=command,
             cwd=self.data_dir,

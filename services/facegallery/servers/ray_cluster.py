@@ -117,6 +117,15 @@ class RayNode(ManagedServer):
         runs, seen from outside Ray."""
         return [title for _, title in self.process_pids_and_titles()]
 
+    def pids_titled(self, prefix: str) -> list[int]:
+        """The node's processes whose title starts with ``prefix`` (``ray::ServeController``:
+        the Serve controller, on the head)."""
+        return [pid for pid, title in self.process_pids_and_titles() if title.startswith(prefix)]
+
+    def replicas(self, deployment: str) -> int:
+        """How many replicas of the application's ``deployment`` run on the node."""
+        return sum(f"ServeReplica:facegallery:{deployment}" in t for t in self.process_titles())
+
     def process_pids_and_titles(self) -> list[tuple[int, str]]:
         """(pid, command line) of every process of the node: the raylet's workers make
         process groups of their own but stay in the node's session."""

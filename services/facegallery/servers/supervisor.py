@@ -194,10 +194,18 @@ class ManagedServer(ABC):
 
     def kill(self) -> int:
         """SIGKILL every process of the server's session at once, as a crash or a lost
-        machine would (no shutdown, nothing flushed); the pid file stays behind as it would
-        then, and the next `start` or `stop` finds it dead. How many processes were killed."""
+        machine would (no shutdown, nothing flushed), and wait until they are gone; the pid
+        file stays behind as it would then, and the next `start` or `stop` finds it dead.
+        How many processes there were (0: none ran)."""
+        record = self._read_pid_file()
         pid = self._owner()
-        return self._kill_session(pid) if pid is not None else 0
+        if record is None or pid is None:
+            return 0
+        count = len(session_members(pid))
+        self._kill_session(pid)
+        if not self._wait_gone(pid, record[1], 30.0):
+            raise Unavailable(f"{self.name} (pid {pid}) survived SIGKILL")
+        return count
 
     def status(self) -> ServerStatus:
         owner = self._owner()

@@ -10,7 +10,6 @@ line."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -30,8 +29,6 @@ from facegallery.service.face_service import FaceService
 from facegallery.serving import convert
 from facegallery.serving.keys import ADMIN, ApiKey, KeyStore, Role
 from facegallery.wire import schemas as s
-
-log = logging.getLogger(__name__)
 
 
 def _named_gallery(request: Any) -> str | None:

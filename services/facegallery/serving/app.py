@@ -117,8 +117,13 @@ def ray_env(settings: Settings) -> dict[str, str]:
     ``serving`` section for the proxies' admission (`facegallery.serving.door`), and the
     node's metrics directory, where every Ray worker of the node (proxies, replicas) writes
     and the node's exporter reads: a node's own, not the application's, so that each node
-    exports its own processes (on one machine, each node of a cluster is given another)."""
+    exports its own processes (on one machine, each node of a cluster is given another);
+    on the head, how soon a silent node is declared dead (``serving.node_loss_detection_s``:
+    Ray's GCS health checks, once a second)."""
     return {
+        "RAY_health_check_period_ms": "1000",
+        "RAY_health_check_timeout_ms": "1000",
+        "RAY_health_check_failure_threshold": str(settings.serving.node_loss_detection_s),
         NODE_METRICS_DIR_ENV: str(settings.serving.metrics_dir),
         proxy.MAX_BYTES_ENV: str(settings.serving.max_request_bytes),
         proxy.CALLBACK_ENV: proxy.CALLBACK,

@@ -39,7 +39,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from facegallery.core.config import Settings
-from facegallery.core.errors import FaceGalleryError
+from facegallery.core.errors import as_error
 from facegallery.core.telemetry import GALLERY_SIZE, QUEUE_JOBS
 from facegallery.gallery import Gallery
 from facegallery.jobs.queue import EnrollmentQueue
@@ -51,39 +51,47 @@ log = logging.getLogger(__name__)
 
 class ClusterGauges:
     """The enrollment queue's depth and every enrolled gallery's size, read at most every
-    ``serving.metrics_refresh_s`` (scraping in a loop costs Redis and Milvus nothing more)."""
+    ``serving.metrics_refresh_s`` (scraping in a loop costs Redis and Milvus nothing more).
+    The gallery is opened on the first read, not at start: an exporter starts, and serves its
+    node's other series, while Milvus is still away."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.queue = EnrollmentQueue(settings.queue, settings.decode)
-        recognizer = ModelStore(settings.models).load_configured()[1]
-        self.gallery = Gallery(
-            settings.gallery,
-            embedding_id(recognizer.model_id, settings.embed),
-            embedding_dimension(recognizer),
-        )
-        self.refresh_s = settings.serving.metrics_refresh_s
+        self.gallery: Gallery | None = None
         self.read_at = -math.inf
         self.lock = threading.Lock()
 
     def refresh(self) -> None:
-        """Set the gauges when they are older than ``refresh_s``; an unreachable Redis or
-        Milvus is logged and the scrape answers with what it has."""
+        """Set the gauges when they are older than ``metrics_refresh_s``; whatever fails
+        (Redis or Milvus away, the models not prepared) is logged, and the scrape answers
+        with what it has."""
         with self.lock:
             now = time.monotonic()
-            if now - self.read_at < self.refresh_s:
+            if now - self.read_at < self.settings.serving.metrics_refresh_s:
                 return
             self.read_at = now
             try:
-                depth = self.queue.depth()
-                QUEUE_JOBS.labels("unfinished").set(depth.unfinished)
-                QUEUE_JOBS.labels("pending").set(depth.pending)
-                QUEUE_JOBS.labels("dead_letters").set(depth.dead_letters)
-                for name in self.queue.galleries():
-                    stats = self.gallery.stats(name)
-                    GALLERY_SIZE.labels(name, "users").set(stats.users)
-                    GALLERY_SIZE.labels(name, "templates").set(stats.templates)
-            except FaceGalleryError as exc:
-                log.warning("metrics: %s", exc.message)
+                self._read()
+            except Exception as exc:
+                log.warning("metrics: queue and gallery gauges not read: %s", as_error(exc).message)
+
+    def _read(self) -> None:
+        depth = self.queue.depth()
+        QUEUE_JOBS.labels("unfinished").set(depth.unfinished)
+        QUEUE_JOBS.labels("pending").set(depth.pending)
+        QUEUE_JOBS.labels("dead_letters").set(depth.dead_letters)
+        if self.gallery is None:
+            recognizer = ModelStore(self.settings.models).load_configured()[1]
+            self.gallery = Gallery(
+                self.settings.gallery,
+                embedding_id(recognizer.model_id, self.settings.embed),
+                embedding_dimension(recognizer),
+            )
+        for name in self.queue.galleries():
+            stats = self.gallery.stats(name)
+            GALLERY_SIZE.labels(name, "users").set(stats.users)
+            GALLERY_SIZE.labels(name, "templates").set(stats.templates)
 
 
 class NodeMetrics(Collector):
@@ -95,6 +103,7 @@ class NodeMetrics(Collector):
         self.gauges = gauges
 
     def collect(self) -> Iterable[Metric]:
+        """Read at each scrape: the files of processes started since are included."""
         if self.gauges is not None:
             self.gauges.refresh()
         node = multiprocess.MultiProcessCollector(None, path=str(self.metrics_dir))  # type: ignore[no-untyped-call]
@@ -102,14 +111,19 @@ class NodeMetrics(Collector):
 
 
 def serve_metrics(
-    settings: Settings, metrics_dir: Path, port: int, gauges: bool, stop: threading.Event
+    settings: Settings,
+    metrics_dir: Path,
+    host: str,
+    port: int,
+    gauges: bool,
+    stop: threading.Event,
 ) -> None:
-    """Serve ``GET /metrics`` on ``serving.host``:``port`` until ``stop`` is set. The
+    """Serve ``GET /metrics`` on ``host``:``port`` until ``stop`` is set. The
     process must run prometheus_client's multiprocess mode on ``metrics_dir`` (its caller
     sets the variable before the first import), so that its gauges join the node's sum."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeMetrics(metrics_dir, ClusterGauges(settings) if gauges else None))
-    server, thread = start_http_server(port, settings.serving.host, registry)
+    server, thread = start_http_server(port, host, registry)
     try:
         stop.wait()
     finally:
