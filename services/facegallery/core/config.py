@@ -564,10 +564,11 @@ class ServingSettings(Section):
         default=3,
         ge=1,
         description="How soon the head declares a node that stopped answering dead, so that "
-        "calls waiting on its replicas end (503 with Retry-After) and Serve replaces them: "
-        "Ray's health checks run once a second and this many may fail in a row (Ray's own "
-        "default is about 15 s, longer than most deadlines). Raise it where a loaded raylet "
-        "may miss a few seconds of checks.",
+        "Serve sends the calls waiting on its replicas to others (or waits, within each "
+        "call's deadline, for their replacements) and starts the replacements: Ray's health "
+        "checks run once a second and this many may fail in a row (Ray's own default is "
+        "about 15 s, longer than most deadlines). Raise it where a loaded raylet may miss a "
+        "few seconds of checks.",
     )
     deadline_s: float = Field(
         default=10.0,
