@@ -44,7 +44,8 @@ def test_submit_then_a_worker_enrolls_with_per_image_outcomes(
     ]
     job = queue.submit("jobs-basic", "s5", photos)
     assert job.status == "queued" and job.images == ["s5/1.png", "s5/2.png", "group.jpg"]
-    assert queue.depth().unfinished == 1
+    waiting = queue.depth()
+    assert waiting.unfinished == 1 and 0 <= waiting.oldest_s < 60
     assert Worker(queue, service.enroll).run(max_jobs=1) == 1
     done = queue.wait(job.job_id, 5)
     assert done.status == "done" and done.attempts == 1 and done.finished_at is not None
@@ -55,7 +56,7 @@ def test_submit_then_a_worker_enrolls_with_per_image_outcomes(
         o["template_id"] for o in done.outcomes[:2]
     }
     depth = queue.depth()
-    assert (depth.unfinished, depth.pending, depth.held_bytes) == (0, 0, 0)
+    assert (depth.unfinished, depth.pending, depth.held_bytes, depth.oldest_s) == (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize(

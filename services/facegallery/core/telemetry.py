@@ -110,6 +110,13 @@ QUEUE_JOBS = Gauge(
     ["state"],
     multiprocess_mode="mostrecent",
 )
+QUEUE_OLDEST_SECONDS = Gauge(
+    "facegallery_queue_oldest_seconds",
+    "How long the oldest enrollment job still in the stream has waited (0: none), by queue "
+    "(its key prefix): a backlog that grows old is a stalled or too small worker pool.",
+    ["queue"],  # labelled: a label-less gauge would appear, as 0, from every process
+    multiprocess_mode="mostrecent",
+)
 GALLERY_SIZE = Gauge(
     "facegallery_gallery_size",
     "Users and templates per gallery (every gallery an enrollment job was queued for).",

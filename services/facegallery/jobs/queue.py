@@ -202,6 +202,7 @@ class QueueDepth:
     pending: int
     dead_letters: int
     held_bytes: int
+    oldest_s: float = 0.0  # how long the oldest entry in the stream has waited (0: none)
 
 
 class EnrollmentQueue:
@@ -325,11 +326,17 @@ class EnrollmentQueue:
         """Unfinished jobs, entries pending in the group, dead letters, held image bytes."""
         self._ensure_group_once()
         pending = self._redis(self.redis.xpending, self.stream, GROUP)
+        oldest = self._redis(self.redis.xrange, self.stream, count=1)
+        # An entry's id starts with the Redis clock's milliseconds when it was added (a job
+        # handed back is a new entry: its age starts again).
+        added_ms = int(oldest[0][0].split(b"-")[0]) if oldest else None
+        now_s, _ = self._redis(self.redis.time)
         return QueueDepth(
             unfinished=int(self._redis(self.redis.get, self._unfinished) or 0),
             pending=int(pending["pending"]),
             dead_letters=int(self._redis(self.redis.xlen, self.dead)),
             held_bytes=int(self._redis(self.redis.get, self._held) or 0),
+            oldest_s=0.0 if added_ms is None else max(0.0, now_s - added_ms / 1000),
         )
 
     def dead_letters(self, count: int = 100) -> list[tuple[str, str]]:

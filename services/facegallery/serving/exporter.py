@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 
 from facegallery.core.config import Settings
 from facegallery.core.errors import as_error
-from facegallery.core.telemetry import GALLERY_SIZE, QUEUE_JOBS
+from facegallery.core.telemetry import GALLERY_SIZE, QUEUE_JOBS, QUEUE_OLDEST_SECONDS
 from facegallery.gallery import Gallery
 from facegallery.jobs.queue import EnrollmentQueue
 from facegallery.models.store import ModelStore, embedding_dimension
@@ -81,6 +81,7 @@ class ClusterGauges:
         QUEUE_JOBS.labels("unfinished").set(depth.unfinished)
         QUEUE_JOBS.labels("pending").set(depth.pending)
         QUEUE_JOBS.labels("dead_letters").set(depth.dead_letters)
+        QUEUE_OLDEST_SECONDS.labels(self.settings.queue.prefix).set(depth.oldest_s)
         if self.gallery is None:
             recognizer = ModelStore(self.settings.models).load_configured()[1]
             self.gallery = Gallery(
