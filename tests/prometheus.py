@@ -1,6 +1,6 @@
 """A real Prometheus server (Debian's ``prometheus``) for tests, under the project's one
-supervisor pattern: it scrapes the targets it is given every second and answers PromQL over
-its HTTP API, as an operator's Prometheus would."""
+supervisor pattern: it scrapes the targets its configuration names, evaluates its rules and
+answers PromQL over its HTTP API, as an operator's Prometheus would."""
 
 from __future__ import annotations
 
@@ -18,14 +18,35 @@ from facegallery.servers.supervisor import Launch, ManagedServer, free_port
 SCRAPE_INTERVAL_S = 1
 
 
+def node_scrape_config(targets: Mapping[str, str]) -> dict[str, Any]:
+    """A configuration that scrapes ``targets`` (a node name -> its exporter's
+    ``host:port``, labelled ``node``) every second, as job ``facegallery``."""
+    return {
+        "scrape_configs": [
+            {
+                "job_name": "facegallery",
+                "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+                "static_configs": [
+                    {"targets": [address], "labels": {"node": node}}
+                    for node, address in targets.items()
+                ],
+            }
+        ]
+    }
+
+
+class QueryRefused(Exception):
+    """Prometheus answered a query with an error (a syntax error, a bad function call)."""
+
+
 class PrometheusServer(ManagedServer):
-    """Scrapes ``targets`` (a node name -> its exporter's ``host:port``, labelled ``node``)."""
+    """A Prometheus with ``config`` (its YAML as a dict; rule files by absolute path)."""
 
     name = "prometheus"
 
-    def __init__(self, data_dir: Path, targets: Mapping[str, str]) -> None:
+    def __init__(self, data_dir: Path, config: Mapping[str, Any]) -> None:
         super().__init__(data_dir, start_timeout_s=60.0, stop_timeout_s=10.0)
-        self.targets = dict(targets)
+        self.config = dict(config)
         self.port = free_port()
 
     @property
@@ -39,17 +60,7 @@ class PrometheusServer(ManagedServer):
     def launch(self) -> Launch:
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
         config = self.data_dir / "prometheus.yml"
-        scrape = [
-            {
-                "job_name": "facegallery",
-                "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
-                "static_configs": [
-                    {"targets": [address], "labels": {"node": node}}
-                    for node, address in self.targets.items()
-                ],
-            }
-        ]
-        config.write_text(yaml.safe_dump({"scrape_configs": scrape}))
+        config.write_text(yaml.safe_dump(self.config))
         command = [
             binary,
             f"--config.file={config}",
@@ -66,11 +77,18 @@ class PrometheusServer(ManagedServer):
 
     def query(self, expression: str) -> list[dict[str, Any]]:
         """The instant vector ``expression`` evaluates to now: [{"metric": labels, "value":
-        [time, "v"]}, ...]."""
+        [time, "v"]}, ...]; a query Prometheus refuses raises `QueryRefused`."""
         answer = httpx.get(f"{self.uri}/api/v1/query", params={"query": expression}, timeout=10)
-        answer.raise_for_status()
+        if answer.status_code != 200:
+            raise QueryRefused(f"{expression!r}: {answer.json().get('error', answer.text)}")
         result: list[dict[str, Any]] = answer.json()["data"]["result"]
         return result
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule with its health (ok, err, unknown) and last error."""
+        answer = httpx.get(f"{self.uri}/api/v1/rules", timeout=10)
+        answer.raise_for_status()
+        return [r for g in answer.json()["data"]["groups"] for r in g["rules"]]
 
     def value(self, expression: str) -> float | None:
         """The single value of a scalar-like query (None when it has no series)."""

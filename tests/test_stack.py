@@ -38,12 +38,13 @@ def stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         "FACEGALLERY_SERVING__HTTP_PORT": str(ports["http"]),
         "FACEGALLERY_SERVING__GRPC_PORT": str(ports["grpc"]),
         "FACEGALLERY_SERVING__METRICS_PORT": str(ports["metrics"]),
+        "FACEGALLERY_SERVING__RAY_METRICS_PORT": str(ports["ray_metrics"]),
         "FACEGALLERY_QUEUE__BLOCK_MS": "100",
     }
 
 
 def new_ports() -> dict[str, int]:
-    names = ("redis", "milvus", "milvus_metrics", "http", "grpc", "metrics")
+    names = ("redis", "milvus", "milvus_metrics", "http", "grpc", "metrics", "ray_metrics")
     return {k: free_port() for k in names}
 
 

@@ -34,7 +34,7 @@ from facegallery.servers.serving import ServingServer
 from facegallery.serving.app import ray_env
 from facegallery.serving.keys import KeyStore
 from tests.helpers import encode, read_bgr
-from tests.prometheus import PrometheusServer
+from tests.prometheus import PrometheusServer, node_scrape_config
 from tests.serving.conftest import served_overrides
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_prometheus_sees_each_nodes_series_once(
     targets = {
         node.data_dir.name: cluster.exporter(node).uri.split("/")[2] for node in cluster.nodes
     }
-    with PrometheusServer(tmp_path / "prometheus", targets) as prometheus:
+    with PrometheusServer(tmp_path / "prometheus", node_scrape_config(targets)) as prometheus:
         assert isinstance(prometheus, PrometheusServer)
         prometheus.wait_for("count(up == 1)", len(targets))
         calls = 'sum(facegallery_requests_total{operation="identify"})'

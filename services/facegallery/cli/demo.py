@@ -64,7 +64,7 @@ def served_demo(settings: Settings, samples: Samples, say: Callable[[str], None]
     settings.redis.port, settings.milvus.port = free_port(), free_port()
     settings.milvus.metrics_port = free_port()
     settings.serving.http_port, settings.serving.grpc_port = free_port(), free_port()
-    settings.serving.metrics_port = free_port()
+    settings.serving.metrics_port, settings.serving.ray_metrics_port = free_port(), free_port()
     stack = Stack(settings)
     say(f"starting redis, milvus, the served API and its metrics (data in {stack.data_dir}) ...")
     start = time.monotonic()

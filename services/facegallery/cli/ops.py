@@ -342,7 +342,11 @@ def serve_run(
         signal.signal(sig, lambda *_: stop.set())
     if address is None:
         cpus = max(os.cpu_count() or 1, math.ceil(required_cpus(settings)))
-        start_local_ray(cpus, resources=required_resources(settings))
+        start_local_ray(
+            cpus,
+            resources=required_resources(settings),
+            _metrics_export_port=settings.serving.ray_metrics_port,
+        )
     else:
         ray.init(address=address, log_to_driver=False)
     try:

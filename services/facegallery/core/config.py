@@ -536,6 +536,15 @@ class ServingSettings(Section):
         "every series of the node's processes, per-tenant ones included (an operator's port, "
         "never the API's; it listens on ``host``).",
     )
+    ray_metrics_port: int = Field(
+        default=9465,
+        ge=1,
+        le=65535,
+        description="Ray's own metrics agent on a local Ray of the application's own "
+        "(`facegallery up`, `serve run` without --address): Ray Serve's series (healthy "
+        "replicas, per-deployment latency) for Prometheus beside the exporter's. On a cluster "
+        "each node's `ray start --metrics-export-port` says it.",
+    )
     app_name: str = "facegallery"
     gateway: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(

@@ -34,7 +34,11 @@ class ServingServer(ManagedServer):
 
     @property
     def ports(self) -> Mapping[str, int]:
-        return {"http": self.settings.serving.http_port, "grpc": self.settings.serving.grpc_port}
+        serving = self.settings.serving
+        ports = {"http": serving.http_port, "grpc": serving.grpc_port}
+        if self.ray_address is None:  # a local Ray of its own: its metrics agent too
+            ports["ray_metrics"] = serving.ray_metrics_port
+        return ports
 
     @property
     def uri(self) -> str:
