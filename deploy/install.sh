@@ -28,7 +28,7 @@ fi
 if (( dev )); then
     missing=()
     for tool in prometheus buildah debootstrap; do
-        command -v "$tool" > /dev/null || missing+=("$tool")
+        command -v "$tool" > /dev/null || [[ -x /usr/sbin/$tool ]] || missing+=("$tool")
     done
     if (( ${#missing[@]} )); then
         if command -v apt-get > /dev/null && [[ $(id -u) == 0 ]]; then

@@ -231,6 +231,7 @@ def build() -> dashboard.Dashboard:
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .multi(True)
             .include_all(True)
+            .all_value(".*")  # every gallery, also those nobody searched in the time range
         )
     )
     ids = iter(range(1, 1000))

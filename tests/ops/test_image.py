@@ -5,6 +5,7 @@ debootstrap, since no registry can be pulled from here) into an image in which
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    places = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+    found = shutil.which(name, path=places + os.pathsep + "/usr/sbin")
     assert found, f"{name} is missing: deploy/install.sh --dev installs it"
     return found
 
@@ -105,9 +107,6 @@ def test_the_image_builds_and_runs_the_demo_and_renders_the_serve_config(image: 
         assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in demo
         config = yaml.safe_load(buildah(*inside, "facegallery", "serve", "config").stdout)
         assert config["applications"][0]["import_path"] == "facegallery.serving.app:build"
-        ray = buildah(*inside, "python", "-c", "import ray; print(ray.__version__)").stdout
-        pinned = re.search(r'"ray\[serve\]==([\d.]+)"', (REPO / "pyproject.toml").read_text())
-        assert pinned and ray.strip() == pinned.group(1)
         # No Milvus server wheel in the cluster image: its Milvus is its own.
         assert (
             "not installed"

@@ -89,10 +89,10 @@ class Tally:
 
 def traffic(
     env: dict[str, str], samples: Samples, prometheus: PrometheusServer
-) -> tuple[Tally, Tally]:
+) -> tuple[Tally, Tally, float]:
     """Enrollment, identify calls of known and unknown faces, refused calls. Returns what
     the answers said in all, and after Prometheus had scraped each series once (a rate sees
-    only the increases between the samples it has)."""
+    only the increases between the samples it has), and when that first scrape was."""
     key = (Path(env["FACEGALLERY_STACK__DATA_DIR"]) / "admin.key").read_text().strip()
     url = f"http://127.0.0.1:{env['FACEGALLERY_SERVING__HTTP_PORT']}"
     http = HttpClient(url, key)
@@ -109,6 +109,7 @@ def traffic(
     ):
         series = f'facegallery_identify_faces_total{{gallery="{GALLERY}",decision="{decision}"}}'
         assert prometheus.wait_for(series, count) == count
+    scraped = time.monotonic()
     for client in (http, grpc, http, grpc):
         for photo in ("obama2.jpg", "grace_hopper.jpg", "astronaut.png"):
             faces = client.identify(GALLERY, samples.photo(photo)).faces
@@ -123,7 +124,7 @@ def traffic(
             headers={"x-api-key": key, "x-request-timeout": "0.001"},
         )
     assert 0 < later.matched < later.searched
-    return total, later
+    return total, later, scraped
 
 
 def missing(prometheus: PrometheusServer, expressions: list[str]) -> list[str]:
@@ -133,7 +134,7 @@ def missing(prometheus: PrometheusServer, expressions: list[str]) -> list[str]:
 def test_every_panel_and_recording_rule_has_data_and_the_match_rate_is_the_answers(
     stack: dict[str, str], prometheus: PrometheusServer, samples: Samples
 ) -> None:
-    total, later = traffic(stack, samples, prometheus)
+    total, later, scraped = traffic(stack, samples, prometheus)
     panels = [as_sent(q) for q in panel_queries(yaml.safe_load(DASHBOARD_JSON.read_text()))]
     recorded = [r["record"] for r in rules() if "record" in r]
     deadline = time.monotonic() + WAIT_S
@@ -147,6 +148,7 @@ def test_every_panel_and_recording_rule_has_data_and_the_match_rate_is_the_answe
     assert prometheus.wait_for(searched, total.searched) == total.searched
     assert prometheus.value(f"{matched} / {searched}") == pytest.approx(total.rate, abs=1e-9)
     time.sleep(3 * SCRAPE_INTERVAL_S)  # the rules evaluated on that scrape
+    assert time.monotonic() - scraped < 240, "the 5 m rate's window lost the first scrape"
     rate = prometheus.value(f'facegallery:identify_match_rate:ratio_rate5m{{gallery="{GALLERY}"}}')
     assert rate == pytest.approx(later.rate, abs=0.01)
     unhealthy = [(r["name"], r.get("lastError")) for r in prometheus.rules() if r["health"] != "ok"]
