@@ -49,18 +49,19 @@ class Stack:
         self.settings = rebased(settings, self.data_dir)
         self.config_file = self.data_dir / CONFIG_FILE
         serving = self.settings.serving
+        self.exporter = MetricsExporter(
+            self.config_file,
+            self.data_dir / "metrics",
+            serving.metrics_dir,
+            serving.host,
+            serving.metrics_port,
+            gauges=True,
+        )
         self.servers: list[ManagedServer] = [
             RedisServer(self.settings.redis),
             MilvusServer(self.settings.milvus),
             ServingServer(self.settings, self.config_file, self.data_dir / "serving"),
-            MetricsExporter(
-                self.config_file,
-                self.data_dir / "metrics",
-                serving.metrics_dir,
-                serving.host,
-                serving.metrics_port,
-                gauges=True,
-            ),
+            self.exporter,
         ]
 
     def up(self) -> StackInfo:
@@ -83,7 +84,7 @@ class Stack:
             self.data_dir,
             f"http://{serving.host}:{serving.http_port}",
             f"{serving.host}:{serving.grpc_port}",
-            f"http://{serving.host}:{serving.metrics_port}/metrics",
+            self.exporter.uri,
             self.data_dir / KEY_FILE,
             new_key,
             self.status(),

@@ -198,12 +198,12 @@ class ManagedServer(ABC):
         file stays behind as it would then, and the next `start` or `stop` finds it dead.
         How many processes there were (0: none ran)."""
         record = self._read_pid_file()
-        pid = self._owner()
-        if record is None or pid is None:
+        if record is None or not process_alive(*record):
             return 0
+        pid, started = record
         count = len(session_members(pid))
         self._kill_session(pid)
-        if not self._wait_gone(pid, record[1], 30.0):
+        if not self._wait_gone(pid, started, 30.0):
             raise Unavailable(f"{self.name} (pid {pid}) survived SIGKILL")
         return count
 
