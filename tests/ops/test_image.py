@@ -5,16 +5,16 @@ debootstrap, since no registry can be pulled from here) into an image in which
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.ops.tools import tool
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
@@ -24,13 +24,6 @@ IMAGE = "localhost/facegallery:ci"
 BASE_ROOTFS = Path.home() / ".cache" / "facegallery" / "image-base" / "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-
-
-def tool(name: str) -> str:
-    places = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
-    found = shutil.which(name, path=places + os.pathsep + "/usr/sbin")
-    assert found, f"{name} is missing: deploy/install.sh --dev installs it"
-    return found
 
 
 def run(*command: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -206,6 +206,35 @@ def keys_create(
     typer.echo(token)
 
 
+@keys_app.command("register")
+@reports_errors
+def keys_register(
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")],
+    from_env: Annotated[
+        str,
+        typer.Option(
+            "--from-env",
+            help="The environment variable holding the token (fgk_<id>_<secret>), never an "
+            "argument: arguments show in the process list.",
+        ),
+    ],
+    galleries: Annotated[
+        list[str] | None,
+        typer.Option("--gallery", "-g", help="A gallery the key is for (repeat; admin: all)."),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="A note on who holds it.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Store a key made elsewhere (a Kubernetes Secret: the chart's admin key); running it
+    again with the same token only updates the key's role, galleries and name."""
+    token = os.environ.get(from_env, "")
+    if not token:
+        raise InvalidInput(f"{from_env} is not set: it must hold the token to register")
+    key = _keys(load_settings(config)).register(token, role, galleries or [], name)
+    scope = ", ".join(key.galleries) or "every gallery"
+    typer.echo(f"key {key.key_id} ({key.role} on {scope}) registered")
+
+
 @keys_app.command("list")
 @reports_errors
 def keys_list(as_json: JsonFlag = False, config: ConfigOption = None) -> None:

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -422,6 +423,24 @@ class QueueSettings(Section):
         return self
 
 
+# A deployment's fields that its kinds give other defaults (below): the constraints and
+# descriptions are said once, in the type.
+_Ongoing = Annotated[int, Field(ge=1, description="Per replica, in flight.")]
+_Queued = Annotated[
+    int,
+    Field(
+        ge=-1,
+        description="Waiting for a replica, per caller; beyond it the call is refused "
+        "(429/RESOURCE_EXHAUSTED) instead of queueing without bound. -1: unbounded.",
+    ),
+]
+_Cpus = Annotated[float, Field(ge=0, description="Logical CPUs per replica.")]
+_BatchSize = Annotated[int, Field(ge=1, description="Images (Detector), faces (Embedder).")]
+_BatchWait = Annotated[
+    float, Field(ge=0, description="How long a batch waits to fill before it runs.")
+]
+
+
 class DeploymentSettings(Section):
     """One Ray Serve deployment: replicas (fixed, or autoscaled between bounds on ongoing
     requests), admission limits, resources per replica, and (Detector, Embedder) batching."""
@@ -432,14 +451,9 @@ class DeploymentSettings(Section):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=4, ge=1)
     target_ongoing_requests: float = Field(default=8.0, gt=0)
-    max_ongoing_requests: int = Field(default=32, ge=1, description="Per replica, in flight.")
-    max_queued_requests: int = Field(
-        default=256,
-        ge=-1,
-        description="Waiting for a replica, per caller; beyond it the call is refused "
-        "(429/RESOURCE_EXHAUSTED) instead of queueing without bound. -1: unbounded.",
-    )
-    num_cpus: float = Field(default=1.0, ge=0)
+    max_ongoing_requests: _Ongoing = 32
+    max_queued_requests: _Queued = 256
+    num_cpus: _Cpus = 1.0
     num_gpus: float = Field(default=0.0, ge=0)
     resources: dict[str, float] = Field(
         default_factory=dict,
@@ -453,10 +467,8 @@ class DeploymentSettings(Section):
         "lost with its node then waits for a node with room (the node's return) instead of "
         "crowding onto the survivors.",
     )
-    max_batch_size: int = Field(
-        default=32, ge=1, description="Images (Detector), faces (Embedder)."
-    )
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    max_batch_size: _BatchSize = 32
+    batch_wait_timeout_s: _BatchWait = 0.005
 
     @field_validator("resources")
     @classmethod
@@ -470,6 +482,40 @@ class DeploymentSettings(Section):
     def replica_floor(self) -> int:
         """Replicas it runs at least: the fixed count, or the autoscaler's minimum."""
         return self.min_replicas if self.num_replicas == "auto" else self.num_replicas
+
+
+# Each deployment's defaults are its class's own (not a default_factory's arguments), so that
+# a file setting one field of a deployment keeps the others' defaults, and ``overrides()``
+# (pydantic's exclude_defaults) writes only what a file changed.
+class GatewayDeploymentSettings(DeploymentSettings):
+    """The Gateway: little CPU, a short queue (the proxy refuses past it with 429)."""
+
+    num_cpus: _Cpus = 0.5
+    max_ongoing_requests: _Ongoing = 64
+    max_queued_requests: _Queued = 128
+
+
+# Waits measured in benchmarks/bench_serving.py: shorter ones left batches at one request.
+class DetectorDeploymentSettings(DeploymentSettings):
+    """The Detector: batches of frames."""
+
+    max_ongoing_requests: _Ongoing = 64
+    max_batch_size: _BatchSize = 8
+    batch_wait_timeout_s: _BatchWait = 0.02
+
+
+class EmbedderDeploymentSettings(DeploymentSettings):
+    """The Embedder: batches of aligned faces."""
+
+    max_ongoing_requests: _Ongoing = 64
+    batch_wait_timeout_s: _BatchWait = 0.05
+
+
+class WorkersDeploymentSettings(DeploymentSettings):
+    """Enrollment workers: each replica runs one worker loop."""
+
+    num_cpus: _Cpus = 0.25
+    max_ongoing_requests: _Ongoing = 4
 
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -546,24 +592,11 @@ class ServingSettings(Section):
         "each node's `ray start --metrics-export-port` says it.",
     )
     app_name: str = "facegallery"
-    gateway: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            num_cpus=0.5, max_ongoing_requests=64, max_queued_requests=128
-        )
-    )
-    # Waits measured in benchmarks/bench_serving.py: shorter ones left batches at one request.
-    detector: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            max_batch_size=8, batch_wait_timeout_s=0.02, max_ongoing_requests=64
-        )
-    )
-    embedder: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(
-            max_batch_size=32, batch_wait_timeout_s=0.05, max_ongoing_requests=64
-        )
-    )
-    workers: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(num_cpus=0.25, max_ongoing_requests=4),
+    gateway: GatewayDeploymentSettings = Field(default_factory=GatewayDeploymentSettings)
+    detector: DetectorDeploymentSettings = Field(default_factory=DetectorDeploymentSettings)
+    embedder: EmbedderDeploymentSettings = Field(default_factory=EmbedderDeploymentSettings)
+    workers: WorkersDeploymentSettings = Field(
+        default_factory=WorkersDeploymentSettings,
         description="Enrollment workers (each replica runs one worker loop).",
     )
     retry_after_s: int = Field(
@@ -782,6 +815,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    _derived: set[tuple[str, str]] = PrivateAttr(default_factory=set)
     samples_dir: Path = Field(
         default_factory=lambda: _cache_home() / "samples",
         description="Sample photos copied out of registry packages, for the demo and tests.",
@@ -793,8 +827,10 @@ class Settings(BaseSettings):
         ``port`` and the gallery's URI from ``milvus.host`` / ``port`` when only the server
         is set (and the other way round), so every command given the same file reaches the
         same servers; two addresses that disagree are refused."""
-        _link(self.redis, self.queue, "url", derive_by_default=True)
-        _link(self.milvus, self.gallery, "uri", derive_by_default=False)
+        self._derived = {
+            *_link(self.redis, self.queue, "url", derive_by_default=True),
+            *_link(self.milvus, self.gallery, "uri", derive_by_default=False),
+        }
         return self
 
     @model_validator(mode="after")
@@ -817,8 +853,13 @@ class Settings(BaseSettings):
 
     def overrides(self) -> dict[str, Any]:
         """What differs from the defaults, as JSON-ready values: what a settings file needs to
-        say for another process to rebuild these settings."""
-        return self.model_dump(mode="json", exclude_defaults=True)
+        say for another process to rebuild these settings (an address derived from the other
+        one is left out: the other one rebuilds it, and the Serve config of a file says no
+        more than the file)."""
+        changed = self.model_dump(mode="json", exclude_defaults=True)
+        for section, field in self._derived:
+            changed.get(section, {}).pop(field, None)
+        return {section: values for section, values in changed.items() if values != {}}
 
     @classmethod
     def settings_customise_sources(
@@ -872,28 +913,33 @@ def _env_config_file() -> Path | None:
 
 def _link(
     server: ManagedServerSettings, client: BaseModel, field: str, derive_by_default: bool
-) -> None:
+) -> list[tuple[str, str]]:
     """Derive the client's address (``client.<field>``) from the server's settings, or the
     server's host and port from the client's address, whichever was given; refuse both when
     they disagree. Left to their defaults, the client follows the server only when
     ``derive_by_default`` (the queue; the gallery stays an embedded Lite file unless a Milvus
     server's address is given). A client address of another kind (a Lite file, another
-    scheme) is the client's own explicit choice and stands alone."""
+    scheme) is the client's own explicit choice and stands alone. Returns what it derived,
+    as (section, field) pairs of the settings tree."""
     server_name = type(server).__name__.removesuffix("ServerSettings").lower()
-    client_name = f"{type(client).__name__.removesuffix('Settings').lower()}.{field}"
+    client_section = type(client).__name__.removesuffix("Settings").lower()
+    client_name = f"{client_section}.{field}"
     server_given = bool({"host", "port"} & server.model_fields_set)
     if field not in client.model_fields_set:
         if server_given or derive_by_default:
             setattr(client, field, server.address)
-        return
+            return [(client_section, field)]
+        return []
     address = str(getattr(client, field))
     parts = urlsplit(address) if address.startswith(f"{server.SCHEME}://") else None
     if parts is None or parts.hostname is None:
-        return  # not an address of this kind of server (a Lite file): the client's own choice
+        return []  # not an address of this kind of server (a Lite file): the client's own
     if not server_given:
         server.host, server.port = parts.hostname, parts.port or server.port
-    elif (parts.hostname, parts.port or server.port) != (server.host, server.port):
+        return [(server_name, "host"), (server_name, "port")]
+    if (parts.hostname, parts.port or server.port) != (server.host, server.port):
         raise ValueError(
             f"{client_name} ({address}) and {server_name}.host / {server_name}.port "
             f"({server.address}) name two addresses: say it once"
         )
+    return []

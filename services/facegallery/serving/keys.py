@@ -79,15 +79,35 @@ class KeyStore:
 
     def create(self, role: str, galleries: list[str], name: str = "") -> tuple[ApiKey, str]:
         """A new key and its token (shown once: only its hash is kept)."""
-        if role not in ROLES:
-            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-        scopes = tuple(sorted({ids.gallery_id(g) for g in galleries}))
-        if role != "admin" and not scopes:
-            raise InvalidInput(f"a {role} key needs at least one --gallery")
+        checked, scopes = _checked(role, galleries)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-        key = ApiKey(key_id, role, scopes, time.time(), _digest(secret), name)
+        key = ApiKey(key_id, checked, scopes, time.time(), _digest(secret), name)
         self._call(self.redis.hset, self.key, key_id, json.dumps(asdict(key)))
         return key, f"{_TOKEN_PREFIX}{key_id}_{secret}"
+
+    def register(self, token: str, role: str, galleries: list[str], name: str = "") -> ApiKey:
+        """Store a key whose token was made elsewhere (a Kubernetes Secret: the chart's
+        admin key), so that a deployment declares its keys instead of printing them once.
+        Registering the same token again only updates its role, galleries and name (an
+        upgrade re-runs it); another secret under a key id already taken is refused."""
+        checked, scopes = _checked(role, galleries)
+        key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
+        if not token.startswith(_TOKEN_PREFIX) or not key_id.isalnum() or len(secret) < 32:
+            raise InvalidInput(
+                "a key to register must read fgk_<id>_<secret>: a letters-and-digits id and "
+                "a random secret of at least 32 characters"
+            )
+        raw = self._call(self.redis.hget, self.key, key_id)
+        known = _parse(raw) if raw else None
+        if known is not None and not hmac.compare_digest(known.secret_sha256, _digest(secret)):
+            raise InvalidInput(
+                f"key id {key_id!r} is taken by another secret: revoke it first "
+                "(`facegallery keys revoke`) or give this key another id"
+            )
+        created = known.created_at if known is not None else time.time()
+        key = ApiKey(key_id, checked, scopes, created, _digest(secret), name)
+        self._call(self.redis.hset, self.key, key_id, json.dumps(asdict(key)))
+        return key
 
     def authenticate(self, token: str | None) -> ApiKey:
         """The key a token belongs to, or Unauthenticated saying what is wrong with it."""
@@ -120,6 +140,16 @@ class KeyStore:
             raise Unavailable(
                 f"the key store (Redis at {redacted(self.url)}) is not reachable: {exc}"
             ) from exc
+
+
+def _checked(role: str, galleries: list[str]) -> tuple[Role, tuple[str, ...]]:
+    """The role and the galleries of a key, or InvalidInput saying what is wrong."""
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    scopes = tuple(sorted({ids.gallery_id(g) for g in galleries}))
+    if role != "admin" and not scopes:
+        raise InvalidInput(f"a {role} key needs at least one --gallery")
+    return role, scopes
 
 
 def _digest(secret: str) -> str:
