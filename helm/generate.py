@@ -111,16 +111,31 @@ def values_schema() -> str:
                 "imagePullSecrets": _LIST,
                 "rayVersion": {"type": "string", "pattern": r"^\d+\.\d+\.\d+$"},
                 "settings": settings,
-                "upgradeStrategy": _closed(
-                    {
-                        "type": {
-                            "enum": UPGRADE_TYPES,
-                            "description": "How KubeRay upgrades the Ray cluster",
+                "upgradeStrategy": {
+                    **_closed(
+                        {
+                            "type": {
+                                "enum": UPGRADE_TYPES,
+                                "description": "How KubeRay upgrades the Ray cluster",
+                            },
+                            "clusterUpgradeOptions": _OBJECT,
                         },
-                        "clusterUpgradeOptions": _OBJECT,
+                        ["type"],
+                    ),
+                    # Steps through a Gateway API class need that class and their size.
+                    "if": {"properties": {"type": {"const": UPGRADE_TYPES[1]}}},
+                    "then": {
+                        "properties": {
+                            "clusterUpgradeOptions": {
+                                "required": [
+                                    "gatewayClassName",
+                                    "intervalSeconds",
+                                    "stepSizePercent",
+                                ]
+                            }
+                        }
                     },
-                    ["type"],
-                ),
+                },
                 "head": _closed(
                     {
                         "resources": _OBJECT,

@@ -28,6 +28,16 @@ from facegallery.service.face_service import FaceService
 from facegallery.vision.pipeline import FacePipeline
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--dashboard-picture",
+        default=None,
+        type=Path,
+        help="After the end-to-end check (tests/ops/test_observability.py) passes, plot the "
+        "dashboard's main panels from Prometheus' answers into this PNG.",
+    )
+
+
 def _prepared(settings: Settings, pack: str) -> Settings:
     store = ModelStore(settings.models)
     chosen = store.pack(pack)

@@ -84,6 +84,21 @@ class PrometheusServer(ManagedServer):
         result: list[dict[str, Any]] = answer.json()["data"]["result"]
         return result
 
+    def query_range(
+        self, expression: str, start: float, end: float, step_s: float
+    ) -> list[dict[str, Any]]:
+        """The range vector over [start, end] (Unix seconds) every ``step_s``: [{"metric":
+        labels, "values": [[time, "v"], ...]}, ...], as a dashboard's graph asks for it."""
+        answer = httpx.get(
+            f"{self.uri}/api/v1/query_range",
+            params={"query": expression, "start": start, "end": end, "step": step_s},
+            timeout=30,
+        )
+        if answer.status_code != 200:
+            raise QueryRefused(f"{expression!r}: {answer.json().get('error', answer.text)}")
+        result: list[dict[str, Any]] = answer.json()["data"]["result"]
+        return result
+
     def rules(self) -> list[dict[str, Any]]:
         """Every loaded rule with its health (ok, err, unknown) and last error."""
         answer = httpx.get(f"{self.uri}/api/v1/rules", timeout=10)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from facegallery.cli import app
 from facegallery.core.config import ServingSettings
+from facegallery.core.errors import Unauthenticated
 from facegallery.servers.redis import RedisServer
 from facegallery.serving.keys import KeyStore
 
@@ -66,6 +67,14 @@ def test_keys_register_a_token_made_elsewhere(
     unset = runner.invoke(app, command)
     assert unset.exit_code == 2 and "FG_TOKEN is not set" in unset.output
     assert keys.authenticate(token).role == "admin"  # the refusals changed nothing
+    rotated = f"fgk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+    monkeypatch.setenv("FG_TOKEN", rotated + "\n")  # as a Secret made from a file
+    other, _ = keys.create("read", ["alpha"], "camera")
+    assert runner.invoke(app, [*command, "--sole"]).exit_code == 0
+    assert keys.authenticate(rotated).name == "helm"
+    with pytest.raises(Unauthenticated, match="revoked"):
+        keys.authenticate(token)  # the earlier key of that name is gone
+    assert sorted(k.key_id for k in keys.list()) == sorted([other.key_id, rotated[4:20]])
 
 
 def test_one_settings_file_reaches_the_same_redis_from_every_command(

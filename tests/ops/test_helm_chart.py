@@ -30,8 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "facegallery"
 VALUES = sorted((REPO / "helm" / "values").glob("*.yaml"))
 CRDS = REPO.parent / "shared" / "crds"
-KUBERNETES = "1.30.0"  # the oldest release the chart is validated for besides the newest
+KUBERNETES = "1.27.0"  # Chart.yaml's kubeVersion: the oldest release the chart is for
 VALUE_SETS = [None, *VALUES]  # None: the chart's defaults
+# Values no shipped file sets (custom resources, scale to zero, other ports), compared too.
+EDGE_VALUES = Path(__file__).with_name("chart_values") / "edge.yaml"
 
 
 def helm(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -136,7 +138,7 @@ def test_custom_resources_match_their_crds(values: Path | None) -> None:
         jsonschema.validate(o, crd_schemas()[(o["apiVersion"], o["kind"])])
 
 
-@pytest.mark.parametrize("values", VALUE_SETS, ids=label)
+@pytest.mark.parametrize("values", [*VALUE_SETS, EDGE_VALUES], ids=label)
 def test_serve_config_v2_is_what_facegallery_serve_config_renders(
     values: Path | None, tmp_path: Path
 ) -> None:
@@ -171,7 +173,7 @@ def test_ray_pods_start_with_the_nodes_environment_and_name_their_ports(
     assert service["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
     for container in ray_containers(service):
         (command,) = container["args"]
-        assert 'eval "$(facegallery serve env)"' in command
+        assert 'node_env="$(facegallery serve env)" && eval "$node_env"' in command
         assert command.endswith('eval "exec $KUBERAY_GEN_RAY_START_CMD"')
         env = {e["name"]: e for e in container["env"]}
         assert env["FACEGALLERY_CONFIG"]["value"] == str(settings_file)
@@ -210,13 +212,17 @@ def test_the_ray_containers_command_gives_ray_start_the_nodes_environment(
     printer = f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))'"
     path = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
     env = {**clean, "PATH": path, "FACEGALLERY_CONFIG": str(tmp_path / "settings.yaml")}
-    started = subprocess.run(
-        ["/bin/bash", "-c", "--", command],
-        env={**env, "KUBERAY_GEN_RAY_START_CMD": printer},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def start() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", "-c", "--", command],
+            env={**env, "KUBERAY_GEN_RAY_START_CMD": printer},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    started = start()
     assert started.returncode == 0, started.stderr
     seen = json.loads(started.stdout)
     exported = subprocess.run(
@@ -232,6 +238,30 @@ def test_the_ray_containers_command_gives_ray_start_the_nodes_environment(
     assert expected["FACEGALLERY_NODE_METRICS_DIR"] == "/var/run/facegallery/metrics"
     assert json.loads(expected["FACEGALLERY_PROXY_SERVING"])["http_port"] == 8080
     assert {name: seen.get(name) for name in expected} == expected
+    # Settings a node cannot read stop the container before Ray starts without them.
+    (tmp_path / "settings.yaml").write_text("serving:\n  http_port: not-a-port\n")
+    refused = start()
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "http_port" in refused.stderr
+
+
+def cluster_and_serve(*settings: str) -> tuple[dict[str, Any], str]:
+    extra = [a for s in settings for a in ("--set", s)]
+    done = helm("template", "fg", CHART, *extra)
+    assert done.returncode == 0, done.stderr
+    service = one(tuple(d for d in yaml.safe_load_all(done.stdout) if d), "RayService")
+    return service["spec"]["rayClusterConfig"], service["spec"]["serveConfigV2"]
+
+
+def test_serve_level_settings_change_the_application_in_place() -> None:
+    """Replicas and batching reach the replicas through serveConfigV2 alone (KubeRay updates
+    the application, no new cluster: an upgrade that needs no second cluster's worth of GPUs);
+    what a node reads when it starts (the proxies' deadline bound) restarts the cluster."""
+    cluster, serve = cluster_and_serve()
+    scaled = cluster_and_serve("settings.serving.detector.num_replicas=3")
+    assert scaled[0] == cluster and scaled[1] != serve
+    bounded = cluster_and_serve("settings.serving.max_deadline_s=60")
+    assert bounded[0] != cluster
 
 
 def test_the_gpu_values_ask_for_gpus_and_let_them_go() -> None:
@@ -245,6 +275,10 @@ def test_the_gpu_values_ask_for_gpus_and_let_them_go() -> None:
     cpu_resources = groups["cpu"]["template"]["spec"]["containers"][0]["resources"]
     assert "nvidia.com/gpu" not in cpu_resources["limits"]
     serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    deployments = {d["name"]: d for d in serve["applications"][0]["deployments"]}
+    for name in ("Gateway", "EnrollmentWorkers"):  # kept off the GPU pods
+        (needed,) = deployments[name]["ray_actor_options"]["resources"]
+        assert needed in groups["cpu"]["resources"] and needed not in gpu.get("resources", {})
     gpus = {
         d["name"]: d["ray_actor_options"]["num_gpus"]
         for d in serve["applications"][0]["deployments"]
@@ -309,6 +343,9 @@ def test_the_prometheus_rule_and_dashboard_are_the_checked_files(tmp_path: Path)
         ("workerGroups.cpu.replica=3", "'replica' not allowed"),
         ("settings.gallery.uri=http://x:19530", "externalMilvus.uri"),
         ("redisServer.enabled=true", "exactly one of externalRedis.url"),
+        ("settings.serving.host=127.0.0.1", "settings.serving.host is the chart's"),
+        ("settings.serving.proxy_location=HeadOnly", "keep EveryNode"),
+        ("upgradeStrategy.type=NewClusterWithIncrementalUpgrade", "'gatewayClassName'"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_that_names_them(setting: str, message: str) -> None:

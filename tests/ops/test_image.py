@@ -100,6 +100,10 @@ def test_the_image_builds_and_runs_the_demo_and_renders_the_serve_config(image: 
         assert "grace_hopper.jpg (Grace Hopper, never enrolled): unknown" in demo
         config = yaml.safe_load(buildah(*inside, "facegallery", "serve", "config").stdout)
         assert config["applications"][0]["import_path"] == "facegallery.serving.app:build"
+        # What the chart's pods run: the node's environment, KubeRay's worker probe (wget).
+        node_env = buildah(*inside, "facegallery", "serve", "env").stdout
+        assert "FACEGALLERY_NODE_METRICS_DIR" in node_env
+        assert "GNU Wget" in buildah(*inside, "wget", "--version").stdout
         # No Milvus server wheel in the cluster image: its Milvus is its own.
         assert (
             "not installed"

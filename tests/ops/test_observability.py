@@ -23,6 +23,7 @@ from facegallery.core.errors import InvalidInput
 from facegallery.wire.schemas import IdentifiedFace
 from facegallery.wire.wording import UNKNOWN
 from tests.ops.dashboard_module import DASHBOARD_JSON, as_sent
+from tests.ops.dashboard_picture import draw
 from tests.ops.test_dashboard import panel_queries
 from tests.ops.test_prometheus_rules import RULES, rules
 from tests.prometheus import SCRAPE_INTERVAL_S, PrometheusServer, QueryRefused
@@ -132,10 +133,15 @@ def missing(prometheus: PrometheusServer, expressions: list[str]) -> list[str]:
 
 
 def test_every_panel_and_recording_rule_has_data_and_the_match_rate_is_the_answers(
-    stack: dict[str, str], prometheus: PrometheusServer, samples: Samples
+    stack: dict[str, str],
+    prometheus: PrometheusServer,
+    samples: Samples,
+    request: pytest.FixtureRequest,
 ) -> None:
+    started = time.time()
     total, later, scraped = traffic(stack, samples, prometheus)
-    panels = [as_sent(q) for q in panel_queries(yaml.safe_load(DASHBOARD_JSON.read_text()))]
+    dashboard = yaml.safe_load(DASHBOARD_JSON.read_text())
+    panels = [as_sent(q) for q in panel_queries(dashboard)]
     recorded = [r["record"] for r in rules() if "record" in r]
     deadline = time.monotonic() + WAIT_S
     while missing(prometheus, panels + recorded) and time.monotonic() < deadline:
@@ -153,6 +159,9 @@ def test_every_panel_and_recording_rule_has_data_and_the_match_rate_is_the_answe
     assert rate == pytest.approx(later.rate, abs=0.01)
     unhealthy = [(r["name"], r.get("lastError")) for r in prometheus.rules() if r["health"] != "ok"]
     assert unhealthy == []
+    picture = request.config.getoption("--dashboard-picture")
+    if picture is not None:  # an operator's picture of healthy (deploy/README.md)
+        draw(prometheus, dashboard, started - 5, time.time(), picture)
 
 
 def test_a_broken_query_a_misspelt_metric_and_a_failing_rule_fail_the_checks(

@@ -44,12 +44,25 @@ so that nobody wonders which of two places wins.
 {{- if hasKey $serving "metrics_dir" -}}
 {{- fail "settings.serving.metrics_dir is the chart's (each pod's metrics volume)" -}}
 {{- end -}}
+{{- if hasKey $serving "host" -}}
+{{- fail "settings.serving.host is the chart's (0.0.0.0: the serve Service reaches every pod's proxy)" -}}
+{{- end -}}
+{{- if eq (get $serving "proxy_location" | default "EveryNode") "HeadOnly" -}}
+{{- fail "settings.serving.proxy_location: HeadOnly leaves the workers without the proxy KubeRay's readiness probe checks; keep EveryNode" -}}
+{{- end -}}
 {{- $_ := set $serving "host" "0.0.0.0" -}}
 {{- $_ := set $serving "metrics_dir" (include "facegallery.metricsDir" .) -}}
 {{- $_ := set $settings "serving" $serving -}}
 {{- $_ := set $gallery "uri" .Values.externalMilvus.uri -}}
 {{- $_ := set $settings "gallery" $gallery -}}
 {{- toYaml $settings -}}
+{{- end -}}
+
+{{/* The settings a node reads at start: serving without its deployments, gallery, queue. */}}
+{{- define "facegallery.nodeSettings" -}}
+{{- $settings := include "facegallery.settings" . | fromYaml -}}
+{{- $serving := omit (get $settings "serving") "gateway" "detector" "embedder" "workers" -}}
+{{- toYaml (dict "serving" $serving "gallery" (get $settings "gallery") "queue" (get $settings "queue")) -}}
 {{- end -}}
 
 {{- define "facegallery.metricsDir" -}}/var/run/facegallery/metrics{{- end -}}
@@ -164,13 +177,18 @@ it is the head.
 {{- $head := index . 3 -}}
 {{- $serving := include "facegallery.serving" $root | fromYaml -}}
 metadata:
+  # Labels that a chart version does not change: they are part of the cluster spec, whose
+  # change starts a second cluster (upgradeStrategy).
   labels:
-    {{- include "facegallery.labels" $root | nindent 4 }}
+    {{- include "facegallery.selectorLabels" $root | nindent 4 }}
     app.kubernetes.io/component: {{ $component }}
   annotations:
     # KubeRay leaves the command alone and gives its `ray start` as KUBERAY_GEN_RAY_START_CMD.
     ray.io/overwrite-container-cmd: "true"
-    checksum/settings: {{ include "facegallery.settings" $root | sha256sum }}
+    # What the node's processes read only when they start (`facegallery serve env`: the
+    # proxies' bounds and admission; the exporter: Milvus and Redis): a change restarts the
+    # cluster. The rest of the settings reach the replicas through serveConfigV2, in place.
+    checksum/node-settings: {{ include "facegallery.nodeSettings" $root | sha256sum }}
 spec:
   {{- with $root.Values.imagePullSecrets }}
   imagePullSecrets:
@@ -184,7 +202,9 @@ spec:
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       command: ["/bin/bash", "-c", "--"]
       args:
-        - ulimit -n 65536; eval "$(facegallery serve env)" && eval "exec $KUBERAY_GEN_RAY_START_CMD"
+        - >-
+          ulimit -n 65536; node_env="$(facegallery serve env)" && eval "$node_env"
+          && eval "exec $KUBERAY_GEN_RAY_START_CMD"
       env:
         {{- include "facegallery.env" $root | nindent 8 }}
       ports:
@@ -217,8 +237,10 @@ spec:
         {{- include "facegallery.env" $root | nindent 8 }}
       ports:
         - {name: exporter, containerPort: {{ $serving.metrics_port }}}
+      # Listening is enough: a scrape of the head's exporter reads Redis and Milvus, whose
+      # slowness must not take the head out of the serve Service.
       readinessProbe:
-        httpGet: {path: /metrics, port: exporter}
+        tcpSocket: {port: exporter}
         periodSeconds: 10
       resources:
         requests: {cpu: 50m, memory: 128Mi}

@@ -223,14 +223,22 @@ def keys_register(
         typer.Option("--gallery", "-g", help="A gallery the key is for (repeat; admin: all)."),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="A note on who holds it.")] = "",
+    sole: Annotated[
+        bool,
+        typer.Option(
+            "--sole",
+            help="Revoke every other key of this --name (a rotated Secret leaves no earlier "
+            "key valid).",
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Store a key made elsewhere (a Kubernetes Secret: the chart's admin key); running it
     again with the same token only updates the key's role, galleries and name."""
-    token = os.environ.get(from_env, "")
+    token = os.environ.get(from_env, "").strip()
     if not token:
         raise InvalidInput(f"{from_env} is not set: it must hold the token to register")
-    key = _keys(load_settings(config)).register(token, role, galleries or [], name)
+    key = _keys(load_settings(config)).register(token, role, galleries or [], name, sole)
     scope = ", ".join(key.galleries) or "every gallery"
     typer.echo(f"key {key.key_id} ({key.role} on {scope}) registered")
 

@@ -85,12 +85,18 @@ class KeyStore:
         self._call(self.redis.hset, self.key, key_id, json.dumps(asdict(key)))
         return key, f"{_TOKEN_PREFIX}{key_id}_{secret}"
 
-    def register(self, token: str, role: str, galleries: list[str], name: str = "") -> ApiKey:
+    def register(
+        self, token: str, role: str, galleries: list[str], name: str = "", sole: bool = False
+    ) -> ApiKey:
         """Store a key whose token was made elsewhere (a Kubernetes Secret: the chart's
         admin key), so that a deployment declares its keys instead of printing them once.
         Registering the same token again only updates its role, galleries and name (an
-        upgrade re-runs it); another secret under a key id already taken is refused."""
+        upgrade re-runs it); another secret under a key id already taken is refused.
+        ``sole``: revoke every other key of this name, so that a rotated Secret leaves no
+        earlier key valid. Surrounding whitespace is not part of a token (a Secret made
+        from a file ends in a newline)."""
         checked, scopes = _checked(role, galleries)
+        token = token.strip()
         key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
         if not token.startswith(_TOKEN_PREFIX) or not key_id.isalnum() or len(secret) < 32:
             raise InvalidInput(
@@ -107,6 +113,9 @@ class KeyStore:
         created = known.created_at if known is not None else time.time()
         key = ApiKey(key_id, checked, scopes, created, _digest(secret), name)
         self._call(self.redis.hset, self.key, key_id, json.dumps(asdict(key)))
+        earlier = [k.key_id for k in self.list() if sole and k.name == name and k != key]
+        if earlier:
+            self._call(self.redis.hdel, self.key, *earlier)
         return key
 
     def authenticate(self, token: str | None) -> ApiKey:
