@@ -90,3 +90,9 @@ def test_a_file_that_is_not_the_network_is_refused(dat: Path) -> None:
         to_onnx(data + b"\x00")
     with pytest.raises(FailedPrecondition, match="loss layer"):
         to_onnx(b"\x01\x01\x01\x03abc" + data[20:])
+    first_relu = data.index(b"relu_")
+    with pytest.raises(FailedPrecondition, match="layer 'relux'"):
+        to_onnx(data[:first_relu] + b"relux" + data[first_relu + 5 :])
+    negative = data.index(b"input_rgb_image_sized") - 1  # the input layer's name length
+    with pytest.raises(FailedPrecondition, match="unexpected"):
+        to_onnx(data[: negative - 1] + b"\x81" + data[negative:])

@@ -2,7 +2,8 @@
 plotted from Prometheus' own answers to the panels' queries (no Grafana installs here), so
 that an operator sees what a healthy stack looks like (deploy/README.md shows it).
 
-`pytest tests/ops/test_observability.py --dashboard-picture docs/img/dashboard-e2e.png`
+`pytest tests/ops/test_observability.py -k every_panel --dashboard-picture
+deploy/img/dashboard-e2e.png`
 draws it once the check has passed."""
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def draw(
                     legend = legend.replace("{{" + name + "}}", value)
                 axis.plot(times, values, label=legend or title)
         axis.set_title(title, fontsize=10)
+        axis.set_ylim(bottom=0)  # every main panel counts or times something
         axis.grid(alpha=0.3)
         if axis.lines:
             axis.legend(fontsize=7, loc="upper left")

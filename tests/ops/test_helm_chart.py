@@ -258,10 +258,12 @@ def test_serve_level_settings_change_the_application_in_place() -> None:
     the application, no new cluster: an upgrade that needs no second cluster's worth of GPUs);
     what a node reads when it starts (the proxies' deadline bound) restarts the cluster."""
     cluster, serve = cluster_and_serve()
-    scaled = cluster_and_serve("settings.serving.detector.num_replicas=3")
-    assert scaled[0] == cluster and scaled[1] != serve
-    bounded = cluster_and_serve("settings.serving.max_deadline_s=60")
-    assert bounded[0] != cluster
+    for in_place in ("serving.detector.num_replicas=3", "detect.max_faces=3"):
+        changed = cluster_and_serve(f"settings.{in_place}")
+        assert changed[0] == cluster and changed[1] != serve, in_place
+    # The proxies' bound (`serve env`), the collection the exporter counts (embed, models).
+    for rolled in ("serving.max_deadline_s=60", "embed.flip_tta=false", "models.pack=x"):
+        assert cluster_and_serve(f"settings.{rolled}")[0] != cluster, rolled
 
 
 def test_the_gpu_values_ask_for_gpus_and_let_them_go() -> None:
@@ -278,7 +280,8 @@ def test_the_gpu_values_ask_for_gpus_and_let_them_go() -> None:
     deployments = {d["name"]: d for d in serve["applications"][0]["deployments"]}
     for name in ("Gateway", "EnrollmentWorkers"):  # kept off the GPU pods
         (needed,) = deployments[name]["ray_actor_options"]["resources"]
-        assert needed in groups["cpu"]["resources"] and needed not in gpu.get("resources", {})
+        assert needed in groups["cpu"]["resources"]
+    assert "resources" not in gpu  # so the GPU pods never offer it
     gpus = {
         d["name"]: d["ray_actor_options"]["num_gpus"]
         for d in serve["applications"][0]["deployments"]

@@ -58,11 +58,16 @@ so that nobody wonders which of two places wins.
 {{- toYaml $settings -}}
 {{- end -}}
 
-{{/* The settings a node reads at start: serving without its deployments, gallery, queue. */}}
+{{/*
+The settings a node's own processes read when they start: serving without its deployments
+(`facegallery serve env`), and what the exporter reads (facegallery.serving.exporter: the
+queue, its decode bounds, Milvus, and the models and embedding that name the collection).
+*/}}
 {{- define "facegallery.nodeSettings" -}}
 {{- $settings := include "facegallery.settings" . | fromYaml -}}
-{{- $serving := omit (get $settings "serving") "gateway" "detector" "embedder" "workers" -}}
-{{- toYaml (dict "serving" $serving "gallery" (get $settings "gallery") "queue" (get $settings "queue")) -}}
+{{- $node := pick $settings "gallery" "queue" "decode" "models" "embed" -}}
+{{- $_ := set $node "serving" (omit (get $settings "serving") "gateway" "detector" "embedder" "workers") -}}
+{{- toYaml $node -}}
 {{- end -}}
 
 {{- define "facegallery.metricsDir" -}}/var/run/facegallery/metrics{{- end -}}
@@ -186,8 +191,9 @@ metadata:
     # KubeRay leaves the command alone and gives its `ray start` as KUBERAY_GEN_RAY_START_CMD.
     ray.io/overwrite-container-cmd: "true"
     # What the node's processes read only when they start (`facegallery serve env`: the
-    # proxies' bounds and admission; the exporter: Milvus and Redis): a change restarts the
-    # cluster. The rest of the settings reach the replicas through serveConfigV2, in place.
+    # proxies' bounds and admission; the exporter: Redis, Milvus and the collection the
+    # models name): a change rolls the cluster. The rest reach the replicas through
+    # serveConfigV2, in place.
     checksum/node-settings: {{ include "facegallery.nodeSettings" $root | sha256sum }}
 spec:
   {{- with $root.Values.imagePullSecrets }}

@@ -6,8 +6,9 @@ time (``dlib-bin`` only checks the converter's parity, in the tests).
 
 The network (dlib's ``examples/dnn_face_recognition_ex.cpp``): a 150x150 RGB chip, less the
 per-channel means and over 256; a 7x7/2 convolution of 32 filters, a 3x3/2 max pool; residual
-blocks of two 3x3 convolutions at 32, 64, 128, 256 and 256 filters, each level opened by a
-block that halves the size (its shortcut a 2x2/2 average pool); a global average pool and a
+blocks of two 3x3 convolutions at 32, 64, 128, 256 and 256 filters, each level after the
+first opened by a block that halves the size (its shortcut a 2x2/2 average pool); a global
+average pool and a
 128-output fully connected layer without bias. Its affine layers (batch norm folded at
 training time) are folded into the convolutions before them. Where a block's two operands
 differ in size, dlib's ``add_prev`` adds them into the larger shape, the smaller one zero
@@ -25,6 +26,7 @@ gradient and output tensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,7 @@ DESCRIPTOR_DIM = 128
 INPUT_NAME = "chip"  # N x 3 x 150 x 150, RGB, 0-255
 OUTPUT_NAME = "descriptor"  # N x 128, dlib's raw descriptor
 OPSET = 17
+IR_VERSION = 8  # opset 17's: what every backend here reads (not the onnx package's newest)
 
 # The residual levels from the input outwards: (filters, blocks), the first block of every
 # level but the first halving the size.
@@ -75,7 +78,10 @@ class _Reader:
         mantissa, exponent = self.integer(), self.integer()
         if exponent >= 32000:  # dlib's infinities and NaN
             return {32000: float("inf"), 32001: float("-inf")}.get(exponent, float("nan"))
-        return float(mantissa) * 2.0**exponent
+        try:
+            return math.ldexp(float(mantissa), exponent)
+        except OverflowError:
+            raise self.error(f"a float of exponent {exponent}") from None
 
     def text(self) -> str:
         return self._take(self.integer()).decode("latin-1")
@@ -90,7 +96,9 @@ class _Reader:
         if (version := self.integer()) != 2:
             raise self.error(f"tensor version {version}")
         shape = tuple(self.integer() for _ in range(4))
-        count = int(np.prod(shape))
+        if min(shape) < 0:
+            raise self.error(f"tensor dimensions {shape}")
+        count = math.prod(shape)
         return np.frombuffer(self._take(4 * count), dtype="<f4").reshape(shape).copy()
 
     def skip_reals(self, count: int) -> None:
@@ -106,7 +114,7 @@ class _Reader:
                 self.integer()
 
     def _take(self, count: int) -> bytes:
-        if self.at + count > len(self.data):
+        if count < 0 or self.at + count > len(self.data):
             raise self.error("the end of the file")
         chunk = self.data[self.at : self.at + count]
         self.at += count
@@ -136,20 +144,20 @@ def _layer(reader: _Reader) -> Layer:
         reader.skip_aliases(2)
         reader.skip_reals(4)  # learning-rate and decay multipliers
         if name in ("con_5", "con_6"):
-            reader.flag()  # use_bias
+            _expect(reader, reader.flag(), True, "a convolution without bias")
         if name == "con_6":
-            reader.flag()  # use_relu
+            _expect(reader, reader.flag(), False, "a convolution with a fused relu")
         return Layer(kind, params, numbers)
     if kind == "affine":
         params = reader.tensor()
         reader.skip_aliases(2)
-        reader.integer()  # mode
+        _expect(reader, reader.integer(), 0, "an affine layer not per channel")
         if name == "affine_2":
-            reader.flag()
+            _expect(reader, reader.flag(), False, "a disabled affine layer")
         return Layer(kind, params)
     if kind in ("relu", "add_prev"):
         if name == "relu_2":
-            reader.flag()
+            _expect(reader, reader.flag(), False, "a disabled relu")
         return Layer(kind)
     if kind in ("max_pool", "avg_pool"):
         return Layer(kind, None, [reader.integer() for _ in range(6)])
@@ -164,6 +172,13 @@ def _layer(reader: _Reader) -> Layer:
             reader.flag()
         return Layer(kind, params, [outputs, inputs])
     raise reader.error(f"layer {name!r}")
+
+
+def _expect(reader: _Reader, value: object, expected: object, what: str) -> None:
+    """Refuse a variant of a layer the published network does not use (converted as the
+    usual one, it would give another network's descriptors)."""
+    if value != expected:
+        raise reader.error(what)
 
 
 def _block_kinds(down: bool) -> list[str]:
@@ -191,6 +206,10 @@ def read_network(data: bytes) -> tuple[np.ndarray, list[Layer]]:
     reader.real(), reader.real()  # margin, distance threshold
     kinds = _layer_kinds()
     versions = [reader.integer() for _ in kinds]
+    # Tags and skips write version 1, other layers 2, the innermost (it holds the input) 3.
+    expected = [1 if k in ("tag", "skip") else 2 for k in kinds[:-1]] + [3]
+    if versions != expected:
+        raise reader.error("layer versions (not the published network's layer stack)")
     if reader.text() != "input_rgb_image_sized":
         raise reader.error("input layer")
     means = np.array([reader.real() for _ in range(3)], dtype=np.float32)
@@ -303,15 +322,19 @@ def to_onnx(data: bytes) -> onnx.ModelProto:
 
     x = _conv(graph, x, take("con"), take("affine"))
     take("relu")
-    x = _relu(graph, x.name, x.channels, x.size)
+    x = _relu(graph, x)
     x = _pool(graph, x, take("max_pool"))
-    for level, (_, blocks) in enumerate(LEVELS):
+    for level, (filters, blocks) in enumerate(LEVELS):
         for block in range(blocks):
             down = level > 0 and block == 0
             inner = _conv(graph, x, take("con"), take("affine"))
             take("relu")
-            inner = _relu(graph, inner.name, inner.channels, inner.size)
-            inner = _conv(graph, inner, take("con"), take("affine"))
+            inner = _conv(graph, _relu(graph, inner), take("con"), take("affine"))
+            if inner.channels != filters:
+                raise FailedPrecondition(
+                    f"not dlib's face recognition network: {inner.channels} filters where "
+                    f"its level {level} has {filters}"
+                )
             shortcut = _pool(graph, x, take("avg_pool")) if down else x
             take("add_prev")
             channels = max(inner.channels, shortcut.channels)
@@ -324,7 +347,7 @@ def to_onnx(data: bytes) -> onnx.ModelProto:
                 ],
             )
             take("relu")
-            x = _relu(graph, total, channels, size)
+            x = _relu(graph, _Value(total, channels, size))
     x = _pool(graph, x, take("avg_pool"))
     fc = take("fc")
     assert fc.params is not None
@@ -342,10 +365,11 @@ def to_onnx(data: bytes) -> onnx.ModelProto:
         ),
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="facegallery.models.dlib_resnet",
+        ir_version=IR_VERSION,
     )
     onnx.checker.check_model(model)
     return model
 
 
-def _relu(graph: _Graph, name: str, channels: int, size: int) -> _Value:
-    return _Value(graph.node("Relu", [name]), channels, size)
+def _relu(graph: _Graph, x: _Value) -> _Value:
+    return _Value(graph.node("Relu", [x.name]), x.channels, x.size)

@@ -96,6 +96,8 @@ class KeyStore:
         earlier key valid. Surrounding whitespace is not part of a token (a Secret made
         from a file ends in a newline)."""
         checked, scopes = _checked(role, galleries)
+        if sole and not name:
+            raise InvalidInput("a sole key needs a name: the other keys of that name go")
         token = token.strip()
         key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
         if not token.startswith(_TOKEN_PREFIX) or not key_id.isalnum() or len(secret) < 32:
@@ -113,9 +115,10 @@ class KeyStore:
         created = known.created_at if known is not None else time.time()
         key = ApiKey(key_id, checked, scopes, created, _digest(secret), name)
         self._call(self.redis.hset, self.key, key_id, json.dumps(asdict(key)))
-        earlier = [k.key_id for k in self.list() if sole and k.name == name and k != key]
-        if earlier:
-            self._call(self.redis.hdel, self.key, *earlier)
+        if sole:
+            earlier = [k.key_id for k in self.list() if k.name == name and k.key_id != key_id]
+            if earlier:
+                self._call(self.redis.hdel, self.key, *earlier)
         return key
 
     def authenticate(self, token: str | None) -> ApiKey:
