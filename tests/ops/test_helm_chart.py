@@ -42,13 +42,22 @@ def helm(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@cache
-def rendered(values: Path | None) -> tuple[dict[str, Any], ...]:
-    """Every object ``helm template`` makes with these values (hooks included)."""
-    extra = ["-f", str(values)] if values else []
-    done = helm("template", "fg", CHART, "--namespace", "faces", *extra)
+def template(*args: str) -> tuple[dict[str, Any], ...]:
+    """Every object ``helm template`` makes with these arguments (hooks included)."""
+    done = helm("template", "fg", CHART, "--namespace", "faces", *args)
     assert done.returncode == 0, done.stderr
     return tuple(d for d in yaml.safe_load_all(done.stdout) if d)
+
+
+@cache
+def rendered(values: Path | None) -> tuple[dict[str, Any], ...]:
+    return template("-f", str(values)) if values else template()
+
+
+def without_facegallery_env() -> dict[str, str]:
+    """This environment less the test session's FACEGALLERY_* settings: a process that
+    reads only the file it is given."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FACEGALLERY_")}
 
 
 def one(objects: tuple[dict[str, Any], ...], kind: str, name: str = "") -> dict[str, Any]:
@@ -147,13 +156,12 @@ def test_serve_config_v2_is_what_facegallery_serve_config_renders(
     objects = rendered(values)
     settings = one(objects, "ConfigMap", "-settings")["data"]["settings.yaml"]
     (tmp_path / "settings.yaml").write_text(settings)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACEGALLERY_")}
     cli = [sys.executable, "-m", "facegallery", "serve", "config", "--config"]
     done = subprocess.run(
         [*cli, str(tmp_path / "settings.yaml")],
         capture_output=True,
         text=True,
-        env=clean,
+        env=without_facegallery_env(),
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -208,7 +216,7 @@ def test_the_ray_containers_command_gives_ray_start_the_nodes_environment(
         one(objects, "ConfigMap", "-settings")["data"]["settings.yaml"]
     )
     (command,) = ray_containers(one(objects, "RayService"))[0]["args"]
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACEGALLERY_")}
+    clean = without_facegallery_env()
     printer = f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))'"
     path = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
     env = {**clean, "PATH": path, "FACEGALLERY_CONFIG": str(tmp_path / "settings.yaml")}
@@ -246,10 +254,7 @@ def test_the_ray_containers_command_gives_ray_start_the_nodes_environment(
 
 
 def cluster_and_serve(*settings: str) -> tuple[dict[str, Any], str]:
-    extra = [a for s in settings for a in ("--set", s)]
-    done = helm("template", "fg", CHART, *extra)
-    assert done.returncode == 0, done.stderr
-    service = one(tuple(d for d in yaml.safe_load_all(done.stdout) if d), "RayService")
+    service = one(template(*[a for s in settings for a in ("--set", s)]), "RayService")
     return service["spec"]["rayClusterConfig"], service["spec"]["serveConfigV2"]
 
 

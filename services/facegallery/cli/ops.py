@@ -235,8 +235,8 @@ def keys_register(
 ) -> None:
     """Store a key made elsewhere (a Kubernetes Secret: the chart's admin key); running it
     again with the same token only updates the key's role, galleries and name."""
-    token = os.environ.get(from_env, "").strip()
-    if not token:
+    token = os.environ.get(from_env, "")
+    if not token.strip():
         raise InvalidInput(f"{from_env} is not set: it must hold the token to register")
     key = _keys(load_settings(config)).register(token, role, galleries or [], name, sole)
     scope = ", ".join(key.galleries) or "every gallery"

@@ -279,7 +279,7 @@ def _conv(graph: _Graph, x: _Value, con: Layer, affine: Layer) -> _Value:
         strides=[stride_y, stride_x],
         pads=[pad_y, pad_x, pad_y, pad_x],
     )
-    return _Value(out, filters, (x.size + 2 * pad_y - rows) // stride_y + 1)
+    return _Value(out, filters, _out_size(x.size, rows, stride_y, pad_y))
 
 
 def _pool(graph: _Graph, x: _Value, pool: Layer) -> _Value:
@@ -294,7 +294,12 @@ def _pool(graph: _Graph, x: _Value, pool: Layer) -> _Value:
         strides=[stride_y, stride_x],
         pads=[pad_y, pad_x, pad_y, pad_x],
     )
-    return _Value(out, x.channels, (x.size + 2 * pad_y - rows) // stride_y + 1)
+    return _Value(out, x.channels, _out_size(x.size, rows, stride_y, pad_y))
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """A window's output side (dlib's and ONNX's alike: no ceil mode)."""
+    return (size + 2 * pad - kernel) // stride + 1
 
 
 def _padded(graph: _Graph, x: _Value, channels: int, size: int) -> str:

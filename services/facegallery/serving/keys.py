@@ -58,6 +58,10 @@ class ApiKey:
         if gallery is not None and self.role != "admin" and gallery not in self.galleries:
             raise PermissionDenied(f"this API key is not valid for gallery {gallery!r}")
 
+    def holds(self, secret: str) -> bool:
+        """Whether ``secret`` is this key's (compared in constant time)."""
+        return hmac.compare_digest(self.secret_sha256, _digest(secret))
+
     def public(self) -> dict[str, object]:
         """What `keys list` shows: everything but the hash."""
         view = asdict(self)
@@ -98,16 +102,14 @@ class KeyStore:
         checked, scopes = _checked(role, galleries)
         if sole and not name:
             raise InvalidInput("a sole key needs a name: the other keys of that name go")
-        token = token.strip()
-        key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
-        if not token.startswith(_TOKEN_PREFIX) or not key_id.isalnum() or len(secret) < 32:
+        key_id, secret = _split(token.strip())
+        if not key_id.isalnum() or len(secret) < 32:
             raise InvalidInput(
                 "a key to register must read fgk_<id>_<secret>: a letters-and-digits id and "
                 "a random secret of at least 32 characters"
             )
-        raw = self._call(self.redis.hget, self.key, key_id)
-        known = _parse(raw) if raw else None
-        if known is not None and not hmac.compare_digest(known.secret_sha256, _digest(secret)):
+        known = self._stored(key_id)
+        if known is not None and not known.holds(secret):
             raise InvalidInput(
                 f"key id {key_id!r} is taken by another secret: revoke it first "
                 "(`facegallery keys revoke`) or give this key another id"
@@ -128,14 +130,17 @@ class KeyStore:
                 "an API key is required: send it as the x-api-key header (HTTP) or metadata "
                 "entry (gRPC); create one with `facegallery keys create`"
             )
-        key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
-        if not token.startswith(_TOKEN_PREFIX) or not key_id or not secret:
+        key_id, secret = _split(token)
+        if not key_id or not secret:
             raise Unauthenticated("malformed API key: expected fgk_<id>_<secret>")
-        raw = self._call(self.redis.hget, self.key, key_id)
-        key = _parse(raw) if raw else None
-        if key is None or not hmac.compare_digest(key.secret_sha256, _digest(secret)):
+        key = self._stored(key_id)
+        if key is None or not key.holds(secret):
             raise Unauthenticated("unknown or revoked API key")
         return key
+
+    def _stored(self, key_id: str) -> ApiKey | None:
+        raw = self._call(self.redis.hget, self.key, key_id)
+        return _parse(raw) if raw else None
 
     def list(self) -> list[ApiKey]:
         raw = self._call(self.redis.hgetall, self.key)
@@ -162,6 +167,14 @@ def _checked(role: str, galleries: list[str]) -> tuple[Role, tuple[str, ...]]:
     if role != "admin" and not scopes:
         raise InvalidInput(f"a {role} key needs at least one --gallery")
     return role, scopes
+
+
+def _split(token: str) -> tuple[str, str]:
+    """A token's key id and secret; both empty unless it starts with the prefix."""
+    if not token.startswith(_TOKEN_PREFIX):
+        return "", ""
+    key_id, _, secret = token.removeprefix(_TOKEN_PREFIX).partition("_")
+    return key_id, secret
 
 
 def _digest(secret: str) -> str:
