@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     settings = load_settings()
-    detector, recognizer = ModelStore(settings.models).load_configured()
+    detector = ModelStore(settings.models).load_configured()[0]
     finder = FaceFinder(build_detector(detector, settings), settings)
-    embedding_bytes = 4 * build_embedder(recognizer, settings).dimension
+    embedding_bytes = 4 * build_embedder(settings).dimension
     sets = {name: crop_sizes(finder, FACES / name) for name in ("celeba_150", "att_orl")}
     celeba = sets["celeba_150"]["stored_mean_bytes"]
     emit(

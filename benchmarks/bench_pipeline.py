@@ -37,6 +37,7 @@ from facegallery.models import ModelStore
 from facegallery.runtime.choice import measured_choice
 from facegallery.vision.align import align_face
 from facegallery.vision.decode import decode_image
+from facegallery.vision.embed import Embedder
 from facegallery.vision.pipeline import FacePipeline, build_detector
 from facegallery.vision.quality import assess_quality
 from opencv_reference import OpenCVReference
@@ -236,6 +237,9 @@ def main() -> None:
     reference = OpenCVReference(settings, score_threshold=settings.detect.score_threshold)
     ours = FacePipeline.from_settings(_flip(settings, flip=True))
     plain = FacePipeline.from_settings(_flip(settings, flip=False))
+    embedder = ours.embedder
+    if not isinstance(embedder, Embedder):  # OpenCV's reference runs one recognizer
+        parser.error(f"pack {settings.models.pack!r} fuses two recognizers: use bench_packs.py")
     crops = np.stack([f.crop for faces in ours.detect_and_align(images) for f in faces])
     faces_per_pass = len(crops)
     s = args.seconds
@@ -319,7 +323,7 @@ def main() -> None:
         },
         "backends": {
             "detector": type(ours.detector.runtime).__name__,
-            "recognizer": type(ours.embedder.runtime).__name__,
+            "recognizer": type(embedder.runtime).__name__,
             "setting": settings.runtime.backend,
             "auto_trial": _auto_trials(settings),
         },

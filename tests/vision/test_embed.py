@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facegallery.assets.samples import Samples
+from facegallery.vision.embed import Embedder
 from facegallery.vision.pipeline import FacePipeline
 from tests.helpers import read_bgr
 
@@ -82,6 +83,7 @@ def test_batch_equals_one_by_one(pipeline: FacePipeline, samples: Samples) -> No
 def test_flip_averaging_is_the_normalised_sum(pipeline: FacePipeline, samples: Samples) -> None:
     crop = pipeline.detect_and_align([read_bgr(samples.photo("grace_hopper.jpg"))])[0][0].crop
     embedder = pipeline.embedder
+    assert isinstance(embedder, Embedder)
     old = embedder.settings
     try:
         embedder.settings = old.model_copy(update={"flip_tta": False})

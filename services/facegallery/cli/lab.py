@@ -135,6 +135,7 @@ def eval_precision_gate(
     from facegallery.runtime.gates import REDUCED, write_gate
     from facegallery.runtime.onnx import OnnxRuntime
     from facegallery.runtime.openvino import OpenVinoRuntime
+    from facegallery.vision.embed import Embedder
 
     if precision not in REDUCED:
         raise InvalidInput(f"--precision {precision}: one of {', '.join(REDUCED)}")
@@ -142,6 +143,10 @@ def eval_precision_gate(
     settings.embed.flip_tta = False
     settings, pair_list, pipeline = _labelled_pairs(root, pairs, settings)
     model = ModelStore(settings.models).load_configured()[1]
+    if not isinstance(pipeline.embedder, Embedder):
+        raise InvalidInput(
+            f"the precision gate judges one recognizer; pack {settings.models.pack!r} fuses two"
+        )
     reference = pipeline.embedder.on_runtime(OnnxRuntime(model.path, settings.runtime))
     reduced = pipeline.embedder.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
     crops = face_crops(pipeline, root, pair_list)

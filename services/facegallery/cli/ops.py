@@ -70,7 +70,7 @@ def models_prepare(
     store = ModelStore(settings.models)
     for name in pack or [settings.models.pack]:
         chosen = store.pack(name)
-        for spec in (chosen.detector, chosen.recognizer):
+        for spec in chosen.models:
             model = store.prepare(spec)
             typer.echo(f"{name}: {model.model_id} ({spec.licence}) -> {model.path}")
 
@@ -87,7 +87,7 @@ def models_list(config: ConfigOption = None) -> None:
     store = ModelStore(settings.models)
     for pack in PACKS.values():
         typer.echo(f"{pack.name}: {pack.description}")
-        for spec in (pack.detector, pack.recognizer):
+        for spec in pack.models:
             try:
                 model = store.load(spec)
                 state = model.model_id

@@ -36,6 +36,10 @@ from facegallery.core.limits import IMAGES_PER_CALL_MAX, MAX_FPIR
 
 DetectorFamily = Literal["yunet", "scrfd"]
 RecognizerFamily = Literal["sface", "arcface"]
+# A fused pack's second recognizer (its own chip) and the landmarks its chip is cut by: shipped
+# models only, not for an operator's own files.
+ChipRecognizerFamily = Literal["dlib"]
+LandmarkFamily = Literal["dlib-5"]
 FusionName = Literal["max", "top2_mean"]
 # What a self-calibrated identify compares with its threshold (facegallery.decisions.openset).
 StatisticName = Literal["score", "cohort_gap"]

@@ -72,6 +72,15 @@ SHIPPED: dict[str, PairCalibration] = {
         _celeba_150(
             "arcface-w600k-mbf-35b35e093ed0", 0.25031709671020513, 0.938, (0.003304, 0.070133)
         ),
+        _celeba_150(
+            "fused-sface-dlib-847b48dfdc5c+flip",
+            0.6256059408187867,
+            0.909,
+            (0.460777, 0.054218),
+        ),
+        _celeba_150(
+            "fused-sface-dlib-847b48dfdc5c", 0.6256601810455323, 0.898667, (0.457734, 0.054097)
+        ),
     )
 }
 

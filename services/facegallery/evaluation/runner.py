@@ -15,7 +15,7 @@ from facegallery.core.errors import InvalidImage
 from facegallery.decisions.rates import tar_at_far
 from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve
 from facegallery.evaluation.pairs import Pair
-from facegallery.vision.embed import Embedder
+from facegallery.vision.embed import FaceEmbedder
 from facegallery.vision.pipeline import FacePipeline
 
 IMAGE_BATCH = 8
@@ -52,7 +52,7 @@ def largest_face_crops(pipeline: FacePipeline, paths: list[Path]) -> list[np.nda
     return crops
 
 
-def embed_crops(embedder: Embedder, crops: list[np.ndarray | None]) -> list[np.ndarray | None]:
+def embed_crops(embedder: FaceEmbedder, crops: list[np.ndarray | None]) -> list[np.ndarray | None]:
     """The embedding of each crop (None stays None), in one batched call."""
     present = [crop for crop in crops if crop is not None]
     vectors = iter(embedder.embed(np.stack(present)) if present else [])

@@ -2,9 +2,11 @@
 (``gallery.keep_crops``), so that a gallery can move to a new embedding model without the
 original photos (``facegallery reembed``).
 
-A crop is the 112x112 BGR image the Embedder saw, stored losslessly (PNG, base64 text, since
-Milvus 2.3 has no bytes field), so a re-embedding gives exactly what enrolling the photo
-with the new model would have. One row per template in a collection beside the templates,
+A crop is the BGR image the Embedder saw (the aligned 112x112 crop, or a fused pack's sheet of
+that crop and dlib's chip: ``vision.fused``), stored losslessly (PNG, base64 text, since
+Milvus 2.3 has no bytes field; split over as many text fields as it needs, a field holding at
+most 65,535 characters), so a re-embedding gives exactly what enrolling the photo with the
+new model would have. One row per template in a collection beside the templates,
 keyed by the same template id and partitioned by gallery; it is written before the
 template, and deleted with it (a user's deletion, the cap's evictions), so no face image
 outlives its template. A crop is a picture of a person's face: keeping them is a privacy
@@ -30,17 +32,22 @@ from facegallery.gallery.connection import (
     template_filter,
     user_filter,
 )
-from facegallery.vision.align import CROP_SIZE
+from facegallery.vision.fused import SHEET_SHAPE
 
-# A 112x112x3 PNG is at most ~38 KB (incompressible noise), ~51 KB as base64: within the
-# VARCHAR limit whatever the face.
-_CROP_MAX_CHARS = 65535
+_FIELD_CHARS = 65535  # Milvus's VARCHAR limit
+# A sheet (150x262x3) as PNG is at most ~118 KB (incompressible noise), ~158K characters as
+# base64: three fields hold any crop whatever the face. Collections made before sheets have
+# one field, which holds any 112x112 crop (at most ~51K characters).
+CHUNK_FIELDS = ("crop", "crop_1", "crop_2")
+_LARGEST = SHEET_SHAPE
 
 
 def encode_crop(crop: np.ndarray) -> str:
-    """Lossless text form of an aligned (112, 112, 3) uint8 crop."""
-    if crop.shape != (CROP_SIZE, CROP_SIZE, 3) or crop.dtype != np.uint8:
-        raise ValueError(f"an aligned crop is {CROP_SIZE}x{CROP_SIZE}x3 uint8, not {crop.shape}")
+    """Lossless text form of an embedder's (H, W, 3) uint8 input, at most a sheet's size."""
+    if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
+        raise ValueError(f"a crop is an (H, W, 3) uint8 image, not {crop.shape} {crop.dtype}")
+    if crop.shape[0] > _LARGEST[0] or crop.shape[1] > _LARGEST[1]:
+        raise ValueError(f"a crop is at most {_LARGEST[0]}x{_LARGEST[1]}, not {crop.shape}")
     ok, png = cv2.imencode(".png", crop)
     if not ok:
         raise ValueError("the crop could not be encoded as PNG")
@@ -51,8 +58,8 @@ def decode_crop(text: str) -> np.ndarray:
     """The crop ``encode_crop`` stored, pixel for pixel."""
     data = np.frombuffer(base64.b64decode(text), np.uint8)
     crop = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if crop is None or crop.shape != (CROP_SIZE, CROP_SIZE, 3):
-        raise Unavailable("a stored crop is damaged (not a 112x112 colour PNG)")
+    if crop is None:
+        raise Unavailable("a stored crop is damaged (not a colour PNG)")
     return crop
 
 
@@ -63,6 +70,7 @@ class CropStore:
         self.connection = connection
         self.collection = collection
         self.present = False
+        self.fields: tuple[str, ...] = CHUNK_FIELDS[:1]
 
     def open(self, create: bool) -> None:
         """Create the collection when ``create`` (keeping crops), else only load it if an
@@ -74,11 +82,16 @@ class CropStore:
                 "gallery", DataType.VARCHAR, max_length=ids.GALLERY_MAX, is_partition_key=True
             )
             schema.add_field("user_id", DataType.VARCHAR, max_length=ids.USER_MAX)
-            schema.add_field("crop", DataType.VARCHAR, max_length=_CROP_MAX_CHARS)
+            for field in CHUNK_FIELDS:
+                schema.add_field(field, DataType.VARCHAR, max_length=_FIELD_CHARS)
             self.connection.ensure_collection(self.collection, schema)
             self.present = True
         else:
             self.present = self.connection.exists(self.collection)
+        if self.present:  # an older collection may have fewer text fields
+            described = self.connection.call("describe_collection", self.collection)
+            names = {field["name"] for field in described["fields"]}
+            self.fields = tuple(f for f in CHUNK_FIELDS if f in names)
 
     def put(
         self, gallery: str, crops: dict[str, tuple[str, np.ndarray]], settle: bool = True
@@ -91,7 +104,7 @@ class CropStore:
                 "template_id": template_id,
                 "gallery": gallery,
                 "user_id": user_id,
-                "crop": encode_crop(crop),
+                **self._chunks(encode_crop(crop)),
                 PLACEHOLDER: PLACEHOLDER_ROW,
             }
             for template_id, (user_id, crop) in crops.items()
@@ -105,8 +118,8 @@ class CropStore:
         """The stored crops of these templates (those with none are absent)."""
         if not self.present:
             return {}
-        rows = self._rows(gallery, template_ids, ["template_id", "crop"])
-        return {r["template_id"]: decode_crop(r["crop"]) for r in rows}
+        rows = self._rows(gallery, template_ids, ["template_id", *self.fields])
+        return {r["template_id"]: decode_crop("".join(r[f] for f in self.fields)) for r in rows}
 
     def count(self, gallery: str) -> int:
         if not self.present:
@@ -122,6 +135,16 @@ class CropStore:
         if self.present and template_ids:
             self.connection.delete(self.collection, template_filter(template_ids))
             self.connection.settle(self.collection)
+
+    def _chunks(self, text: str) -> dict[str, str]:
+        """The text over the collection's fields, each at most Milvus's limit."""
+        parts = [text[i : i + _FIELD_CHARS] for i in range(0, len(text), _FIELD_CHARS)]
+        if len(parts) > len(self.fields):
+            raise ValueError(
+                f"a crop of {len(text)} characters does not fit {self.collection}'s "
+                f"{len(self.fields)} text field(s)"
+            )
+        return {field: parts[i] if i < len(parts) else "" for i, field in enumerate(self.fields)}
 
     def _rows(
         self, gallery: str, template_ids: list[str], fields: list[str]

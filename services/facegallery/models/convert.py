@@ -13,10 +13,10 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from facegallery.core.config import DetectorFamily, RecognizerFamily
+from facegallery.core.config import ChipRecognizerFamily, DetectorFamily, RecognizerFamily
 from facegallery.core.errors import FailedPrecondition
 
-Family = DetectorFamily | RecognizerFamily
+OnnxFamily = DetectorFamily | RecognizerFamily | ChipRecognizerFamily
 
 # Shapes used to compare the shipped and the prepared graph where the shipped one is symbolic.
 _CHECK_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -24,11 +24,12 @@ _CHECK_SHAPES: dict[str, tuple[int, int, int]] = {
     "scrfd": (3, 640, 640),
     "sface": (3, 112, 112),
     "arcface": (3, 112, 112),
+    "dlib": (3, 150, 150),
 }
 _DETECTORS = ("yunet", "scrfd")
 
 
-def prepare_graph(model: onnx.ModelProto, family: Family) -> onnx.ModelProto:
+def prepare_graph(model: onnx.ModelProto, family: OnnxFamily) -> onnx.ModelProto:
     """A copy of ``model`` with weights as initializers and dynamic batch (and YuNet H/W)."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
@@ -47,7 +48,7 @@ def prepare_graph(model: onnx.ModelProto, family: Family) -> onnx.ModelProto:
     return prepared
 
 
-def verify_prepared(original: bytes, prepared: bytes, family: Family) -> None:
+def verify_prepared(original: bytes, prepared: bytes, family: OnnxFamily) -> None:
     """Raise unless the prepared graph computes what the original does, and batches honestly.
 
     Compares (1) both graphs on the original's input shape, (2) a batch of two against the two
@@ -100,7 +101,7 @@ def _session(model: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def _input_shape(session: ort.InferenceSession, family: Family) -> tuple[int, ...]:
+def _input_shape(session: ort.InferenceSession, family: OnnxFamily) -> tuple[int, ...]:
     declared = session.get_inputs()[0].shape[1:]
     fallback = _CHECK_SHAPES[family]
     return tuple(d if isinstance(d, int) else f for d, f in zip(declared, fallback, strict=True))

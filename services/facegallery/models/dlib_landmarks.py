@@ -21,8 +21,10 @@ float columns), then per cascade each pixel's anchor landmark and its (x, y) off
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -34,6 +36,10 @@ SOURCE = PackagedFile(
     FACE_RECOGNITION_MODELS,
     "face_recognition_models/models/shape_predictor_5_face_landmarks.dat",
     "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+)
+LICENCE = (
+    "public domain (dlib-models: trained on dlib's own 5-point dataset of public images, "
+    "released into the public domain by Davis King); the face_recognition_models package: CC0 1.0"
 )
 POINTS = 5
 _MOST = 1 << 16  # more cascades, trees, splits or pixels than any published predictor has
@@ -54,10 +60,15 @@ class ShapePredictor:
     anchor: np.ndarray
     offset: np.ndarray
 
-    def save(self, path: Path) -> None:
-        """Write the arrays as one ``.npz`` (what the model store keeps and serving loads)."""
-        with path.open("wb") as out:
-            np.savez(out, **{f.name: getattr(self, f.name) for f in fields(self)})
+    def save(self, out: BinaryIO) -> None:
+        """Write the arrays as one ``.npz`` (what the model store keeps and serving loads),
+        byte for byte the same every time (no clock in the archive): the file's hash is part
+        of the model id, which names galleries."""
+        with zipfile.ZipFile(out, "w") as archive:
+            for field in fields(self):
+                member = zipfile.ZipInfo(f"{field.name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(member, "w") as npy:
+                    np.lib.format.write_array(npy, getattr(self, field.name), allow_pickle=False)
 
     @classmethod
     def load(cls, path: Path) -> ShapePredictor:

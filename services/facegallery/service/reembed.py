@@ -9,6 +9,10 @@ enrollment times, with their crops (so the gallery can move again). A crop is wh
 Embedder saw at enrollment, stored losslessly, so a moved template is the one enrolling the
 photo with the new model would have made.
 
+A kept crop is what the source's Embedder saw: a fused pack's sheet holds the aligned crop
+too, so a gallery moves from the fused pack to SFace alone; an aligned crop does not hold dlib's
+chip, so the move the other way is refused before anything is written (re-enroll from photos).
+
 Idempotent by template id: templates already in the target are skipped, so a move cut short
 resumes by running it again, and a second run writes nothing. Templates enrolled before crops
 were kept cannot move; they are counted and their users named (re-enroll those from photos).
@@ -20,6 +24,7 @@ target only through another run (a rerun copies new templates; deletions must be
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +36,9 @@ from facegallery.core.errors import FailedPrecondition, InvalidInput, NotFound
 from facegallery.decisions.openset import OpenSetCalibrator
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate, TemplateInfo
-from facegallery.models import ModelStore
-from facegallery.vision.embed import Embedder
+from facegallery.vision.align import CROP_SIZE
+from facegallery.vision.embed import FaceEmbedder
+from facegallery.vision.fused import SHEET_SHAPE
 from facegallery.vision.pipeline import build_embedder
 
 NAMED_USERS_MAX = 100
@@ -79,6 +85,7 @@ def reembed(
             "(gallery.keep_crops was off when they were enrolled): re-enroll from the photos "
             "with the new model configured instead"
         )
+    fit = _fitting(old.input_shape, new.input_shape, new.model_id)
     destination = Gallery(source.gallery, new.model_id, new.dimension)
     moved = skipped = 0
     missing: Counter[str] = Counter()
@@ -86,7 +93,8 @@ def reembed(
         for rows in origin.template_pages(gallery, page):
             there = destination.stored([t.template_id for _, t in rows])
             todo = [(u, t) for u, t in rows if t.template_id not in there]
-            crops = origin.crops.get(gallery, [t.template_id for _, t in todo])
+            kept = origin.crops.get(gallery, [t.template_id for _, t in todo])
+            crops = {template_id: fit(crop) for template_id, crop in kept.items()}
             missing.update(u for u, t in todo if t.template_id not in crops)
             movable = [(u, t) for u, t in todo if t.template_id in crops]
             _write(destination, gallery, movable, crops, new)
@@ -109,10 +117,26 @@ def reembed(
     )
 
 
-def _embedder(settings: Settings) -> Embedder:
+def _embedder(settings: Settings) -> FaceEmbedder:
     """The configured recognizer alone (a move never detects)."""
-    _, recognizer = ModelStore(settings.models).load_configured()
-    return build_embedder(recognizer, settings)
+    return build_embedder(settings)
+
+
+def _fitting(
+    kept: tuple[int, ...], wanted: tuple[int, ...], target: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """How a kept crop becomes the target's input: as it is, or a fused pack's sheet cut to
+    the aligned crop it holds. A plain aligned crop lacks dlib's chip (cut from the photo
+    around dlib's own landmarks, over more of the head), so it cannot move to a fused pack."""
+    if kept == wanted:
+        return lambda crop: crop
+    if kept == SHEET_SHAPE and wanted == (CROP_SIZE, CROP_SIZE, 3):
+        return lambda sheet: np.ascontiguousarray(sheet[:CROP_SIZE, :CROP_SIZE])
+    raise FailedPrecondition(
+        f"the kept crops are {kept[0]}x{kept[1]} images and {target} needs {wanted[0]}x"
+        f"{wanted[1]} ones they do not hold (a fused pack's second network sees dlib's chip, "
+        "cut from the photo): re-enroll from the photos with the new model configured instead"
+    )
 
 
 def _write(
@@ -120,7 +144,7 @@ def _write(
     gallery: str,
     rows: list[tuple[str, TemplateInfo]],
     crops: dict[str, np.ndarray],
-    embedder: Embedder,
+    embedder: FaceEmbedder,
 ) -> None:
     """Embed one page's crops in one batch and store them as the target's templates."""
     if not rows:

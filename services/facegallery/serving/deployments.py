@@ -14,7 +14,13 @@ from facegallery.core.config import Settings
 from facegallery.core.deadline import Priority
 from facegallery.models import ModelStore
 from facegallery.serving.batching import DeadlineBatcher
-from facegallery.vision.pipeline import DetectedImage, FaceFinder, build_detector, build_embedder
+from facegallery.vision.pipeline import (
+    DetectedImage,
+    FaceFinder,
+    build_detector,
+    build_embedder,
+    configured_landmarks,
+)
 
 DetectCall = tuple[bytes | np.ndarray, bool]  # image, largest_only
 WARM_UP_FRAME = (480, 640, 3)  # a camera frame's shape: the first batch every replica runs
@@ -27,7 +33,11 @@ class DetectorDeployment:
     def __init__(self, settings: dict[str, object]) -> None:
         self.settings = Settings(**settings)  # type: ignore[arg-type]
         detector_model, _ = ModelStore(self.settings.models).load_configured()
-        self.finder = FaceFinder(build_detector(detector_model, self.settings), self.settings)
+        self.finder = FaceFinder(
+            build_detector(detector_model, self.settings),
+            self.settings,
+            configured_landmarks(self.settings),
+        )
         deployment = self.settings.serving.detector
         self.batcher: DeadlineBatcher[DetectCall, DetectedImage] = DeadlineBatcher(
             "detector",
@@ -56,12 +66,12 @@ class DetectorDeployment:
 
 
 class EmbedderDeployment:
-    """Aligned crops -> unit embeddings; the batch is counted in faces, not requests."""
+    """Aligned crops (or a fused pack's sheets) -> unit embeddings; the batch is counted in
+    faces, not requests."""
 
     def __init__(self, settings: dict[str, object]) -> None:
         self.settings = Settings(**settings)  # type: ignore[arg-type]
-        _, recognizer_model = ModelStore(self.settings.models).load_configured()
-        self.embedder = build_embedder(recognizer_model, self.settings)
+        self.embedder = build_embedder(self.settings)
         deployment = self.settings.serving.embedder
         self.batcher: DeadlineBatcher[np.ndarray, np.ndarray] = DeadlineBatcher(
             "embedder",
@@ -72,10 +82,14 @@ class EmbedderDeployment:
             len,  # a call weighs its faces
         )
         for size in (1, deployment.max_batch_size):  # ready means warm, at both ends
-            self.embedder.embed(np.zeros((size, 112, 112, 3), np.uint8))
+            self.embedder.embed(np.zeros((size, *self.embedder.input_shape), np.uint8))
 
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """One face's input, as the Detector makes it for this embedder."""
+        return self.embedder.input_shape
 
     def dimension(self) -> int:
         return self.embedder.dimension

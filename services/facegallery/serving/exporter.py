@@ -43,8 +43,7 @@ from facegallery.core.errors import as_error
 from facegallery.core.telemetry import GALLERY_SIZE, QUEUE_JOBS, QUEUE_OLDEST_SECONDS
 from facegallery.gallery import Gallery
 from facegallery.jobs.queue import EnrollmentQueue
-from facegallery.models.store import ModelStore, embedding_dimension
-from facegallery.vision.embed import embedding_id
+from facegallery.vision.pipeline import configured_embedding
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +82,8 @@ class ClusterGauges:
         QUEUE_JOBS.labels("dead_letters").set(depth.dead_letters)
         QUEUE_OLDEST_SECONDS.labels(self.settings.queue.prefix).set(depth.oldest_s)
         if self.gallery is None:
-            recognizer = ModelStore(self.settings.models).load_configured()[1]
-            self.gallery = Gallery(
-                self.settings.gallery,
-                embedding_id(recognizer.model_id, self.settings.embed),
-                embedding_dimension(recognizer),
-            )
+            model_id, dimension = configured_embedding(self.settings)
+            self.gallery = Gallery(self.settings.gallery, model_id, dimension)
         for name in self.queue.galleries():
             stats = self.gallery.stats(name)
             GALLERY_SIZE.labels(name, "users").set(stats.users)

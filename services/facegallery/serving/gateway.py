@@ -181,7 +181,8 @@ class Gateway:
         # Ready means ready: one call through each model deployment before this replica
         # answers anything (health included), so the first callers meet warm paths.
         await detector.detect.remote((np.zeros(WARM_UP_FRAME, np.uint8), False), None, "bulk")
-        await embedder.embed.remote(np.zeros((1, 112, 112, 3), np.uint8), None, "bulk")
+        shape = await embedder.input_shape.remote()
+        await embedder.embed.remote(np.zeros((1, *shape), np.uint8), None, "bulk")
         self.api = Api(service, queue, keys, config)
         self.admission = Admission(config.serving.admission, "gateway")
         self.door = anyio.CapacityLimiter(DOOR_THREADS)

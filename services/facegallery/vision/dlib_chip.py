@@ -41,6 +41,16 @@ TEMPLATE = np.array(
 CHIP_POINTS = (PADDING + TEMPLATE) / (2 * PADDING + 1) * CHIP_SIZE
 
 
+def chip_of_face(
+    predictor: ShapePredictor, image: np.ndarray, grey: np.ndarray, box: np.ndarray
+) -> np.ndarray:
+    """dlib's chip of the face a detector boxed: ``box`` (4,) x1, y1, x2, y2 in ``image``
+    (H, W, 3) uint8, ``grey`` its ``dlib_grey``. The landmark model reads the face inside the
+    box, rounded to whole pixels as a dlib rectangle."""
+    left, top, right, bottom = (int(np.floor(v + 0.5)) for v in box[:4])
+    return extract_chip(image, locate_landmarks(predictor, grey, (left, top, right, bottom)))
+
+
 def locate_landmarks(
     predictor: ShapePredictor, grey: np.ndarray, box: tuple[int, int, int, int]
 ) -> np.ndarray:

@@ -10,19 +10,41 @@ from __future__ import annotations
 
 import copy
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
-from facegallery.core.config import EmbedSettings, RecognizerFamily
+from facegallery.core.config import ChipRecognizerFamily, EmbedSettings, RecognizerFamily
 from facegallery.core.telemetry import timed
 from facegallery.runtime import InferenceRuntime
 
 # (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.
-# SFace normalises inside its graph; ArcFace models expect (x - 127.5) / 127.5.
+# SFace and dlib's network normalise inside their graphs; ArcFace models expect
+# (x - 127.5) / 127.5.
 NORMALISATION: dict[str, tuple[float, float]] = {
     "sface": (0.0, 1.0),
     "arcface": (127.5, 127.5),
+    "dlib": (0.0, 1.0),
 }
+# The square side of the face image each family sees: the aligned crop, or dlib's chip.
+INPUT_SIDE: dict[str, int] = {"sface": 112, "arcface": 112, "dlib": 150}
+
+
+class FaceEmbedder(Protocol):
+    """What embeds faces: one recognizer (`Embedder`) or a fused pair
+    (``vision.fused.FusedEmbedder``). ``input_shape``: one face's (H, W, 3) uint8 image, as
+    the Detector makes it for this embedder."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    def embed(self, crops: np.ndarray) -> np.ndarray: ...
 
 
 def embedding_id(model_id: str, settings: EmbedSettings) -> str:
@@ -42,12 +64,14 @@ class Embedder:
     def __init__(
         self,
         runtime: InferenceRuntime,
-        family: RecognizerFamily,
+        family: RecognizerFamily | ChipRecognizerFamily,
         settings: EmbedSettings,
         model_id: str,
     ) -> None:
         self.runtime = runtime
         self.mean, self.std = NORMALISATION[family]
+        side = INPUT_SIDE[family]
+        self.input_shape = (side, side, 3)
         self.settings = settings
         self.model_id = embedding_id(model_id, settings)
 
@@ -59,8 +83,8 @@ class Embedder:
         return twin
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """``crops``: (N, 112, 112, 3) BGR uint8 aligned faces. Returns (N, D) float32, each row
-        of unit length."""
+        """``crops``: (N, *input_shape) BGR uint8 aligned faces. Returns (N, D) float32, each
+        row of unit length."""
         if len(crops) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # A flipped copy doubles each runtime batch; keep it within the configured size.
@@ -71,7 +95,7 @@ class Embedder:
 
     @cached_property
     def dimension(self) -> int:
-        probe = np.zeros((1, 112, 112, 3), dtype=np.uint8)
+        probe = np.zeros((1, *self.input_shape), dtype=np.uint8)
         return int(self._raw(probe).shape[1])
 
     def _embed_chunk(self, crops: np.ndarray) -> np.ndarray:

@@ -14,11 +14,15 @@ from facegallery.core.config import Settings
 from facegallery.core.errors import FaceGalleryError
 from facegallery.core.telemetry import FACES_PER_IMAGE, timed
 from facegallery.models import ModelStore, PreparedModel
+from facegallery.models.dlib_landmarks import ShapePredictor
+from facegallery.models.store import embedding_dimension
 from facegallery.runtime import ShapeProfile, create_runtime
-from facegallery.vision.align import CROP_SIZE, align_face
+from facegallery.vision.align import align_face
 from facegallery.vision.decode import decode_image
 from facegallery.vision.detect import Detection, Detector, largest
-from facegallery.vision.embed import Embedder
+from facegallery.vision.dlib_chip import chip_of_face, dlib_grey
+from facegallery.vision.embed import INPUT_SIDE, Embedder, FaceEmbedder, embedding_id
+from facegallery.vision.fused import FusedEmbedder, fused_id, make_sheet
 from facegallery.vision.quality import Quality, assess_quality
 from facegallery.vision.scrfd import ScrfdDetector
 from facegallery.vision.yunet import DIVISOR, YuNetDetector
@@ -26,7 +30,9 @@ from facegallery.vision.yunet import DIVISOR, YuNetDetector
 
 @dataclass(frozen=True)
 class AlignedFace:
-    """A detected face with its quality verdict and aligned (112, 112, 3) BGR crop."""
+    """A detected face with its quality verdict and what the embedder sees of it: its aligned
+    (112, 112, 3) BGR crop, or for a fused pack the sheet of that crop and dlib's chip
+    (``vision.fused``). Quality is measured on the aligned crop either way."""
 
     detection: Detection
     quality: Quality
@@ -37,8 +43,8 @@ class AlignedFace:
 class Face:
     """A face as the pipeline reports it. ``embedding``: (D,) unit float32 made by
     ``model_id``, or None when the face was not embedded (failed the gate and not asked for);
-    ``crop``: the aligned crop it was (or would be) embedded from, which enrollment keeps
-    with ``gallery.keep_crops``."""
+    ``crop``: the aligned crop (or sheet) it was (or would be) embedded from, which
+    enrollment keeps with ``gallery.keep_crops``."""
 
     detection: Detection
     quality: Quality
@@ -81,11 +87,15 @@ class FaceAnalyzer(Protocol):
 
 class FaceFinder:
     """The first half: decode + detector + quality gate + alignment (the Detector
-    deployment's whole job)."""
+    deployment's whole job); with a fused pack's ``landmarks``, dlib's chip of each face too,
+    cut from the whole image (``vision.dlib_chip``)."""
 
-    def __init__(self, detector: Detector, settings: Settings) -> None:
+    def __init__(
+        self, detector: Detector, settings: Settings, landmarks: ShapePredictor | None = None
+    ) -> None:
         self.detector = detector
         self.settings = settings
+        self.landmarks = landmarks
 
     @property
     def detector_id(self) -> str:
@@ -124,10 +134,14 @@ class FaceFinder:
                 if largest_only:
                     chosen = largest(found, self.settings.quality.min_detector_score)
                     detections = [chosen] if chosen is not None else []
+                grey = dlib_grey(image) if self.landmarks is not None and detections else None
                 faces = []
                 for detection in detections:
                     crop = align_face(image, detection.landmarks)
                     quality = assess_quality(detection, crop, self.settings.quality)
+                    if self.landmarks is not None and grey is not None:
+                        chip = chip_of_face(self.landmarks, image, grey, detection.box)
+                        crop = make_sheet(crop, chip)
                     faces.append(AlignedFace(detection, quality, crop))
                 results.append(faces)
         return results
@@ -136,18 +150,24 @@ class FaceFinder:
 class FacePipeline(FaceFinder):
     """Detector + quality gate + alignment + embedder, for one image or a batch."""
 
-    def __init__(self, detector: Detector, embedder: Embedder, settings: Settings) -> None:
-        super().__init__(detector, settings)
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: FaceEmbedder,
+        settings: Settings,
+        landmarks: ShapePredictor | None = None,
+    ) -> None:
+        super().__init__(detector, settings, landmarks)
         self.embedder = embedder
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FacePipeline:
         """Load the configured, already prepared models on the configured runtime."""
-        detector_model, recognizer_model = ModelStore(settings.models).load_configured()
         return cls(
-            build_detector(detector_model, settings),
-            build_embedder(recognizer_model, settings),
+            build_detector(ModelStore(settings.models).load_configured()[0], settings),
+            build_embedder(settings),
             settings,
+            configured_landmarks(settings),
         )
 
     @property
@@ -178,14 +198,13 @@ def attach_embeddings(
     embed_crops: Callable[[np.ndarray], np.ndarray],
 ) -> list[list[Face]]:
     """The faces with their embeddings: the wanted crops of every image go to ``embed_crops``
-    as one (N, 112, 112, 3) batch (in process, or to the Embedder deployment)."""
+    as one (N, *input_shape) batch (in process, or to the Embedder deployment); with none
+    wanted, no call is made."""
     wanted = [f for per_image in faces for f in per_image if embed_rejected or f.quality.passed]
-    crops = (
-        np.stack([f.crop for f in wanted])
-        if wanted
-        else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
-    )
-    vectors = {id(f): v for f, v in zip(wanted, embed_crops(crops), strict=True)}
+    vectors: dict[int, np.ndarray] = {}
+    if wanted:
+        found = embed_crops(np.stack([f.crop for f in wanted]))
+        vectors = {id(f): v for f, v in zip(wanted, found, strict=True)}
     return [
         [Face(f.detection, f.quality, vectors.get(id(f)), model_id, f.crop) for f in per_image]
         for per_image in faces
@@ -208,11 +227,48 @@ def build_detector(model: PreparedModel, settings: Settings) -> Detector:
     return YuNetDetector(runtime, settings.detect, max_batch, model.model_id)
 
 
-def build_embedder(model: PreparedModel, settings: Settings) -> Embedder:
-    """The embedder for the model's family on the configured runtime."""
-    if model.family not in ("sface", "arcface"):
+def build_embedder(settings: Settings) -> FaceEmbedder:
+    """The configured recognizer on the configured runtime: the pack's (fused with its second
+    recognizer where it has one) or an operator's own."""
+    store = ModelStore(settings.models)
+    recognizer = store.load_configured()[1]
+    branch = store.load_branch()
+    first = _recognizer(recognizer, settings)
+    if branch is None:
+        return first
+    network, landmarks = branch
+    model_id = fused_id(recognizer.model_id, network.model_id, landmarks.model_id, settings.embed)
+    return FusedEmbedder(first, _recognizer(network, settings), model_id)
+
+
+def configured_landmarks(settings: Settings) -> ShapePredictor | None:
+    """The landmark model that cuts the configured pack's chips, where it has a second
+    recognizer."""
+    branch = ModelStore(settings.models).load_branch()
+    return None if branch is None else ShapePredictor.load(branch[1].path)
+
+
+def configured_embedding(settings: Settings) -> tuple[str, int]:
+    """The configured embedding's model id and width, read from the prepared files without a
+    runtime (what a process that only reads the gallery, such as the metrics exporter,
+    needs)."""
+    store = ModelStore(settings.models)
+    recognizer = store.load_configured()[1]
+    branch = store.load_branch()
+    if branch is None:
+        return embedding_id(recognizer.model_id, settings.embed), embedding_dimension(recognizer)
+    network, landmarks = branch
+    model_id = fused_id(recognizer.model_id, network.model_id, landmarks.model_id, settings.embed)
+    return model_id, embedding_dimension(recognizer) + embedding_dimension(network)
+
+
+def _recognizer(model: PreparedModel, settings: Settings) -> Embedder:
+    """One recognizer network on the configured runtime."""
+    if model.family not in ("sface", "arcface", "dlib"):
         raise ValueError(f"{model.name} is a {model.family} model, not a recognizer")
-    crop = (3, CROP_SIZE, CROP_SIZE)
-    profile = ShapeProfile(crop, crop, crop, settings.runtime.max_batch)
+    side = INPUT_SIDE[model.family]
+    profile = ShapeProfile(
+        (3, side, side), (3, side, side), (3, side, side), settings.runtime.max_batch
+    )
     runtime = create_runtime(model, settings.runtime, profile)
     return Embedder(runtime, model.family, settings.embed, model.model_id)
