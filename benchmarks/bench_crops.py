@@ -1,9 +1,10 @@
 """What keeping aligned crops (``gallery.keep_crops``) costs per template, measured.
 
 Every photo of ``celeba_150`` and ``att_orl`` goes through the product's decode, detector and
-alignment; its largest face's crop is encoded as the crop store encodes it (``encode_crop``:
-lossless PNG, base64 text) and measured, beside the baseline of what a template costs
-without it (its float32 embedding).
+alignment as they run with crops kept; its largest face's sheet (the aligned crop and dlib's
+chip: what is kept, whatever the pack) is encoded as the crop store encodes it
+(``encode_crop``: lossless PNG, base64 text) and measured, beside the baseline of what a
+template costs without it (its float32 embedding: the configured pack's).
 
     .venv/bin/python benchmarks/bench_crops.py --json benchmarks/results/crops.json
 """
@@ -21,12 +22,17 @@ from facegallery.core.config import load_settings
 from facegallery.gallery.crops import encode_crop
 from facegallery.models import ModelStore
 from facegallery.training.data import identity_photos
-from facegallery.vision.pipeline import FaceFinder, build_detector, build_embedder
+from facegallery.vision.pipeline import (
+    FaceFinder,
+    build_detector,
+    build_embedder,
+    configured_landmarks,
+)
 from report import FACES, emit
 
 
 def crop_sizes(finder: FaceFinder, root: Path) -> dict[str, float]:
-    """Stored (base64) and PNG bytes of each photo's largest aligned face."""
+    """Stored (base64) and PNG bytes of each photo's largest face's sheet."""
     stored, png = [], []
     photos = [photo for _, photo in identity_photos(root)]
     for photo in tqdm(photos, desc=root.name, unit="photo"):
@@ -51,12 +57,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings()
     detector = ModelStore(settings.models).load_configured()[0]
-    finder = FaceFinder(build_detector(detector, settings), settings)
+    settings.gallery.keep_crops = True  # what is measured: what keeping crops keeps
+    finder = FaceFinder(
+        build_detector(detector, settings), settings, configured_landmarks(settings)
+    )
     embedding_bytes = 4 * build_embedder(settings).dimension
     sets = {name: crop_sizes(finder, FACES / name) for name in ("celeba_150", "att_orl")}
     celeba = sets["celeba_150"]["stored_mean_bytes"]
     emit(
         {
+            "pack": settings.models.pack,
             "baseline_embedding_bytes": embedding_bytes,
             "sets": sets,
             "celeba_150_stored_over_embedding": round(celeba / embedding_bytes),

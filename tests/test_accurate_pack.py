@@ -8,11 +8,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from facegallery.assets.samples import Samples
 from facegallery.core.config import Settings
-from facegallery.core.errors import FailedPrecondition
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
 from facegallery.gallery.crops import encode_crop
@@ -21,8 +19,9 @@ from facegallery.service.face_service import FaceService
 from facegallery.service.reembed import reembed
 from facegallery.vision.align import CROP_SIZE
 from facegallery.vision.embed import Embedder
-from facegallery.vision.fused import SHEET_SHAPE, FusedEmbedder
+from facegallery.vision.fused import FusedEmbedder
 from facegallery.vision.pipeline import FacePipeline
+from facegallery.vision.sheet import SHEET_SHAPE
 
 PEOPLE = ("obama.jpg", "obama2.jpg", "biden.jpg", "grace_hopper.jpg")
 
@@ -109,7 +108,24 @@ def test_enroll_identify_verify_through_the_gallery(
     assert len(encode_crop(kept)) > 65535
 
 
-def test_reembed_from_sheets_to_sface_alone_and_not_back(
+def test_kept_crops_are_sheets_in_every_pack(
+    settings: Settings, pipeline: FacePipeline, samples: Samples
+) -> None:
+    """With crops kept, the default pack's Detector makes sheets too (so a kept gallery can
+    move to any shipped recognizer); SFace still sees exactly its aligned crop."""
+    keeping = settings.model_copy(deep=True)
+    keeping.gallery.keep_crops = True
+    kept = FacePipeline.from_settings(keeping)
+    assert kept.model_id == pipeline.model_id and kept.landmarks is not None
+    photo = samples.photo("obama.jpg").read_bytes()
+    [sheet], [plain] = kept.analyze(photo), pipeline.analyze(photo)
+    assert sheet.crop is not None and sheet.crop.shape == SHEET_SHAPE
+    assert plain.crop is not None and np.array_equal(sheet.crop[:CROP_SIZE, :CROP_SIZE], plain.crop)
+    assert sheet.embedding is not None and plain.embedding is not None
+    np.testing.assert_array_equal(sheet.embedding, plain.embedding)
+
+
+def test_reembed_moves_sheets_between_packs_both_ways(
     accurate_pipeline: FacePipeline,
     accurate_settings: Settings,
     pipeline: FacePipeline,
@@ -121,23 +137,32 @@ def test_reembed_from_sheets_to_sface_alone_and_not_back(
     fused = _service(accurate_pipeline, accurate_settings, uri, keep=True)
     fused.enroll("g", "obama", [_image(samples, "obama.jpg")])
     fused.enroll("g", "biden", [_image(samples, "biden.jpg")])
-    source = fused.settings
-    target = source.model_copy(deep=True)
-    target.models.pack = "default"
-    report = reembed(source, target, "g", progress=False)
+    accurate, default = fused.settings, fused.settings.model_copy(deep=True)
+    default.models.pack = "default"
+    report = reembed(accurate, default, "g", progress=False)
     assert (report.reembedded, report.without_crop) == (2, 0)
-    # A moved template is the one enrolling the photo with SFace alone would have made.
+    # A moved template is the one enrolling the photo with SFace alone would have made, and
+    # keeps its sheet (so it can move again).
     plain = _service(pipeline, settings, uri, keep=True)
-    moved = plain.gallery.crops.get(
-        "g", [t.template_id for t in plain.gallery.templates("g", "obama")]
-    )
-    [crop] = moved.values()
+    [moved] = plain.gallery.templates("g", "obama")
     direct = pipeline.analyze(samples.photo("obama.jpg").read_bytes())[0]
-    assert direct.crop is not None and np.array_equal(crop, direct.crop)
+    assert direct.embedding is not None
+    np.testing.assert_allclose(moved.embedding, direct.embedding, atol=1e-6)
+    kept = plain.gallery.crops.get("g", [moved.template_id])[moved.template_id]
+    assert kept.shape == SHEET_SHAPE
     probe = samples.photo("obama2.jpg").read_bytes()
     assert [f.decision for f in plain.identify("g", probe)] == ["obama"]
-    # SFace's crops do not hold dlib's chip: the move back is refused before any write.
+
+    # Back to the accurate pack: the sheets move; a crop kept before sheets (an aligned crop
+    # alone, as this pipeline without dlib's landmarks keeps) lacks dlib's chip: its user is
+    # named to re-enroll, and nothing of it is written.
     plain.enroll("g", "grace", [_image(samples, "grace_hopper.jpg")])
-    with pytest.raises(FailedPrecondition, match="re-enroll from the photos"):
-        reembed(target, source, "g", progress=False)
-    assert fused.gallery.stats("g").templates == 2
+    fused.gallery.delete_user("g", "biden")
+    back = reembed(default, accurate, "g", progress=False)
+    assert (back.reembedded, back.already_there, back.without_crop) == (1, 1, 1)
+    assert back.users_without_crop == ["grace"]
+    [again] = fused.gallery.templates("g", "biden")
+    first = accurate_pipeline.analyze(samples.photo("biden.jpg").read_bytes())[0]
+    assert first.embedding is not None
+    np.testing.assert_allclose(again.embedding, first.embedding, atol=1e-6)
+    assert fused.gallery.stats("g").users == 2

@@ -121,9 +121,14 @@ def test_reembed_moves_a_gallery_once_and_reports_what_could_not_move(
 
 
 def test_reembed_command_to_another_recognizer_file(
-    insightface_settings: Settings, samples: Samples, monkeypatch: pytest.MonkeyPatch
+    insightface_settings: Settings,
+    accurate_settings: Settings,
+    samples: Samples,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("FACEGALLERY_GALLERY__KEEP_CROPS", "true")
+    monkeypatch.setenv("FACEGALLERY_GALLERY__URI", str(tmp_path / "cmd.db"))  # its own file
     for user, photo in [("obama", "obama.jpg"), ("biden", "biden.jpg")]:
         enrolled = runner.invoke(
             app, ["enroll", "-g", "cmd", "-u", user, str(samples.photo(photo))]
@@ -149,3 +154,12 @@ def test_reembed_command_to_another_recognizer_file(
         app, ["reembed", "-g", "cmd", "--to-model", str(onnx), "--to-family", "arcface"]
     )
     assert again.exit_code == 0 and "0 template(s) re-embedded, 2 already there" in again.stdout
+
+    # Kept crops are sheets (the aligned crop and dlib's chip): the gallery moves to the
+    # accurate pack too, which sees both.
+    both = runner.invoke(app, ["reembed", "-g", "cmd", "--to-model", str(onnx), "--to-pack", "x"])
+    assert both.exit_code == 2 and "one of --to-model FILE or --to-pack NAME" in both.stderr
+    fused = runner.invoke(app, ["reembed", "-g", "cmd", "--to-pack", "accurate", "--json"])
+    assert fused.exit_code == 0, fused.stderr
+    report = json.loads(fused.stdout)
+    assert report["target_model"].startswith("fused-sface-dlib-") and report["reembedded"] == 2

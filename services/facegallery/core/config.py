@@ -253,12 +253,14 @@ class GallerySettings(Section):
     )
     keep_crops: bool = Field(
         default=False,
-        description="Keep each template's aligned 112x112 face crop (lossless PNG) beside it, "
-        "so `facegallery reembed` can move the gallery to a new model without the photos. "
-        "Cost, measured: ~33 KB per template as stored (25 KB PNG; celeba_150 crops), 65x "
-        "the 512-byte embedding: ~33 GB per million templates, held in Milvus's memory "
-        "while the collection is loaded; and a store of face images to protect. Deleting "
-        "a user or evicting a template deletes its crop.",
+        description="Keep each template's face sheet (its aligned 112x112 crop and dlib's "
+        "150x150 chip, lossless PNG) beside it, so `facegallery reembed` can move the gallery "
+        "to any shipped recognizer (the accurate pack's included) without the photos; the "
+        "Detector then cuts dlib's chip too (dlib's landmark model, ~5 ms a face). Cost, "
+        "measured: ~88 KB per template as stored (66 KB PNG; celeba_150), 171x the "
+        "default's 512-byte embedding: ~88 GB per million templates, held in Milvus's "
+        "memory while the collection is loaded; and a store of face images to protect. "
+        "Deleting a user or evicting a template deletes its crop.",
     )
     max_templates_per_user: int = Field(default=10, ge=1, le=100)
     top_k: int = Field(default=5, ge=1, le=100, description="Candidate users per face.")

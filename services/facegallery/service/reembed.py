@@ -1,17 +1,19 @@
-"""Moving a gallery to a new embedding model from its kept aligned crops
-(``gallery.keep_crops``), without the original photos: ``facegallery reembed``.
+"""Moving a gallery to a new embedding model from its kept crops (``gallery.keep_crops``),
+without the original photos: ``facegallery reembed``.
 
 Embeddings of two models cannot be compared, so each model has its own collection
 (``gallery/store.py``). The move reads one gallery's templates from the source model's
 collection a page at a time with their crops, embeds the crops with the target model, and
 writes them into the target's collection under the same template ids, qualities, sources and
 enrollment times, with their crops (so the gallery can move again). A crop is what the
-Embedder saw at enrollment, stored losslessly, so a moved template is the one enrolling the
+Detector made at enrollment, stored losslessly, so a moved template is the one enrolling the
 photo with the new model would have made.
 
-A kept crop is what the source's Embedder saw: a fused pack's sheet holds the aligned crop
-too, so a gallery moves from the fused pack to SFace alone; an aligned crop does not hold dlib's
-chip, so the move the other way is refused before anything is written (re-enroll from photos).
+A kept crop is the face's sheet (``vision.sheet``): the aligned crop and dlib's chip, what
+every shipped recognizer sees, so a gallery moves between any of them, both ways, and the
+moved templates keep their sheets. Crops kept before sheets are aligned crops alone: they move
+to a recognizer of aligned crops; to the accurate pack they are counted and their users named
+like templates without a crop (they lack dlib's chip; re-enroll those from the photos).
 
 Idempotent by template id: templates already in the target are skipped, so a move cut short
 resumes by running it again, and a second run writes nothing. Templates enrolled before crops
@@ -24,7 +26,6 @@ target only through another run (a rerun copies new templates; deletions must be
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,19 +37,19 @@ from facegallery.core.errors import FailedPrecondition, InvalidInput, NotFound
 from facegallery.decisions.openset import OpenSetCalibrator
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate, TemplateInfo
-from facegallery.vision.align import CROP_SIZE
 from facegallery.vision.embed import FaceEmbedder
-from facegallery.vision.fused import SHEET_SHAPE
 from facegallery.vision.pipeline import build_embedder
+from facegallery.vision.sheet import SHEET_SHAPE
 
 NAMED_USERS_MAX = 100
 
 
 @dataclass(frozen=True)
 class ReembedReport:
-    """What a move did. ``users_without_crop``: up to 100 users with a template that could
-    not move; ``operating_point``: the target gallery's after its calibration (or why it has
-    none yet)."""
+    """What a move did. ``without_crop``: templates without a kept crop the target can use
+    (none kept, or an aligned crop alone for the accurate pack); ``users_without_crop``: up
+    to 100 users with a template that could not move; ``operating_point``: the target
+    gallery's after its calibration (or why it has none yet)."""
 
     gallery: str
     source_model: str
@@ -85,7 +86,6 @@ def reembed(
             "(gallery.keep_crops was off when they were enrolled): re-enroll from the photos "
             "with the new model configured instead"
         )
-    fit = _fitting(old.input_shape, new.input_shape, new.model_id)
     destination = Gallery(source.gallery, new.model_id, new.dimension)
     moved = skipped = 0
     missing: Counter[str] = Counter()
@@ -94,7 +94,7 @@ def reembed(
             there = destination.stored([t.template_id for _, t in rows])
             todo = [(u, t) for u, t in rows if t.template_id not in there]
             kept = origin.crops.get(gallery, [t.template_id for _, t in todo])
-            crops = {template_id: fit(crop) for template_id, crop in kept.items()}
+            crops = {t: c for t, c in kept.items() if _fits(c.shape, new.input_shape)}
             missing.update(u for u, t in todo if t.template_id not in crops)
             movable = [(u, t) for u, t in todo if t.template_id in crops]
             _write(destination, gallery, movable, crops, new)
@@ -122,21 +122,11 @@ def _embedder(settings: Settings) -> FaceEmbedder:
     return build_embedder(settings)
 
 
-def _fitting(
-    kept: tuple[int, ...], wanted: tuple[int, ...], target: str
-) -> Callable[[np.ndarray], np.ndarray]:
-    """How a kept crop becomes the target's input: as it is, or a fused pack's sheet cut to
-    the aligned crop it holds. A plain aligned crop lacks dlib's chip (cut from the photo
-    around dlib's own landmarks, over more of the head), so it cannot move to a fused pack."""
-    if kept == wanted:
-        return lambda crop: crop
-    if kept == SHEET_SHAPE and wanted == (CROP_SIZE, CROP_SIZE, 3):
-        return lambda sheet: np.ascontiguousarray(sheet[:CROP_SIZE, :CROP_SIZE])
-    raise FailedPrecondition(
-        f"the kept crops are {kept[0]}x{kept[1]} images and {target} needs {wanted[0]}x"
-        f"{wanted[1]} ones they do not hold (a fused pack's second network sees dlib's chip, "
-        "cut from the photo): re-enroll from the photos with the new model configured instead"
-    )
+def _fits(kept: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    """Whether a kept crop holds what the target sees: a sheet holds what every shipped
+    recognizer sees; an aligned crop alone (kept before sheets) lacks dlib's chip, cut from
+    the photo around dlib's own landmarks."""
+    return kept in (SHEET_SHAPE, wanted)
 
 
 def _write(

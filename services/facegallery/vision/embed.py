@@ -17,6 +17,7 @@ import numpy as np
 from facegallery.core.config import ChipRecognizerFamily, EmbedSettings, RecognizerFamily
 from facegallery.core.telemetry import timed
 from facegallery.runtime import InferenceRuntime
+from facegallery.vision.sheet import SHEET_SHAPE, aligned_part, chip_part
 
 # (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.
 # SFace and dlib's network normalise inside their graphs; ArcFace models expect
@@ -72,6 +73,7 @@ class Embedder:
         self.mean, self.std = NORMALISATION[family]
         side = INPUT_SIDE[family]
         self.input_shape = (side, side, 3)
+        self.part = chip_part if family == "dlib" else aligned_part  # of a sheet
         self.settings = settings
         self.model_id = embedding_id(model_id, settings)
 
@@ -83,8 +85,11 @@ class Embedder:
         return twin
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """``crops``: (N, *input_shape) BGR uint8 aligned faces. Returns (N, D) float32, each
-        row of unit length."""
+        """``crops``: (N, *input_shape) BGR uint8 aligned faces, or sheets (``vision.sheet``),
+        of which this network takes its own part. Returns (N, D) float32, each row of unit
+        length."""
+        if crops.shape[1:] == SHEET_SHAPE:
+            crops = self.part(crops)
         if len(crops) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # A flipped copy doubles each runtime batch; keep it within the configured size.

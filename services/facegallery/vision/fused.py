@@ -4,13 +4,8 @@ dlib's own 150x150 chip (the "accurate" pack).
 Each network's unit vector is scaled by 1/sqrt(2) and the two are concatenated: the result is
 a unit vector, and the cosine of two of them is the mean of the two networks' cosines (score
 fusion with equal weights, fixed, not fitted), so the gallery stores and searches one vector
-per template like any other model's, under a model id of its own.
-
-A face reaches the fused embedder as one image, a **sheet**: the aligned crop in its top-left
-corner and dlib's chip to its right (150 x 262 x 3, the rest black). One array per face keeps
-every path the same as for one recognizer (the Detector makes it, the Embedder batches it, a
-kept crop stores it), and the sheet holds exactly what each network sees, so a gallery can be
-re-embedded from kept sheets with either network, or with SFace alone.
+per template like any other model's, under a model id of its own. A face reaches it as a
+sheet (``vision.sheet``), of which each network takes its own part.
 """
 
 from __future__ import annotations
@@ -21,19 +16,8 @@ import math
 import numpy as np
 
 from facegallery.core.config import EmbedSettings
-from facegallery.vision.align import CROP_SIZE
-from facegallery.vision.dlib_chip import CHIP_SIZE
 from facegallery.vision.embed import Embedder
-
-SHEET_SHAPE = (CHIP_SIZE, CROP_SIZE + CHIP_SIZE, 3)
-
-
-def make_sheet(crop: np.ndarray, chip: np.ndarray) -> np.ndarray:
-    """One face's sheet: its (112, 112, 3) aligned crop and (150, 150, 3) dlib chip."""
-    sheet = np.zeros(SHEET_SHAPE, np.uint8)
-    sheet[:CROP_SIZE, :CROP_SIZE] = crop
-    sheet[:, CROP_SIZE:] = chip
-    return sheet
+from facegallery.vision.sheet import SHEET_SHAPE
 
 
 def fused_id(first: str, second: str, landmarks: str, settings: EmbedSettings) -> str:
@@ -59,9 +43,6 @@ class FusedEmbedder:
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``crops``: (N, 150, 262, 3) BGR uint8 sheets. Returns (N, D1 + D2) float32, each
         row of unit length."""
-        parts = (
-            self.first.embed(np.ascontiguousarray(crops[:, :CROP_SIZE, :CROP_SIZE])),
-            self.second.embed(np.ascontiguousarray(crops[:, :, CROP_SIZE:])),
-        )
+        parts = (self.first.embed(crops), self.second.embed(crops))
         fused: np.ndarray = (np.hstack(parts) / math.sqrt(2)).astype(np.float32)
         return fused

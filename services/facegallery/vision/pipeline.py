@@ -22,17 +22,18 @@ from facegallery.vision.decode import decode_image
 from facegallery.vision.detect import Detection, Detector, largest
 from facegallery.vision.dlib_chip import chip_of_face, dlib_grey
 from facegallery.vision.embed import INPUT_SIDE, Embedder, FaceEmbedder, embedding_id
-from facegallery.vision.fused import FusedEmbedder, fused_id, make_sheet
+from facegallery.vision.fused import FusedEmbedder, fused_id
 from facegallery.vision.quality import Quality, assess_quality
 from facegallery.vision.scrfd import ScrfdDetector
+from facegallery.vision.sheet import make_sheet
 from facegallery.vision.yunet import DIVISOR, YuNetDetector
 
 
 @dataclass(frozen=True)
 class AlignedFace:
-    """A detected face with its quality verdict and what the embedder sees of it: its aligned
-    (112, 112, 3) BGR crop, or for a fused pack the sheet of that crop and dlib's chip
-    (``vision.fused``). Quality is measured on the aligned crop either way."""
+    """A detected face with its quality verdict and its aligned (112, 112, 3) BGR crop, or
+    the sheet of that crop and dlib's chip (``vision.sheet``) where the Detector makes
+    sheets. Quality is measured on the aligned crop either way."""
 
     detection: Detection
     quality: Quality
@@ -87,8 +88,8 @@ class FaceAnalyzer(Protocol):
 
 class FaceFinder:
     """The first half: decode + detector + quality gate + alignment (the Detector
-    deployment's whole job); with a fused pack's ``landmarks``, dlib's chip of each face too,
-    cut from the whole image (``vision.dlib_chip``)."""
+    deployment's whole job); with ``landmarks`` (``configured_landmarks``), each face's
+    sheet: its aligned crop and dlib's chip, cut from the whole image (``vision.sheet``)."""
 
     def __init__(
         self, detector: Detector, settings: Settings, landmarks: ShapePredictor | None = None
@@ -242,10 +243,11 @@ def build_embedder(settings: Settings) -> FaceEmbedder:
 
 
 def configured_landmarks(settings: Settings) -> ShapePredictor | None:
-    """The landmark model that cuts the configured pack's chips, where it has a second
-    recognizer."""
-    branch = ModelStore(settings.models).load_branch()
-    return None if branch is None else ShapePredictor.load(branch[1].path)
+    """The landmark model that cuts dlib's chips, where the Detector makes sheets: for a pack
+    with a second recognizer, and wherever crops are kept (``vision.sheet``)."""
+    store = ModelStore(settings.models)
+    model = store.load_landmarks(settings.gallery.keep_crops)
+    return None if model is None else ShapePredictor.load(model.path)
 
 
 def configured_embedding(settings: Settings) -> tuple[str, int]:

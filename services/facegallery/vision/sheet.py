@@ -1,0 +1,37 @@
+"""A face's **sheet**: its aligned 112x112 crop (top-left) and dlib's 150x150 chip (to its
+right) in one 150x262 image, the rest black.
+
+The sheet is what the Detector makes where a second view of the face is needed: for the
+accurate pack, whose second network sees dlib's chip (``vision.fused``), and wherever crops are
+kept (``gallery.keep_crops``), so that a kept gallery can move to any shipped recognizer
+(``facegallery reembed``). One array per face keeps every path the same (the Detector makes
+it, the Embedder batches it, the crop store keeps it), and each network takes its own part
+exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facegallery.vision.align import CROP_SIZE
+from facegallery.vision.dlib_chip import CHIP_SIZE
+
+SHEET_SHAPE = (CHIP_SIZE, CROP_SIZE + CHIP_SIZE, 3)
+
+
+def make_sheet(crop: np.ndarray, chip: np.ndarray) -> np.ndarray:
+    """One face's sheet: its (112, 112, 3) aligned crop and (150, 150, 3) dlib chip."""
+    sheet = np.zeros(SHEET_SHAPE, np.uint8)
+    sheet[:CROP_SIZE, :CROP_SIZE] = crop
+    sheet[:, CROP_SIZE:] = chip
+    return sheet
+
+
+def aligned_part(sheets: np.ndarray) -> np.ndarray:
+    """The (N, 112, 112, 3) aligned crops of (N, 150, 262, 3) sheets."""
+    return np.ascontiguousarray(sheets[:, :CROP_SIZE, :CROP_SIZE])
+
+
+def chip_part(sheets: np.ndarray) -> np.ndarray:
+    """The (N, 150, 150, 3) dlib chips of (N, 150, 262, 3) sheets."""
+    return np.ascontiguousarray(sheets[:, :, CROP_SIZE:])
