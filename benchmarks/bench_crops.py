@@ -26,7 +26,7 @@ from facegallery.vision.pipeline import (
     FaceFinder,
     build_detector,
     build_embedder,
-    configured_landmarks,
+    sheet_cutting,
 )
 from report import FACES, emit
 
@@ -36,7 +36,7 @@ def crop_sizes(finder: FaceFinder, root: Path) -> dict[str, float]:
     stored, png = [], []
     photos = [photo for _, photo in identity_photos(root)]
     for photo in tqdm(photos, desc=root.name, unit="photo"):
-        found = finder.detect_images([photo.read_bytes()], largest_only=True)[0]
+        found = finder.detect_images([photo.read_bytes()], largest_only=True, sheets=True)[0]
         if isinstance(found, Exception) or not found:
             continue
         text = encode_crop(found[0].crop)
@@ -58,9 +58,7 @@ def main() -> None:
     settings = load_settings()
     detector = ModelStore(settings.models).load_configured()[0]
     settings.gallery.keep_crops = True  # what is measured: what keeping crops keeps
-    finder = FaceFinder(
-        build_detector(detector, settings), settings, configured_landmarks(settings)
-    )
+    finder = FaceFinder(build_detector(detector, settings), settings, sheet_cutting(settings)[0])
     embedding_bytes = 4 * build_embedder(settings).dimension
     sets = {name: crop_sizes(finder, FACES / name) for name in ("celeba_150", "att_orl")}
     celeba = sets["celeba_150"]["stored_mean_bytes"]

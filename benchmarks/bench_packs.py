@@ -35,6 +35,7 @@ BACKENDS = ("onnxruntime", "openvino", "opencv", "auto")
 def _pipeline(settings: Settings, pack: str, backend: str) -> FacePipeline:
     chosen = settings.model_copy(deep=True)
     chosen.models.pack = pack
+    chosen.gallery.keep_crops = False  # the packs' own work only
     chosen.runtime.backend = backend  # type: ignore[assignment]  # one of BACKENDS
     return FacePipeline.from_settings(chosen)
 

@@ -4,6 +4,7 @@ crops and ``facegallery reembed``."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from facegallery.core.config import Settings
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
 from facegallery.gallery.crops import encode_crop
+from facegallery.models import ModelStore
 from facegallery.service.enrollment import ImageInput
 from facegallery.service.face_service import FaceService
 from facegallery.service.reembed import reembed
+from facegallery.serving.deployments import EmbedderDeployment
 from facegallery.vision.align import CROP_SIZE
 from facegallery.vision.embed import Embedder
 from facegallery.vision.fused import FusedEmbedder
@@ -109,20 +112,37 @@ def test_enroll_identify_verify_through_the_gallery(
 
 
 def test_kept_crops_are_sheets_in_every_pack(
-    settings: Settings, pipeline: FacePipeline, samples: Samples
+    settings: Settings, pipeline: FacePipeline, samples: Samples, tmp_path: Path
 ) -> None:
-    """With crops kept, the default pack's Detector makes sheets too (so a kept gallery can
-    move to any shipped recognizer); SFace still sees exactly its aligned crop."""
+    """With crops kept, the default pack's Detector cuts an enrolled face's sheet too (so a
+    kept gallery can move to any shipped recognizer), and only an enrolled face's; SFace
+    sees exactly its aligned crop either way."""
     keeping = settings.model_copy(deep=True)
     keeping.gallery.keep_crops = True
+    keeping.gallery.uri = str(tmp_path / "kept.db")
     kept = FacePipeline.from_settings(keeping)
     assert kept.model_id == pipeline.model_id and kept.landmarks is not None
     photo = samples.photo("obama.jpg").read_bytes()
-    [sheet], [plain] = kept.analyze(photo), pipeline.analyze(photo)
-    assert sheet.crop is not None and sheet.crop.shape == SHEET_SHAPE
-    assert plain.crop is not None and np.array_equal(sheet.crop[:CROP_SIZE, :CROP_SIZE], plain.crop)
-    assert sheet.embedding is not None and plain.embedding is not None
-    np.testing.assert_array_equal(sheet.embedding, plain.embedding)
+    sheets, plain = kept.detect_images([photo], sheets=True)[0], kept.detect_images([photo])[0]
+    assert not isinstance(sheets, Exception) and not isinstance(plain, Exception)
+    assert sheets[0].crop.shape == SHEET_SHAPE and plain[0].crop.shape == (CROP_SIZE, CROP_SIZE, 3)
+    assert np.array_equal(sheets[0].crop[:CROP_SIZE, :CROP_SIZE], plain[0].crop)
+    [[from_sheet]], [[from_crop]] = kept.embed([sheets]), kept.embed([plain])
+    assert from_sheet.embedding is not None and from_crop.embedding is not None
+    np.testing.assert_array_equal(from_sheet.embedding, from_crop.embedding)
+    # Through the service: the enrolled face's sheet is kept; identify cuts no chip.
+    service = FaceService(
+        kept,
+        Gallery(keeping.gallery, kept.model_id, kept.embedder.dimension),
+        Thresholds(keeping.matching),
+        keeping,
+    )
+    template = service.enroll("g", "obama", [_image(samples, "obama.jpg")]).outcomes[0].template_id
+    assert template is not None
+    assert service.gallery.crops.get("g", [template])[template].shape == SHEET_SHAPE
+    [identified] = service.analyze([samples.photo("obama2.jpg").read_bytes()])
+    assert not isinstance(identified, Exception) and identified[0].crop is not None
+    assert identified[0].crop.shape == (CROP_SIZE, CROP_SIZE, 3)
 
 
 def test_reembed_moves_sheets_between_packs_both_ways(
@@ -166,3 +186,28 @@ def test_reembed_moves_sheets_between_packs_both_ways(
     assert first.embedding is not None
     np.testing.assert_allclose(again.embedding, first.embedding, atol=1e-6)
     assert fused.gallery.stats("g").users == 2
+
+    # A page holding both sheets and an aligned crop moves to a recognizer of aligned crops
+    # (here SFace's file as an operator's own model: another model id).
+    own = default.model_copy(deep=True)
+    own.models.recognizer_onnx = ModelStore(settings.models).load_configured()[1].path
+    mixed = reembed(default, own, "g", progress=False)
+    assert (mixed.reembedded, mixed.without_crop) == (3, 0)
+
+
+def test_served_embedder_batches_crops_and_sheets_together(
+    settings: Settings, pipeline: FacePipeline, samples: Samples
+) -> None:
+    """One Embedder batch may join identify calls (aligned crops) and enrollments that keep
+    their crops (sheets): each call becomes the network's own input first."""
+    keeping = settings.model_copy(deep=True)
+    keeping.gallery.keep_crops = True
+    finder = FacePipeline.from_settings(keeping)
+    photo = samples.photo("group.jpg").read_bytes()
+    sheets, crops = finder.detect_images([photo], sheets=True)[0], finder.detect_images([photo])[0]
+    assert not isinstance(sheets, Exception) and not isinstance(crops, Exception)
+    deployment = EmbedderDeployment(keeping.model_dump(mode="json"))
+    calls = [np.stack([f.crop for f in sheets]), np.stack([f.crop for f in crops])]
+    from_sheets, from_crops = asyncio.run(deployment._embed(calls))
+    np.testing.assert_allclose(from_sheets, from_crops, atol=1e-6)
+    np.testing.assert_allclose(from_crops, pipeline.embedder.embed(calls[1]), atol=1e-6)

@@ -8,19 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pymilvus import DataType, MilvusClient
 from typer.testing import CliRunner
 
 from facegallery.assets.samples import Samples
 from facegallery.cli import app
-from facegallery.core.config import Settings
+from facegallery.core import ids
+from facegallery.core.config import GallerySettings, Settings
 from facegallery.core.errors import FailedPrecondition, InvalidInput
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery
+from facegallery.gallery.connection import MilvusConnection
+from facegallery.gallery.crops import CropStore
 from facegallery.models import ModelStore
 from facegallery.service.enrollment import ImageInput
 from facegallery.service.face_service import FaceService
 from facegallery.service.reembed import reembed
 from facegallery.vision.pipeline import FacePipeline
+from facegallery.vision.sheet import SHEET_SHAPE, aligned_part
 
 runner = CliRunner()
 
@@ -159,7 +164,36 @@ def test_reembed_command_to_another_recognizer_file(
     # accurate pack too, which sees both.
     both = runner.invoke(app, ["reembed", "-g", "cmd", "--to-model", str(onnx), "--to-pack", "x"])
     assert both.exit_code == 2 and "one of --to-model FILE or --to-pack NAME" in both.stderr
+    family = ["reembed", "-g", "cmd", "--to-pack", "accurate", "--to-family", "sface"]
+    assert "--to-family goes with --to-model" in runner.invoke(app, family).stderr
+    # The insightface pack aligns its probes on SCRFD's points, these crops on YuNet's.
+    other = runner.invoke(app, ["reembed", "-g", "cmd", "--to-pack", "insightface"])
+    assert other.exit_code == 2 and "detects with scrfd-500m-bnkps" in other.stderr
     fused = runner.invoke(app, ["reembed", "-g", "cmd", "--to-pack", "accurate", "--json"])
     assert fused.exit_code == 0, fused.stderr
     report = json.loads(fused.stdout)
     assert report["target_model"].startswith("fused-sface-dlib-") and report["reembedded"] == 2
+
+
+def test_a_collection_made_before_sheets_keeps_aligned_crops(tmp_path: Path) -> None:
+    """Milvus 2.3 cannot add fields: a crops collection of one text field (as they were
+    made before sheets) goes on keeping what it always held, a sheet's aligned part."""
+    connection = MilvusConnection(GallerySettings(uri=str(tmp_path / "old.db")))
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("template_id", DataType.VARCHAR, is_primary=True, max_length=32)
+    schema.add_field("gallery", DataType.VARCHAR, max_length=ids.GALLERY_MAX, is_partition_key=True)
+    schema.add_field("user_id", DataType.VARCHAR, max_length=ids.USER_MAX)
+    schema.add_field("crop", DataType.VARCHAR, max_length=65535)
+    connection.ensure_collection("crops_old", schema)
+    store = CropStore(connection, "crops_old")
+    store.open(create=True)
+    assert store.fields == ("crop",)
+    rng = np.random.default_rng(0)  # noise: the least compressible sheet there is
+    sheet = rng.integers(0, 256, SHEET_SHAPE, dtype=np.uint8)
+    template = "0" * 32
+    store.put("g", {template: ("u", sheet)})
+    assert np.array_equal(store.get("g", [template])[template], aligned_part(sheet[None])[0])
+    fresh = CropStore(connection, "crops_new")
+    fresh.open(create=True)
+    fresh.put("g", {template: ("u", sheet)})  # three fields hold even noise
+    assert np.array_equal(fresh.get("g", [template])[template], sheet)

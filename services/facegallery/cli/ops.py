@@ -547,8 +547,11 @@ def reembed(
         target.models.recognizer_onnx = to_model
         target.models.recognizer_family = _family(to_family or recorded_family(to_model))
     else:
+        if to_family is not None:
+            raise InvalidInput("--to-family goes with --to-model: a pack names its own")
         target.models.pack = str(to_pack)
         target.models.recognizer_onnx = None
+        _same_detector(source, target)
     report = move(source, target, gallery)
     if as_json:
         emit_json(report.to_dict(), None)
@@ -563,6 +566,22 @@ def reembed(
         typer.echo("  re-enroll from photos: " + ", ".join(report.users_without_crop))
     point = report.operating_point
     typer.echo(f"  operating point: {point if isinstance(point, str) else point['method']}")
+
+
+def _same_detector(source: Settings, target: Settings) -> None:
+    """A kept crop was aligned on the source's detector's landmarks; a pack whose detector
+    differs would align its probes on other points, so its templates would not be the ones
+    enrolling the photos makes."""
+    from facegallery.models import PACKS, ModelStore
+
+    made_by = ModelStore(source.models).load_configured()[0].name
+    pack = PACKS.get(target.models.pack)  # an unknown one is refused with the others' names
+    if pack is not None and pack.detector.name != made_by:
+        raise InvalidInput(
+            f"pack {pack.name!r} detects with {pack.detector.name}, and these crops were "
+            f"aligned on {made_by}'s landmarks: re-enroll from the photos with that pack "
+            "configured"
+        )
 
 
 def _family(name: str | None) -> RecognizerFamily:

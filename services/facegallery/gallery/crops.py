@@ -17,6 +17,7 @@ decision as much as a storage one, which is why the setting is off by default.
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 import cv2
@@ -33,22 +34,24 @@ from facegallery.gallery.connection import (
     template_filter,
     user_filter,
 )
-from facegallery.vision.sheet import SHEET_SHAPE
+from facegallery.vision.sheet import ALIGNED_SHAPE, SHEET_SHAPE, aligned_part
 
 _FIELD_CHARS = 65535  # Milvus's VARCHAR limit
 # A sheet (150x262x3) as PNG is at most ~118 KB (incompressible noise), ~158K characters as
 # base64: three fields hold any crop whatever the face. Collections made before sheets have
-# one field, which holds any 112x112 crop (at most ~51K characters).
+# one field, which holds any 112x112 crop (at most ~51K characters): they go on keeping the
+# aligned part of a sheet (Milvus 2.3 cannot add fields to a collection).
 CHUNK_FIELDS = ("crop", "crop_1", "crop_2")
-_LARGEST = SHEET_SHAPE
+
+log = logging.getLogger(__name__)
 
 
 def encode_crop(crop: np.ndarray) -> str:
     """Lossless text form of an embedder's (H, W, 3) uint8 input, at most a sheet's size."""
     if crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
         raise ValueError(f"a crop is an (H, W, 3) uint8 image, not {crop.shape} {crop.dtype}")
-    if crop.shape[0] > _LARGEST[0] or crop.shape[1] > _LARGEST[1]:
-        raise ValueError(f"a crop is at most {_LARGEST[0]}x{_LARGEST[1]}, not {crop.shape}")
+    if crop.shape[0] > SHEET_SHAPE[0] or crop.shape[1] > SHEET_SHAPE[1]:
+        raise ValueError(f"a crop is at most a sheet's size {SHEET_SHAPE}, not {crop.shape}")
     ok, png = cv2.imencode(".png", crop)
     if not ok:
         raise ValueError("the crop could not be encoded as PNG")
@@ -59,8 +62,8 @@ def decode_crop(text: str) -> np.ndarray:
     """The crop ``encode_crop`` stored, pixel for pixel."""
     data = np.frombuffer(base64.b64decode(text), np.uint8)
     crop = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if crop is None:
-        raise Unavailable("a stored crop is damaged (not a colour PNG)")
+    if crop is None or crop.shape not in (SHEET_SHAPE, ALIGNED_SHAPE):
+        raise Unavailable("a stored crop is damaged (not a sheet's or an aligned crop's PNG)")
     return crop
 
 
@@ -93,6 +96,12 @@ class CropStore:
             described = self.connection.call("describe_collection", self.collection)
             names = {field["name"] for field in described["fields"]}
             self.fields = tuple(f for f in CHUNK_FIELDS if f in names)
+            if len(self.fields) == 1:
+                log.warning(
+                    "%s was made before crops were kept as sheets: it keeps aligned crops "
+                    "alone, so its templates cannot move to the accurate pack",
+                    self.collection,
+                )
 
     def put(
         self, gallery: str, crops: dict[str, tuple[str, np.ndarray]], settle: bool = True
@@ -105,7 +114,7 @@ class CropStore:
                 "template_id": template_id,
                 "gallery": gallery,
                 "user_id": user_id,
-                **self._chunks(encode_crop(crop)),
+                **self._chunks(encode_crop(self._storable(crop))),
                 PLACEHOLDER: PLACEHOLDER_ROW,
             }
             for template_id, (user_id, crop) in crops.items()
@@ -136,6 +145,14 @@ class CropStore:
         if self.present and template_ids:
             self.connection.delete(self.collection, template_filter(template_ids))
             self.connection.settle(self.collection)
+
+    def _storable(self, crop: np.ndarray) -> np.ndarray:
+        """The crop, or in a one-field collection (made before sheets) a sheet's aligned
+        part: what such a collection has always held."""
+        if len(self.fields) == 1 and crop.shape == SHEET_SHAPE:
+            part: np.ndarray = aligned_part(crop[None])[0]
+            return part
+        return crop
 
     def _chunks(self, text: str) -> dict[str, str]:
         """The text over the collection's fields, each at most Milvus's limit."""

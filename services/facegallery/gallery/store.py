@@ -13,8 +13,8 @@ user's best) that is exact for an exact search: a user holds at most ``cap`` tem
 the k-th best user's best template ranks at most ``(k - 1) * cap + 1``; ``top2_mean`` fetches
 enough for ``max(top_k, cohort_size)`` users and fuses those.
 Every id is validated (``facegallery.core.ids``) before it is written into a filter expression.
-With ``gallery.keep_crops``, each template's aligned crop is kept beside it (``crops.py``) for
-``facegallery reembed``.
+With ``gallery.keep_crops``, each template's sheet (its aligned crop and dlib's chip) is kept
+beside it (``crops.py``) for ``facegallery reembed``.
 
 Backend differences (upsert, read-your-writes, Lite's brute force on unsealed data) are
 handled once, in ``connection.py``.

@@ -21,6 +21,7 @@ float columns), then per cascade each pixel's anchor landmark and its (x, y) off
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -67,6 +68,7 @@ class ShapePredictor:
         with zipfile.ZipFile(out, "w") as archive:
             for field in fields(self):
                 member = zipfile.ZipInfo(f"{field.name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                member.create_system = 3  # as on Linux, on any platform
                 with archive.open(member, "w") as npy:
                     np.lib.format.write_array(npy, getattr(self, field.name), allow_pickle=False)
 
@@ -97,7 +99,7 @@ def read_shape_predictor(data: bytes) -> ShapePredictor:
         for _ in range(reader.count(_MOST))
     ]
     reader.end()
-    if not forests or not forests[0] or len(anchors) != len(forests) != len(offsets):
+    if not forests or not forests[0] or not len(anchors) == len(forests) == len(offsets):
         raise reader.error("cascades without forests, anchors or offsets")
     try:
         splits = np.array([[s for s, _ in forest] for forest in forests], np.float64)
@@ -129,4 +131,6 @@ def _tree(reader: DlibReader) -> tuple[list[tuple[int, int, float]], list[np.nda
     complete = len(leaves) == len(splits) + 1 and len(leaves) & (len(leaves) - 1) == 0
     if not complete or any(leaf.shape != (2 * POINTS,) for leaf in leaves):
         raise reader.error(f"a tree of {len(splits)} splits and {len(leaves)} leaves")
+    if not all(math.isfinite(threshold) for _, _, threshold in splits):
+        raise reader.error("a split threshold that is not a finite number")
     return splits, leaves

@@ -276,10 +276,12 @@ class FaceService:
         images: Sequence[bytes | np.ndarray],
         largest_only: bool = False,
         embed_rejected: bool = True,
+        sheets: bool = False,
     ) -> list[list[Face] | FaceGalleryError]:
         """Faces of each image (or why it could not be decoded): detection batched across
-        the images, then one embedding batch for all their faces."""
-        found = self.pipeline.detect_images(images, largest_only)
+        the images, then one embedding batch for all their faces (``sheets``: each face's
+        sheet, to keep, where the pipeline cuts them)."""
+        found = self.pipeline.detect_images(images, largest_only, sheets)
         decodable = [f for f in found if not isinstance(f, FaceGalleryError)]
         embedded = iter(self.pipeline.embed(decodable, embed_rejected))
         return [f if isinstance(f, FaceGalleryError) else next(embedded) for f in found]
@@ -312,7 +314,10 @@ class FaceService:
         step = self.settings.decode.images_at_once
         for start in range(0, len(images), step):
             chunk = [im.data for im in images[start : start + step]]
-            for i, found in enumerate(self.analyze(chunk, embed_rejected=False), start):
+            found_all = self.analyze(
+                chunk, embed_rejected=False, sheets=self.gallery.settings.keep_crops
+            )
+            for i, found in enumerate(found_all, start):
                 if isinstance(found, FaceGalleryError):
                     outcomes[i] = EnrollOutcome(
                         images[i].name, False, "invalid_image", found.message

@@ -37,9 +37,9 @@ from facegallery.core.errors import FailedPrecondition, InvalidInput, NotFound
 from facegallery.decisions.openset import OpenSetCalibrator
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate, TemplateInfo
-from facegallery.vision.embed import FaceEmbedder
+from facegallery.vision.embed import FaceEmbedder, own_input
 from facegallery.vision.pipeline import build_embedder
-from facegallery.vision.sheet import SHEET_SHAPE
+from facegallery.vision.sheet import as_input
 
 NAMED_USERS_MAX = 100
 
@@ -73,7 +73,7 @@ def reembed(
     """Move ``gallery`` from ``source``'s recognizer to ``target``'s (the gallery
     connection and options come from ``source``)."""
     gallery = ids.gallery_id(gallery)
-    old, new = _embedder(source), _embedder(target)
+    old, new = build_embedder(source), build_embedder(target)  # a move never detects
     if old.model_id == new.model_id:
         raise InvalidInput(f"the target is the gallery's own model ({old.model_id}): nothing to do")
     origin = Gallery(source.gallery, old.model_id, old.dimension)
@@ -94,7 +94,9 @@ def reembed(
             there = destination.stored([t.template_id for _, t in rows])
             todo = [(u, t) for u, t in rows if t.template_id not in there]
             kept = origin.crops.get(gallery, [t.template_id for _, t in todo])
-            crops = {t: c for t, c in kept.items() if _fits(c.shape, new.input_shape)}
+            crops = {
+                t: c for t, c in kept.items() if as_input(c[None], new.input_shape) is not None
+            }
             missing.update(u for u, t in todo if t.template_id not in crops)
             movable = [(u, t) for u, t in todo if t.template_id in crops]
             _write(destination, gallery, movable, crops, new)
@@ -117,18 +119,6 @@ def reembed(
     )
 
 
-def _embedder(settings: Settings) -> FaceEmbedder:
-    """The configured recognizer alone (a move never detects)."""
-    return build_embedder(settings)
-
-
-def _fits(kept: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
-    """Whether a kept crop holds what the target sees: a sheet holds what every shipped
-    recognizer sees; an aligned crop alone (kept before sheets) lacks dlib's chip, cut from
-    the photo around dlib's own landmarks."""
-    return kept in (SHEET_SHAPE, wanted)
-
-
 def _write(
     destination: Gallery,
     gallery: str,
@@ -139,7 +129,10 @@ def _write(
     """Embed one page's crops in one batch and store them as the target's templates."""
     if not rows:
         return
-    vectors = embedder.embed(np.stack([crops[t.template_id] for _, t in rows]))
+    # A page may hold sheets and aligned crops (kept before sheets): each becomes the
+    # target's own input before they are stacked.
+    own = [own_input(crops[t.template_id][None], embedder.input_shape) for _, t in rows]
+    vectors = embedder.embed(np.concatenate(own))
     batch: dict[str, list[NewTemplate]] = {}
     for (user_id, t), vector in zip(rows, vectors, strict=True):
         crop = crops[t.template_id]

@@ -14,15 +14,16 @@ from facegallery.core.config import Settings
 from facegallery.core.deadline import Priority
 from facegallery.models import ModelStore
 from facegallery.serving.batching import DeadlineBatcher
+from facegallery.vision.embed import own_input
 from facegallery.vision.pipeline import (
     DetectedImage,
     FaceFinder,
     build_detector,
     build_embedder,
-    configured_landmarks,
+    sheet_cutting,
 )
 
-DetectCall = tuple[bytes | np.ndarray, bool]  # image, largest_only
+DetectCall = tuple[bytes | np.ndarray, bool, bool]  # image, largest_only, sheets
 WARM_UP_FRAME = (480, 640, 3)  # a camera frame's shape: the first batch every replica runs
 
 
@@ -36,7 +37,7 @@ class DetectorDeployment:
         self.finder = FaceFinder(
             build_detector(detector_model, self.settings),
             self.settings,
-            configured_landmarks(self.settings),
+            *sheet_cutting(self.settings),
         )
         deployment = self.settings.serving.detector
         self.batcher: DeadlineBatcher[DetectCall, DetectedImage] = DeadlineBatcher(
@@ -46,7 +47,7 @@ class DetectorDeployment:
             deployment.batch_wait_timeout_s,
             self.settings.serving.bulk_share,
         )
-        self._detect([(np.zeros(WARM_UP_FRAME, np.uint8), False)])  # ready means warm
+        self._detect([(np.zeros(WARM_UP_FRAME, np.uint8), False, False)])  # ready means warm
 
     def model_id(self) -> str:
         return self.finder.detector_id
@@ -58,9 +59,9 @@ class DetectorDeployment:
 
     def _detect(self, calls: list[DetectCall]) -> list[DetectedImage]:
         answers: dict[int, DetectedImage] = {}
-        for largest_only in (False, True):
-            chosen = [i for i, (_, flag) in enumerate(calls) if flag == largest_only]
-            found = self.finder.detect_images([calls[i][0] for i in chosen], largest_only)
+        for options in sorted({(largest, sheets) for _, largest, sheets in calls}):
+            chosen = [i for i, call in enumerate(calls) if call[1:] == options]
+            found = self.finder.detect_images([calls[i][0] for i in chosen], *options)
             answers.update(zip(chosen, found, strict=True))
         return [answers[i] for i in range(len(calls))]
 
@@ -88,7 +89,7 @@ class EmbedderDeployment:
         return self.embedder.model_id
 
     def input_shape(self) -> tuple[int, int, int]:
-        """One face's input, as the Detector makes it for this embedder."""
+        """One face's own input for this embedder (a sheet also serves: ``vision.sheet``)."""
         return self.embedder.input_shape
 
     def dimension(self) -> int:
@@ -100,6 +101,9 @@ class EmbedderDeployment:
         return await self.batcher(crops, deadline, priority)
 
     async def _embed(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        vectors = await asyncio.to_thread(self.embedder.embed, np.concatenate(crops))
+        # Calls of one batch may bring aligned crops and sheets (enrollments that keep their
+        # crops): each becomes this embedder's own input before they are joined.
+        own = [own_input(c, self.embedder.input_shape) for c in crops]
+        vectors = await asyncio.to_thread(self.embedder.embed, np.concatenate(own))
         bounds = np.cumsum([len(c) for c in crops])[:-1]
         return list(np.split(vectors, bounds))

@@ -180,7 +180,8 @@ class Gateway:
         service = await served_service(config, detector, embedder)
         # Ready means ready: one call through each model deployment before this replica
         # answers anything (health included), so the first callers meet warm paths.
-        await detector.detect.remote((np.zeros(WARM_UP_FRAME, np.uint8), False), None, "bulk")
+        frame = np.zeros(WARM_UP_FRAME, np.uint8)
+        await detector.detect.remote((frame, False, False), None, "bulk")
         shape = await embedder.input_shape.remote()
         await embedder.embed.remote(np.zeros((1, *shape), np.uint8), None, "bulk")
         self.api = Api(service, queue, keys, config)

@@ -57,12 +57,13 @@ class ServedPipeline:
         return self._detector_id
 
     def detect_images(
-        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False, sheets: bool = False
     ) -> list[DetectedImage]:
         check_deadline("detector")
         deadline, priority = current_deadline(), current_priority()
         calls = [
-            self.detector.detect.remote((data, largest_only), deadline, priority) for data in images
+            self.detector.detect.remote((data, largest_only, sheets), deadline, priority)
+            for data in images
         ]
         return self._results(calls, "detector")
 

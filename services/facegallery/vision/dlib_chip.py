@@ -4,10 +4,10 @@ dlib's own 5-point predictor run inside the detector's box.
 
 The chip is not the 112x112 crop: other points (eye corners and the base of the nose, not eye
 centres and mouth corners), its own template in a unit square padded by a quarter on each
-side, and a larger, taller view of the head. Measured on the development pairs, the same
-network lost 0.9 points of accuracy and 5 of TAR@FAR 1e-3 when the chip was instead placed from
-YuNet's points (a template fitted on ``celeba_train``), so the predictor is ported, not
-approximated.
+side, and a larger, taller view of the head. On the development pairs the same network lost
+0.9 point of accuracy and 5 of TAR@FAR 1e-3 when the chip was instead placed from YuNet's
+points (a template fitted on ``celeba_train``; docs/concepts.md), so the predictor is ported,
+not approximated.
 
 The chip maps each of its pixels to the image by the least-squares similarity from the chip's
 template points to the landmarks (fitted in that direction, as dlib does), sampled bilinearly;
@@ -102,8 +102,11 @@ def extract_chip(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     whose template points land nearest to ``landmarks`` (5, 2); black where dlib's would be
     (past the image's edge)."""
     fitted = similarity_transform(CHIP_POINTS, landmarks)
+    scale = math.hypot(*fitted[:, 0])  # image pixels per chip pixel
+    if not scale > 1e-3:  # landmarks on one point: no face to cut
+        return np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     chip_to_image = _dlib_mapping(fitted)
-    side = CHIP_SIZE * math.hypot(*fitted[:, 0])  # the chip's square in the image, in pixels
+    side = CHIP_SIZE * scale  # the chip's square in the image, in pixels
     halvings, border = 0, 2
     while _halved(side, halvings + 1) > CHIP_SIZE:
         halvings += 1
@@ -113,6 +116,8 @@ def extract_chip(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         part = _pyramid_down(part)
         chip_to_part = chip_to_part / 2
         chip_to_part[:, 2] -= _PYRAMID_SHIFT
+    if min(part.shape[:2]) < 2:  # the chip lies off the image (or on a sliver of it)
+        return np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     # dlib truncates the interpolated value: warp in float, then floor.
     chip = cv2.warpAffine(
         part.astype(np.float32),
@@ -146,9 +151,15 @@ def _pyramid_down(image: np.ndarray) -> np.ndarray:
     if height <= 8 or width <= 8:
         return np.zeros((0, 0, 3), np.uint8)
     cols, rows = (width - 3) // 2, (height - 3) // 2
-    x = image.astype(np.uint32)
-    across = np.sum([k * x[:, j : j + 2 * cols : 2] for j, k in enumerate(_KERNEL)], axis=0)
-    down = np.sum([k * across[j : j + 2 * rows : 2] for j, k in enumerate(_KERNEL)], axis=0)
+    # Summed in place in uint16 (at most 16 x 16 x 255 = 65,280), so a large face costs a
+    # few copies of its region, not a stack of them.
+    x = image.astype(np.uint16)
+    across = np.zeros((height, cols, 3), np.uint16)
+    for j, k in enumerate(_KERNEL):
+        across += x[:, j : j + 2 * cols : 2] * np.uint16(k)
+    down = np.zeros((rows, cols, 3), np.uint16)
+    for j, k in enumerate(_KERNEL):
+        down += across[j : j + 2 * rows : 2] * np.uint16(k)
     halved: np.ndarray = (down // 256).astype(np.uint8)
     return halved
 
@@ -180,7 +191,7 @@ def _covered_part(
     (x0, y0), (x1, y1) = np.floor(low + 0.5).astype(int), np.floor(high + 0.5).astype(int)
     moved = chip_to_image.copy()
     moved[:, 2] -= (x0, y0)
-    return image[y0 : y1 + 1, x0 : x1 + 1], moved
+    return image[y0 : max(y0, y1 + 1), x0 : max(x0, x1 + 1)], moved
 
 
 def _inside(chip_to_part: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

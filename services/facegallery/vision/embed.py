@@ -17,7 +17,7 @@ import numpy as np
 from facegallery.core.config import ChipRecognizerFamily, EmbedSettings, RecognizerFamily
 from facegallery.core.telemetry import timed
 from facegallery.runtime import InferenceRuntime
-from facegallery.vision.sheet import SHEET_SHAPE, aligned_part, chip_part
+from facegallery.vision.sheet import as_input
 
 # (mean, std) applied to RGB 0-255 pixels before the network, per recognizer family.
 # SFace and dlib's network normalise inside their graphs; ArcFace models expect
@@ -31,10 +31,19 @@ NORMALISATION: dict[str, tuple[float, float]] = {
 INPUT_SIDE: dict[str, int] = {"sface": 112, "arcface": 112, "dlib": 150}
 
 
+def own_input(faces: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``faces`` as an embedder of input ``shape`` sees them (``vision.sheet.as_input``), or
+    a clear error where they do not hold it."""
+    own = as_input(faces, shape)
+    if own is None:
+        raise ValueError(f"faces of shape {faces.shape[1:]} do not hold a {shape} input")
+    return own
+
+
 class FaceEmbedder(Protocol):
     """What embeds faces: one recognizer (`Embedder`) or a fused pair
-    (``vision.fused.FusedEmbedder``). ``input_shape``: one face's (H, W, 3) uint8 image, as
-    the Detector makes it for this embedder."""
+    (``vision.fused.FusedEmbedder``). ``input_shape``: one face's own (H, W, 3) uint8 input;
+    ``embed`` also takes sheets (``vision.sheet``), of which it uses its part."""
 
     @property
     def model_id(self) -> str: ...
@@ -73,7 +82,6 @@ class Embedder:
         self.mean, self.std = NORMALISATION[family]
         side = INPUT_SIDE[family]
         self.input_shape = (side, side, 3)
-        self.part = chip_part if family == "dlib" else aligned_part  # of a sheet
         self.settings = settings
         self.model_id = embedding_id(model_id, settings)
 
@@ -88,8 +96,7 @@ class Embedder:
         """``crops``: (N, *input_shape) BGR uint8 aligned faces, or sheets (``vision.sheet``),
         of which this network takes its own part. Returns (N, D) float32, each row of unit
         length."""
-        if crops.shape[1:] == SHEET_SHAPE:
-            crops = self.part(crops)
+        crops = own_input(crops, self.input_shape)
         if len(crops) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # A flipped copy doubles each runtime batch; keep it within the configured size.

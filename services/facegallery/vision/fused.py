@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from facegallery.core.config import EmbedSettings
-from facegallery.vision.embed import Embedder
+from facegallery.vision.embed import Embedder, own_input
 from facegallery.vision.sheet import SHEET_SHAPE
 
 
@@ -43,6 +43,7 @@ class FusedEmbedder:
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """``crops``: (N, 150, 262, 3) BGR uint8 sheets. Returns (N, D1 + D2) float32, each
         row of unit length."""
-        parts = (self.first.embed(crops), self.second.embed(crops))
+        sheets = own_input(crops, SHEET_SHAPE)
+        parts = (self.first.embed(sheets), self.second.embed(sheets))
         fused: np.ndarray = (np.hstack(parts) / math.sqrt(2)).astype(np.float32)
         return fused

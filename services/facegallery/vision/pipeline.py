@@ -78,7 +78,7 @@ class FaceAnalyzer(Protocol):
     def detector_id(self) -> str: ...
 
     def detect_images(
-        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False, sheets: bool = False
     ) -> list[DetectedImage]: ...
 
     def embed(
@@ -88,24 +88,32 @@ class FaceAnalyzer(Protocol):
 
 class FaceFinder:
     """The first half: decode + detector + quality gate + alignment (the Detector
-    deployment's whole job); with ``landmarks`` (``configured_landmarks``), each face's
-    sheet: its aligned crop and dlib's chip, cut from the whole image (``vision.sheet``)."""
+    deployment's whole job); with dlib's ``landmarks`` (``sheet_cutting``), each face's sheet
+    where it is wanted: its aligned crop and dlib's chip, cut from the whole image
+    (``vision.sheet``), for every call (``sheets_always``: the accurate pack) or for the calls
+    that ask (enrollments that keep their crops)."""
 
     def __init__(
-        self, detector: Detector, settings: Settings, landmarks: ShapePredictor | None = None
+        self,
+        detector: Detector,
+        settings: Settings,
+        landmarks: ShapePredictor | None = None,
+        sheets_always: bool = False,
     ) -> None:
         self.detector = detector
         self.settings = settings
         self.landmarks = landmarks
+        self.sheets_always = sheets_always
 
     @property
     def detector_id(self) -> str:
         return self.detector.model_id
 
     def detect_images(
-        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False
+        self, images: Sequence[bytes | np.ndarray], largest_only: bool = False, sheets: bool = False
     ) -> list[DetectedImage]:
-        """Decode each image safely, then detect and align the decodable ones in one batch."""
+        """Decode each image safely, then detect and align the decodable ones in one batch
+        (``sheets``: each face's sheet where this finder can cut one)."""
         decoded: dict[int, np.ndarray] = {}
         answers: dict[int, DetectedImage] = {}
         for i, data in enumerate(images):
@@ -114,7 +122,7 @@ class FaceFinder:
                     decoded[i] = self.decode(data)
             except FaceGalleryError as exc:
                 answers[i] = exc
-        found = self.detect_and_align(list(decoded.values()), largest_only)
+        found = self.detect_and_align(list(decoded.values()), largest_only, sheets)
         answers.update(zip(decoded, found, strict=True))
         return [answers[i] for i in range(len(images))]
 
@@ -122,9 +130,11 @@ class FaceFinder:
         return decode_image(data, self.settings.decode)
 
     def detect_and_align(
-        self, images: list[np.ndarray], largest_only: bool = False
+        self, images: list[np.ndarray], largest_only: bool = False, sheets: bool = False
     ) -> list[list[AlignedFace]]:
-        """Faces of each decoded image, gated and aligned (largest first if ``largest_only``)."""
+        """Faces of each decoded image, gated and aligned (largest first if ``largest_only``;
+        as sheets where ``sheets`` or always and this finder has the landmarks)."""
+        landmarks = self.landmarks if sheets or self.sheets_always else None
         with timed("detect"):
             detected = self.detector.detect(images) if images else []
         results = []
@@ -135,14 +145,13 @@ class FaceFinder:
                 if largest_only:
                     chosen = largest(found, self.settings.quality.min_detector_score)
                     detections = [chosen] if chosen is not None else []
-                grey = dlib_grey(image) if self.landmarks is not None and detections else None
+                grey = dlib_grey(image) if landmarks is not None and detections else None
                 faces = []
                 for detection in detections:
                     crop = align_face(image, detection.landmarks)
                     quality = assess_quality(detection, crop, self.settings.quality)
-                    if self.landmarks is not None and grey is not None:
-                        chip = chip_of_face(self.landmarks, image, grey, detection.box)
-                        crop = make_sheet(crop, chip)
+                    if landmarks is not None and grey is not None:
+                        crop = make_sheet(crop, chip_of_face(landmarks, image, grey, detection.box))
                     faces.append(AlignedFace(detection, quality, crop))
                 results.append(faces)
         return results
@@ -157,8 +166,9 @@ class FacePipeline(FaceFinder):
         embedder: FaceEmbedder,
         settings: Settings,
         landmarks: ShapePredictor | None = None,
+        sheets_always: bool = False,
     ) -> None:
-        super().__init__(detector, settings, landmarks)
+        super().__init__(detector, settings, landmarks, sheets_always)
         self.embedder = embedder
 
     @classmethod
@@ -168,7 +178,7 @@ class FacePipeline(FaceFinder):
             build_detector(ModelStore(settings.models).load_configured()[0], settings),
             build_embedder(settings),
             settings,
-            configured_landmarks(settings),
+            *sheet_cutting(settings),
         )
 
     @property
@@ -231,37 +241,42 @@ def build_detector(model: PreparedModel, settings: Settings) -> Detector:
 def build_embedder(settings: Settings) -> FaceEmbedder:
     """The configured recognizer on the configured runtime: the pack's (fused with its second
     recognizer where it has one) or an operator's own."""
-    store = ModelStore(settings.models)
-    recognizer = store.load_configured()[1]
-    branch = store.load_branch()
+    recognizer, second, model_id = _recognizers(settings)
     first = _recognizer(recognizer, settings)
-    if branch is None:
+    if second is None:
         return first
-    network, landmarks = branch
-    model_id = fused_id(recognizer.model_id, network.model_id, landmarks.model_id, settings.embed)
-    return FusedEmbedder(first, _recognizer(network, settings), model_id)
+    return FusedEmbedder(first, _recognizer(second, settings), model_id)
 
 
-def configured_landmarks(settings: Settings) -> ShapePredictor | None:
-    """The landmark model that cuts dlib's chips, where the Detector makes sheets: for a pack
-    with a second recognizer, and wherever crops are kept (``vision.sheet``)."""
+def sheet_cutting(settings: Settings) -> tuple[ShapePredictor | None, bool]:
+    """The landmark model that cuts dlib's chips where the Detector makes sheets (a pack
+    with a second recognizer; kept crops), and whether every face needs its sheet (the
+    pack's second recognizer sees the chip) rather than only enrolled ones."""
     store = ModelStore(settings.models)
     model = store.load_landmarks(settings.gallery.keep_crops)
-    return None if model is None else ShapePredictor.load(model.path)
+    landmarks = None if model is None else ShapePredictor.load(model.path)
+    return landmarks, store.load_branch() is not None
 
 
 def configured_embedding(settings: Settings) -> tuple[str, int]:
     """The configured embedding's model id and width, read from the prepared files without a
     runtime (what a process that only reads the gallery, such as the metrics exporter,
-    needs)."""
+    needs): the same as ``build_embedder``'s."""
+    recognizer, second, model_id = _recognizers(settings)
+    extra = 0 if second is None else embedding_dimension(second)
+    return model_id, embedding_dimension(recognizer) + extra
+
+
+def _recognizers(settings: Settings) -> tuple[PreparedModel, PreparedModel | None, str]:
+    """The configured recognizer, a fused pack's second network, and the embedding's model
+    id (``embedding_id``, or ``fused_id`` over the two networks and the chip's landmarks)."""
     store = ModelStore(settings.models)
-    recognizer = store.load_configured()[1]
-    branch = store.load_branch()
+    recognizer, branch = store.load_configured()[1], store.load_branch()
     if branch is None:
-        return embedding_id(recognizer.model_id, settings.embed), embedding_dimension(recognizer)
+        return recognizer, None, embedding_id(recognizer.model_id, settings.embed)
     network, landmarks = branch
-    model_id = fused_id(recognizer.model_id, network.model_id, landmarks.model_id, settings.embed)
-    return model_id, embedding_dimension(recognizer) + embedding_dimension(network)
+    ids = (recognizer.model_id, network.model_id, landmarks.model_id)
+    return recognizer, network, fused_id(*ids, settings.embed)
 
 
 def _recognizer(model: PreparedModel, settings: Settings) -> Embedder:
