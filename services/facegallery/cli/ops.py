@@ -19,7 +19,7 @@ from facegallery.cli.common import (
     emit_json,
     reports_errors,
 )
-from facegallery.core.config import RecognizerFamily, Settings, load_settings
+from facegallery.core.config import ModelSettings, RecognizerFamily, Settings, load_settings
 from facegallery.core.errors import FaceGalleryError, InvalidInput, redacted
 
 if TYPE_CHECKING:
@@ -569,19 +569,27 @@ def reembed(
 
 
 def _same_detector(source: Settings, target: Settings) -> None:
-    """A kept crop was aligned on the source's detector's landmarks; a pack whose detector
-    differs would align its probes on other points, so its templates would not be the ones
-    enrolling the photos makes."""
-    from facegallery.models import PACKS, ModelStore
-
-    made_by = ModelStore(source.models).load_configured()[0].name
-    pack = PACKS.get(target.models.pack)  # an unknown one is refused with the others' names
-    if pack is not None and pack.detector.name != made_by:
+    """Kept crops were aligned on the configured detector's landmarks (as configured now: the
+    crops do not say); a pack whose detector differs would align its probes on other points,
+    so its templates would not be the ones enrolling the photos makes."""
+    made_by, wanted = _detector_name(source.models), _detector_name(target.models)
+    if None not in (made_by, wanted) and made_by != wanted:
         raise InvalidInput(
-            f"pack {pack.name!r} detects with {pack.detector.name}, and these crops were "
+            f"pack {target.models.pack!r} detects with {wanted}, and these crops were "
             f"aligned on {made_by}'s landmarks: re-enroll from the photos with that pack "
             "configured"
         )
+
+
+def _detector_name(models: ModelSettings) -> str | None:
+    """The configured detector: an operator's own file, or the pack's model (None for an
+    unknown pack, which is refused later with the known ones' names)."""
+    from facegallery.models import PACKS
+
+    if models.detector_onnx is not None:
+        return str(models.detector_onnx.expanduser())
+    pack = PACKS.get(models.pack)
+    return None if pack is None else pack.detector.name
 
 
 def _family(name: str | None) -> RecognizerFamily:

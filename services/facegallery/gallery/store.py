@@ -178,6 +178,12 @@ class Gallery:
             self.connection.settle(self.collection)
         self._recount(gallery, uncounted, settle)
 
+    @property
+    def keeps_sheets(self) -> bool:
+        """Whether enrolled faces' sheets are kept (``vision.sheet``): crops are kept, in a
+        collection of sheets (one made before sheets keeps aligned crops alone)."""
+        return self.settings.keep_crops and len(self.crops.fields) > 1
+
     def settle(self) -> None:
         """The write barrier for bulk loaders that passed ``settle=False``."""
         self.connection.settle(self.collection)

@@ -314,9 +314,7 @@ class FaceService:
         step = self.settings.decode.images_at_once
         for start in range(0, len(images), step):
             chunk = [im.data for im in images[start : start + step]]
-            found_all = self.analyze(
-                chunk, embed_rejected=False, sheets=self.gallery.settings.keep_crops
-            )
+            found_all = self.analyze(chunk, embed_rejected=False, sheets=self.gallery.keeps_sheets)
             for i, found in enumerate(found_all, start):
                 if isinstance(found, FaceGalleryError):
                     outcomes[i] = EnrollOutcome(

@@ -11,9 +11,10 @@ photo with the new model would have made.
 
 A kept crop is the face's sheet (``vision.sheet``): the aligned crop and dlib's chip, what
 every shipped recognizer sees, so a gallery moves between any of them, both ways, and the
-moved templates keep their sheets. Crops kept before sheets are aligned crops alone: they move
-to a recognizer of aligned crops; to the accurate pack they are counted and their users named
-like templates without a crop (they lack dlib's chip; re-enroll those from the photos).
+moved templates keep their sheets (but in a target crops collection made before sheets, which
+keeps aligned crops alone). Aligned crops alone (kept before sheets, or in such a collection)
+move to a recognizer of aligned crops; to the accurate pack they are counted and their users
+named like templates without a crop (they lack dlib's chip; re-enroll those from the photos).
 
 Idempotent by template id: templates already in the target are skipped, so a move cut short
 resumes by running it again, and a second run writes nothing. Templates enrolled before crops

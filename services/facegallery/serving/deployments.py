@@ -59,16 +59,18 @@ class DetectorDeployment:
 
     def _detect(self, calls: list[DetectCall]) -> list[DetectedImage]:
         answers: dict[int, DetectedImage] = {}
-        for options in sorted({(largest, sheets) for _, largest, sheets in calls}):
-            chosen = [i for i, call in enumerate(calls) if call[1:] == options]
+        # A caller of the version before sheets sends (image, largest_only): no sheets.
+        options_of = [(call[1], len(call) > 2 and call[2]) for call in calls]
+        for options in sorted(set(options_of)):
+            chosen = [i for i, o in enumerate(options_of) if o == options]
             found = self.finder.detect_images([calls[i][0] for i in chosen], *options)
             answers.update(zip(chosen, found, strict=True))
         return [answers[i] for i in range(len(calls))]
 
 
 class EmbedderDeployment:
-    """Aligned crops (or a fused pack's sheets) -> unit embeddings; the batch is counted in
-    faces, not requests."""
+    """Aligned crops or sheets (a fused pack's faces; enrolled faces whose crops are kept)
+    -> unit embeddings; the batch is counted in faces, not requests."""
 
     def __init__(self, settings: dict[str, object]) -> None:
         self.settings = Settings(**settings)  # type: ignore[arg-type]
