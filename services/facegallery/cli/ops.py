@@ -19,7 +19,7 @@ from facegallery.cli.common import (
     emit_json,
     reports_errors,
 )
-from facegallery.core.config import ModelSettings, RecognizerFamily, Settings, load_settings
+from facegallery.core.config import RecognizerFamily, Settings, load_settings
 from facegallery.core.errors import FaceGalleryError, InvalidInput, redacted
 
 if TYPE_CHECKING:
@@ -70,9 +70,9 @@ def models_prepare(
 
     settings = load_settings(config)
     store = ModelStore(settings.models)
+    kept = (DLIB_LANDMARKS_5,) if settings.gallery.keep_crops else ()
     for name in pack or [settings.models.pack]:
         chosen = store.pack(name)
-        kept = (DLIB_LANDMARKS_5,) if settings.gallery.keep_crops else ()
         for spec in dict.fromkeys((*chosen.models, *kept)):
             model = store.prepare(spec)
             typer.echo(f"{name}: {model.model_id} ({spec.licence}) -> {model.path}")
@@ -551,7 +551,6 @@ def reembed(
             raise InvalidInput("--to-family goes with --to-model: a pack names its own")
         target.models.pack = str(to_pack)
         target.models.recognizer_onnx = None
-        _same_detector(source, target)
     report = move(source, target, gallery)
     if as_json:
         emit_json(report.to_dict(), None)
@@ -566,30 +565,6 @@ def reembed(
         typer.echo("  re-enroll from photos: " + ", ".join(report.users_without_crop))
     point = report.operating_point
     typer.echo(f"  operating point: {point if isinstance(point, str) else point['method']}")
-
-
-def _same_detector(source: Settings, target: Settings) -> None:
-    """Kept crops were aligned on the configured detector's landmarks (as configured now: the
-    crops do not say); a pack whose detector differs would align its probes on other points,
-    so its templates would not be the ones enrolling the photos makes."""
-    made_by, wanted = _detector_name(source.models), _detector_name(target.models)
-    if None not in (made_by, wanted) and made_by != wanted:
-        raise InvalidInput(
-            f"pack {target.models.pack!r} detects with {wanted}, and these crops were "
-            f"aligned on {made_by}'s landmarks: re-enroll from the photos with that pack "
-            "configured"
-        )
-
-
-def _detector_name(models: ModelSettings) -> str | None:
-    """The configured detector: an operator's own file, or the pack's model (None for an
-    unknown pack, which is refused later with the known ones' names)."""
-    from facegallery.models import PACKS
-
-    if models.detector_onnx is not None:
-        return str(models.detector_onnx.expanduser())
-    pack = PACKS.get(models.pack)
-    return None if pack is None else pack.detector.name
 
 
 def _family(name: str | None) -> RecognizerFamily:

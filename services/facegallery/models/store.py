@@ -87,15 +87,9 @@ class ModelStore:
         branch = self.pack().branch
         return None if branch is None else (self.load(branch.network), self.load(branch.landmarks))
 
-    def load_landmarks(self, crops_kept: bool) -> PreparedModel | None:
-        """dlib's landmark model where the Detector cuts dlib's chip: for the configured
-        pack's second recognizer, and wherever crops are kept (so that they hold what every
-        shipped recognizer sees); None elsewhere."""
-        branch = self.load_branch()
-        if branch is not None:
-            return branch[1]
-        if not crops_kept:
-            return None
+    def load_kept_landmarks(self) -> PreparedModel:
+        """dlib's landmark model for kept crops, which hold dlib's chip whatever the pack (so
+        that they hold what every shipped recognizer sees)."""
         if self._from_manifest(DLIB_LANDMARKS_5.name, DLIB_LANDMARKS_5.source.sha256) is None:
             raise FailedPrecondition(
                 f"gallery.keep_crops keeps dlib's chip beside each crop, and its landmark "

@@ -33,12 +33,13 @@ import numpy as np
 from tqdm import tqdm
 
 from facegallery.core import ids
-from facegallery.core.config import Settings
+from facegallery.core.config import ModelSettings, Settings
 from facegallery.core.errors import FailedPrecondition, InvalidInput, NotFound
 from facegallery.decisions.openset import OpenSetCalibrator
 from facegallery.decisions.thresholds import Thresholds
 from facegallery.gallery import Gallery, NewTemplate, TemplateInfo
-from facegallery.vision.embed import FaceEmbedder, own_input
+from facegallery.models import PACKS
+from facegallery.vision.embed import FaceEmbedder
 from facegallery.vision.pipeline import build_embedder
 from facegallery.vision.sheet import as_input
 
@@ -74,6 +75,7 @@ def reembed(
     """Move ``gallery`` from ``source``'s recognizer to ``target``'s (the gallery
     connection and options come from ``source``)."""
     gallery = ids.gallery_id(gallery)
+    _check_detectors(source, target)
     old, new = build_embedder(source), build_embedder(target)  # a move never detects
     if old.model_id == new.model_id:
         raise InvalidInput(f"the target is the gallery's own model ({old.model_id}): nothing to do")
@@ -95,12 +97,13 @@ def reembed(
             there = destination.stored([t.template_id for _, t in rows])
             todo = [(u, t) for u, t in rows if t.template_id not in there]
             kept = origin.crops.get(gallery, [t.template_id for _, t in todo])
-            crops = {
-                t: c for t, c in kept.items() if as_input(c[None], new.input_shape) is not None
-            }
-            missing.update(u for u, t in todo if t.template_id not in crops)
-            movable = [(u, t) for u, t in todo if t.template_id in crops]
-            _write(destination, gallery, movable, crops, new)
+            # Each kept crop as the target sees it (its part of a sheet); an aligned crop
+            # alone holds nothing for the accurate pack and counts as missing.
+            inputs = {t: as_input(c[None], new.input_shape) for t, c in kept.items()}
+            usable = {t: i for t, i in inputs.items() if i is not None}
+            missing.update(u for u, t in todo if t.template_id not in usable)
+            movable = [(u, t) for u, t in todo if t.template_id in usable]
+            _write(destination, gallery, movable, kept, usable, new)
             moved, skipped = moved + len(movable), skipped + len(there)
             bar.update(len(rows))
     destination.settle()
@@ -120,20 +123,42 @@ def reembed(
     )
 
 
+def _check_detectors(source: Settings, target: Settings) -> None:
+    """Kept crops were aligned on the configured detector's landmarks (as configured now: the
+    crops do not say); a target whose detector differs (another pack's) would align its
+    probes on other points, so its templates would not be the ones enrolling the photos
+    makes."""
+    made_by, wanted = _detector_name(source.models), _detector_name(target.models)
+    if None not in (made_by, wanted) and made_by != wanted:
+        raise InvalidInput(
+            f"pack {target.models.pack!r} detects with {wanted}, and these crops were "
+            f"aligned on {made_by}'s landmarks: re-enroll from the photos with that pack "
+            "configured"
+        )
+
+
+def _detector_name(models: ModelSettings) -> str | None:
+    """The configured detector: an operator's own file, or the pack's model (None for an
+    unknown pack, which is refused later with the known ones' names)."""
+    if models.detector_onnx is not None:
+        return str(models.detector_onnx.expanduser())
+    pack = PACKS.get(models.pack)
+    return None if pack is None else pack.detector.name
+
+
 def _write(
     destination: Gallery,
     gallery: str,
     rows: list[tuple[str, TemplateInfo]],
     crops: dict[str, np.ndarray],
+    inputs: dict[str, np.ndarray],
     embedder: FaceEmbedder,
 ) -> None:
-    """Embed one page's crops in one batch and store them as the target's templates."""
+    """Embed one page's ``inputs`` (each template's kept crop as the target sees it) in one
+    batch and store them as the target's templates, with their kept ``crops``."""
     if not rows:
         return
-    # A page may hold sheets and aligned crops (kept before sheets): each becomes the
-    # target's own input before they are stacked.
-    own = [own_input(crops[t.template_id][None], embedder.input_shape) for _, t in rows]
-    vectors = embedder.embed(np.concatenate(own))
+    vectors = embedder.embed(np.concatenate([inputs[t.template_id] for _, t in rows]))
     batch: dict[str, list[NewTemplate]] = {}
     for (user_id, t), vector in zip(rows, vectors, strict=True):
         crop = crops[t.template_id]

@@ -253,9 +253,12 @@ def sheet_cutting(settings: Settings) -> tuple[ShapePredictor | None, bool]:
     with a second recognizer; kept crops), and whether every face needs its sheet (the
     pack's second recognizer sees the chip) rather than only enrolled ones."""
     store = ModelStore(settings.models)
-    model = store.load_landmarks(settings.gallery.keep_crops)
-    landmarks = None if model is None else ShapePredictor.load(model.path)
-    return landmarks, store.load_branch() is not None
+    branch = store.load_branch()
+    if branch is not None:
+        return ShapePredictor.load(branch[1].path), True
+    if settings.gallery.keep_crops:
+        return ShapePredictor.load(store.load_kept_landmarks().path), False
+    return None, False
 
 
 def configured_embedding(settings: Settings) -> tuple[str, int]:
