@@ -1,7 +1,9 @@
 """The precision gate on a real development set (celeba_150's pairs, identity-disjoint from
-the recognizer's training data): the same model at fp32 on another runtime passes, a
-deliberately degraded model is refused with its reasons, and only a passing verdict makes a
-reduced precision one of ``auto``'s candidates."""
+the recognizer's training data): for the recognizer and the detector, the same model at fp32
+on another runtime passes and a deliberately degraded model is refused with its reasons;
+bf16 is judged here as the shipped verdicts say (the cross-precision pairs, in CI on this
+machine kind); only a passing verdict makes a reduced precision one of ``auto``'s
+candidates, and a verdict measured here comes before a shipped one."""
 
 from __future__ import annotations
 
@@ -14,17 +16,34 @@ import pytest
 from onnx import numpy_helper
 
 from facegallery.core.config import RuntimeSettings, Settings
-from facegallery.core.errors import InvalidInput
-from facegallery.evaluation.pairs import read_pairs
-from facegallery.evaluation.precision_gate import face_crops, run_gate
+from facegallery.core.errors import FailedPrecondition, InvalidInput
+from facegallery.evaluation.pairs import Pair, read_pairs
+from facegallery.evaluation.precision_gate import (
+    Faces,
+    MovedOnePixel,
+    face_crops,
+    pair_faces,
+    run_detector_gate,
+    run_gate,
+)
 from facegallery.models import ModelStore
 from facegallery.runtime import ShapeProfile
 from facegallery.runtime.choice import choose_runtime
-from facegallery.runtime.gates import GateVerdict, read_gate, write_gate
+from facegallery.runtime.gates import (
+    GateVerdict,
+    find_gate,
+    gate_key,
+    gated_precisions,
+    read_gate,
+    shipped_verdicts,
+    write_gate,
+)
+from facegallery.runtime.hardware import bf16_unit
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
+from facegallery.vision.detect import Detector
 from facegallery.vision.embed import Embedder
-from facegallery.vision.pipeline import FacePipeline
+from facegallery.vision.pipeline import FaceFinder, FacePipeline
 
 pytestmark = pytest.mark.slow
 
@@ -47,24 +66,52 @@ def _degraded(path: Path, out: Path) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def pairs() -> list[Pair]:
+    return read_pairs(CELEBA / "pairs.csv")
+
+
+@pytest.fixture(scope="module")
+def found_by(pipeline: FacePipeline, settings: Settings) -> Detector:
+    """The reference detector: YuNet at fp32 on ONNX Runtime, whatever auto picked here."""
+    yunet = ModelStore(settings.models).load_configured()[0]
+    return pipeline.detector.on_runtime(OnnxRuntime(yunet.path, settings.runtime))
+
+
+@pytest.fixture(scope="module")
+def crops(
+    found_by: Detector, settings: Settings, pairs: list[Pair]
+) -> dict[str, np.ndarray | None]:
+    return face_crops(FaceFinder(found_by, settings), CELEBA, pairs)
+
+
+@pytest.fixture(scope="module")
+def fp32_embedder(settings: Settings) -> Embedder:
+    """The reference recognizer as the gate judges: SFace at fp32 on ONNX Runtime, no flip."""
+    sface = ModelStore(settings.models).load_configured()[1]
+    no_flip = settings.embed.model_copy(update={"flip_tta": False})
+    return Embedder(OnnxRuntime(sface.path, settings.runtime), "sface", no_flip, sface.model_id)
+
+
 def test_the_gate_passes_a_faithful_runtime_and_refuses_a_degraded_model(
-    pipeline: FacePipeline, settings: Settings, tmp_path: Path
+    settings: Settings,
+    fp32_embedder: Embedder,
+    pairs: list[Pair],
+    crops: dict[str, np.ndarray | None],
+    tmp_path: Path,
 ) -> None:
     """The reference is fp32 on ONNX Runtime; the same model at fp32 on OpenVINO is another
     runtime with the same space (passes), a noisy copy of the model is not (refused)."""
-    pairs = read_pairs(CELEBA / "pairs.csv")
-    crops = face_crops(pipeline, CELEBA, pairs)
     sface = ModelStore(settings.models).load_configured()[1]
-    assert isinstance(pipeline.embedder, Embedder)
-    reference = pipeline.embedder.on_runtime(OnnxRuntime(sface.path, settings.runtime))
-    same_model = pipeline.embedder.on_runtime(OpenVinoRuntime(sface.path, settings.runtime))
+    reference = fp32_embedder
+    same_model = reference.on_runtime(OpenVinoRuntime(sface.path, settings.runtime))
     faithful = run_gate(crops, pairs, reference, same_model, "f32", CELEBA.name)
     assert faithful.passed and faithful.reasons == []
     assert faithful.agreement["min"] > 0.9999
     assert faithful.fp32["accuracy_mean"] > 0.9  # the set really measures something
     assert faithful.fp32["far_at_that_threshold"] <= 1e-3
     broken = _degraded(sface.path, tmp_path / "degraded.onnx")
-    worse = pipeline.embedder.on_runtime(OpenVinoRuntime(broken, settings.runtime))
+    worse = reference.on_runtime(OpenVinoRuntime(broken, settings.runtime))
     refused = run_gate(crops, pairs, reference, worse, "f32", CELEBA.name)
     assert not refused.passed
     assert any(r.startswith("reduced_gallery_reduced_probe: accuracy") for r in refused.reasons)
@@ -92,3 +139,121 @@ def test_only_a_passing_verdict_makes_bf16_a_candidate_of_auto(
     assert "openvino-bf16:1" in admitted.ms or "bf16" in admitted.refused["openvino-bf16"]
     if admitted.backend == "openvino-bf16":
         assert isinstance(runtime, OpenVinoRuntime) and runtime.precision == "bf16"
+
+
+@pytest.fixture(scope="module")
+def reference_faces(found_by: Detector, settings: Settings, pairs: list[Pair]) -> Faces:
+    return pair_faces(FaceFinder(found_by, settings), CELEBA, pairs)
+
+
+@pytest.fixture(scope="module")
+def moved_faces(found_by: Detector, settings: Settings, pairs: list[Pair]) -> Faces:
+    return pair_faces(MovedOnePixel(found_by, settings), CELEBA, pairs)
+
+
+def _detector_judged(
+    path: Path,
+    precision: str,
+    found_by: Detector,
+    embedder: Embedder,
+    reference: Faces,
+    moved: Faces,
+    settings: Settings,
+    pairs: list[Pair],
+) -> GateVerdict:
+    """The detector gate on YuNet's file ``path`` run by OpenVINO at ``precision``."""
+    other = found_by.on_runtime(OpenVinoRuntime(path, settings.runtime, precision))
+    found = pair_faces(FaceFinder(other, settings), CELEBA, pairs)
+    model_id = found_by.model_id
+    return run_detector_gate(
+        reference, found, moved, pairs, embedder, model_id, precision, CELEBA.name
+    )
+
+
+def test_the_detector_gate_passes_a_faithful_runtime_and_refuses_a_degraded_detector(
+    settings: Settings,
+    found_by: Detector,
+    fp32_embedder: Embedder,
+    reference_faces: Faces,
+    moved_faces: Faces,
+    pairs: list[Pair],
+    tmp_path: Path,
+) -> None:
+    """End to end: faces found by YuNet at fp32 on OpenVINO align as ONNX Runtime's do
+    (no landmark moves, the same pairs); a YuNet with noisy convolutions moves its landmarks
+    further than a one-pixel move of the image does, and is refused for it."""
+    yunet = ModelStore(settings.models).load_configured()[0]
+    shared = (found_by, fp32_embedder, reference_faces, moved_faces, settings, pairs)
+    faithful = _detector_judged(yunet.path, "f32", *shared)
+    assert faithful.passed and faithful.reasons == []
+    assert faithful.agreement["landmark_px_p99"] < 0.01
+    assert faithful.agreement["moved_one_pixel_shift_p99"] > 0.01  # the bound is not zero
+    assert faithful.agreement["faces_at_one_only"] == 0
+    degraded = _degraded(yunet.path, tmp_path / "degraded-yunet.onnx")
+    refused = _detector_judged(degraded, "f32", *shared)
+    assert not refused.passed
+    assert any(r.startswith("landmarks: 99th percentile") for r in refused.reasons)
+    assert refused.fp32 == faithful.fp32
+
+
+def test_bf16_is_judged_here_as_the_shipped_verdicts_say(
+    settings: Settings,
+    found_by: Detector,
+    fp32_embedder: Embedder,
+    reference_faces: Faces,
+    moved_faces: Faces,
+    pairs: list[Pair],
+    crops: dict[str, np.ndarray | None],
+    tmp_path: Path,
+) -> None:
+    """The cross-precision pairs at bf16, measured now for both models: a gallery made at
+    fp32 and probes at bf16 (and the reverse, and both) judged at fp32's thresholds. Where
+    facegallery ships a verdict for this CPU's bf16 unit and OpenVINO version, the gate
+    decides the same here, on the same figures; a CPU without bf16 refuses the precision."""
+    yunet, sface = ModelStore(settings.models).load_configured()
+    if bf16_unit() == "none":
+        with pytest.raises(FailedPrecondition, match="bf16"):
+            OpenVinoRuntime(sface.path, settings.runtime, "bf16")
+        return
+    bf16 = fp32_embedder.on_runtime(OpenVinoRuntime(sface.path, settings.runtime, "bf16"))
+    shared = (found_by, fp32_embedder, reference_faces, moved_faces, settings, pairs)
+    judged = [
+        (sface, run_gate(crops, pairs, fp32_embedder, bf16, "bf16", CELEBA.name)),
+        (yunet, _detector_judged(yunet.path, "bf16", *shared)),
+    ]
+    assert judged[0][1].agreement["min"] < 1.0  # bf16 really ran: the embeddings moved
+    assert judged[1][1].agreement["landmark_px_median"] > 0.0  # and the landmarks
+    for model, verdict in judged:
+        shipped = shipped_verdicts().get(gate_key(model, "bf16"))
+        if shipped is None:  # not measured for this unit: nothing ships, nothing is admitted
+            assert gated_precisions(model, RuntimeSettings(engine_dir=tmp_path)) == []
+            continue
+        assert verdict.passed == shipped["passed"], model.model_id
+        for case, rates in verdict.cross.items():
+            for name, value in rates.items():
+                assert value == pytest.approx(shipped["cross"][case][name], abs=0.001)
+
+
+def test_a_verdict_measured_here_comes_before_the_shipped_one(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Every shipped verdict names what it was measured for; a verdict written here rules
+    over it, and with ``runtime.shipped_gates`` off only verdicts written here count."""
+    shipped = shipped_verdicts()
+    assert shipped, "facegallery ships the gate's verdicts of its own machines"
+    for key, verdict in shipped.items():
+        model_id, precision, version, unit = key.split()
+        assert verdict["model_id"] == model_id and verdict["precision"] == precision
+        assert version.startswith("ov=") and unit in ("unit=avx512_bf16", "unit=amx")
+        assert verdict["passed"] is (verdict["reasons"] == [])
+    sface = ModelStore(settings.models).load_configured()[1]
+    here = RuntimeSettings(engine_dir=tmp_path)
+    found = find_gate(sface, "bf16", here)
+    assert (found[1] if found else None) == (
+        "shipped" if gate_key(sface, "bf16") in shipped else None
+    )
+    assert find_gate(sface, "bf16", here.model_copy(update={"shipped_gates": False})) is None
+    refused = GateVerdict(sface.model_id, "bf16", False, ["a drop"], "mine", 0.001, {}, {}, {})
+    write_gate(sface, refused, here)
+    assert find_gate(sface, "bf16", here) == (refused, "here")
+    assert gated_precisions(sface, here) == []

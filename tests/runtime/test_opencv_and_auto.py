@@ -1,6 +1,6 @@
 """OpenCV DNN and OpenVINO as backends, and ``auto``: each forced backend agrees with ONNX
-Runtime, a model OpenCV cannot run is refused clearly, and the measured choice is cached and
-reused."""
+Runtime, a model OpenCV cannot run is refused clearly, the measured choice is cached and
+reused, and a reduced precision admitted by its gate never makes the choice slower."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from facegallery.runtime.choice import (
     thread_candidates,
     usable_cores,
 )
+from facegallery.runtime.gates import gated_precisions
 from facegallery.runtime.onnx import OnnxRuntime
 from facegallery.runtime.opencv import OpenCvRuntime
 from facegallery.runtime.openvino import OpenVinoRuntime
@@ -82,7 +83,8 @@ def test_auto_measures_once_then_reuses_the_cached_choice(
     settings: Settings, tmp_path: Path
 ) -> None:
     model = ModelStore(settings.models).load_configured()[1]
-    runtime_settings = RuntimeSettings(backend="auto", engine_dir=tmp_path)
+    # fp32 backends only (no reduced precision admitted: test_precision_gate.py has those)
+    runtime_settings = RuntimeSettings(backend="auto", engine_dir=tmp_path, shipped_gates=False)
     runtime, choice = choose_runtime(model, runtime_settings, CROP)
     threads = sorted({1, usable_cores()})
     assert thread_candidates(runtime_settings) == threads
@@ -107,6 +109,33 @@ def test_auto_measures_once_then_reuses_the_cached_choice(
         assert _threads_of(reused) == 3
 
 
+def test_auto_with_bf16_admitted_is_never_slower_than_fp32_alone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Both models, as auto runs them here: bf16 is a candidate only where a gate verdict
+    (shipped for this CPU's bf16 unit, or measured here) admits it, and the kept backend is
+    the fastest of the trial, so never slower than the fp32 backends it measured beside it.
+    With the OpenVINO plugin held to fp32 (no verdict counts, as on a CPU without bf16) the
+    trial is what it was before bf16: fp32 backends only, the fastest kept."""
+    for model in ModelStore(settings.models).load_configured():
+        profile = CROP if model.family == "sface" else FRAME
+        admitted = gated_precisions(model, RuntimeSettings(engine_dir=tmp_path))
+        runtime_settings = RuntimeSettings(engine_dir=tmp_path / model.family)
+        _, choice = choose_runtime(model, runtime_settings, profile)
+        tried = {key.split(":")[0] for key in choice.ms}
+        assert tried == set(BACKENDS) | {f"openvino-{p}" for p in admitted}
+        fp32 = {key: per for key, per in choice.ms.items() if "-" not in key.split(":")[0]}
+        kept = sum(choice.ms[f"{choice.backend}:{choice.threads}"].values())
+        assert kept <= min(sum(per.values()) for per in fp32.values())
+        held = runtime_settings.model_copy(
+            update={"shipped_gates": False, "engine_dir": tmp_path / f"{model.family}-fp32"}
+        )
+        runtime, fp32_choice = choose_runtime(model, held, profile)
+        assert {key.split(":")[0] for key in fp32_choice.ms} == set(BACKENDS)
+        assert isinstance(runtime, BACKENDS[fp32_choice.backend])
+        assert getattr(runtime, "precision", "f32") == "f32"
+
+
 def _threads_of(runtime: object) -> int:
     if isinstance(runtime, OpenCvRuntime):
         return runtime.threads
@@ -120,8 +149,10 @@ def test_a_configured_thread_count_is_the_only_one_tried(
     settings: Settings, tmp_path: Path
 ) -> None:
     model = ModelStore(settings.models).load_configured()[1]
-    pinned = RuntimeSettings(backend="auto", engine_dir=tmp_path, intra_op_threads=1)
-    assert cache_key(model, pinned) != cache_key(model, RuntimeSettings(engine_dir=tmp_path))
+    pinned = RuntimeSettings(engine_dir=tmp_path, intra_op_threads=1, shipped_gates=False)
+    assert cache_key(model, pinned) != cache_key(
+        model, RuntimeSettings(engine_dir=tmp_path, shipped_gates=False)
+    )
     _, choice = choose_runtime(model, pinned, CROP)
     assert choice.threads == 1 and set(choice.ms) == {f"{b}:1" for b in BACKENDS}
 

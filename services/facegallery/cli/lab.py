@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -118,39 +118,74 @@ def eval_precision_gate(
     precision: Annotated[
         str, typer.Option("--precision", help="The reduced precision to judge: bf16.")
     ] = "bf16",
+    stage: Annotated[
+        Literal["recognizer", "detector"],
+        typer.Option("--model", help="Which of the pack's models to judge."),
+    ] = "recognizer",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the JSON here, not stdout.")
     ] = None,
     config: ConfigOption = None,
     model_pack: PackOption = None,
 ) -> None:
-    """Whether the recognizer at a reduced precision may stand in for fp32 (ONNX Runtime)
-    under the same model id: at fp32's thresholds, pairs scored across precisions (either
-    side reduced) and both reduced must keep 10-fold accuracy and TAR@FAR 1e-3 within 0.1
-    point, and FAR may not rise more. Judged without flip averaging (it would average part
-    of the error away). The verdict is kept for `runtime.backend: auto` (a passing
-    precision becomes one of its candidates); exit 1 when refused."""
-    from facegallery.evaluation.precision_gate import face_crops, run_gate
+    """Whether a model at a reduced precision may stand in for fp32 (ONNX Runtime) under the
+    same model id: at fp32's thresholds, pairs scored across precisions (either side
+    reduced) and both reduced must keep 10-fold accuracy and TAR@FAR 1e-3 within 0.1 point,
+    FAR may not rise more, and each face's output may move only so far (a recognizer's
+    embedding, a detector's landmarks: evaluation.precision_gate). A detector is judged end
+    to end, its crops embedded by the fp32 recognizer. Judged without flip averaging (it
+    would average part of the error away). The verdict is kept for `runtime.backend: auto`
+    (a passing precision becomes one of its candidates); exit 1 when refused."""
+    from facegallery.evaluation.precision_gate import (
+        Faces,
+        MovedOnePixel,
+        face_crops,
+        pair_faces,
+        run_detector_gate,
+        run_gate,
+    )
     from facegallery.models import ModelStore
     from facegallery.runtime.gates import REDUCED, write_gate
     from facegallery.runtime.onnx import OnnxRuntime
     from facegallery.runtime.openvino import OpenVinoRuntime
     from facegallery.vision.embed import Embedder
+    from facegallery.vision.pipeline import FaceFinder
 
     if precision not in REDUCED:
         raise InvalidInput(f"--precision {precision}: one of {', '.join(REDUCED)}")
     settings = _settings(config, model_pack)
     settings.embed.flip_tta = False
     settings, pair_list, pipeline = _labelled_pairs(root, pairs, settings)
-    model = ModelStore(settings.models).load_configured()[1]
+    detector, recognizer = ModelStore(settings.models).load_configured()
     if not isinstance(pipeline.embedder, Embedder):
         raise InvalidInput(
             f"the precision gate judges one recognizer; pack {settings.models.pack!r} fuses two"
         )
-    reference = pipeline.embedder.on_runtime(OnnxRuntime(model.path, settings.runtime))
-    reduced = pipeline.embedder.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
-    crops = face_crops(pipeline, root, pair_list)
-    verdict = run_gate(crops, pair_list, reference, reduced, precision, root.name)
+    # The reference is fp32 on ONNX Runtime for both models, whatever auto picked here.
+    embedder = pipeline.embedder.on_runtime(OnnxRuntime(recognizer.path, settings.runtime))
+    found_by = pipeline.detector.on_runtime(OnnxRuntime(detector.path, settings.runtime))
+
+    def faces_on(finder: FaceFinder) -> Faces:
+        return pair_faces(finder, root, pair_list)
+
+    if stage == "recognizer":
+        model = recognizer
+        reduced = embedder.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
+        crops = face_crops(FaceFinder(found_by, settings), root, pair_list)
+        verdict = run_gate(crops, pair_list, embedder, reduced, precision, root.name)
+    else:
+        model = detector
+        low = found_by.on_runtime(OpenVinoRuntime(model.path, settings.runtime, precision))
+        verdict = run_detector_gate(
+            faces_on(FaceFinder(found_by, settings)),
+            faces_on(FaceFinder(low, settings)),
+            faces_on(MovedOnePixel(found_by, settings)),
+            pair_list,
+            embedder,
+            model.model_id,
+            precision,
+            root.name,
+        )
     write_gate(model, verdict, settings.runtime)
     emit_json(asdict(verdict), json_out)
     if not verdict.passed:

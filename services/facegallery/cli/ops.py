@@ -84,7 +84,7 @@ def models_list(config: ConfigOption = None) -> None:
     """Known packs, and whether each model is prepared here."""
     from facegallery.models import PACKS, ModelStore
     from facegallery.runtime.choice import measured_choice
-    from facegallery.runtime.gates import REDUCED, read_gate
+    from facegallery.runtime.gates import REDUCED, find_gate
 
     settings = load_settings(config)
     store = ModelStore(settings.models)
@@ -101,10 +101,12 @@ def models_list(config: ConfigOption = None) -> None:
                         f"ms per batch {choice.ms})"
                     )
                 for precision in REDUCED:
-                    gate = read_gate(model, precision, settings.runtime)
-                    if gate is not None:
+                    found = find_gate(model, precision, settings.runtime)
+                    if found is not None:
+                        gate, origin = found
                         said = "passed" if gate.passed else "refused: " + "; ".join(gate.reasons)
-                        state += f"  [{precision} gate on {gate.pairs_set}: {said}]"
+                        where = "measured here" if origin == "here" else "shipped"
+                        state += f"  [{precision} gate on {gate.pairs_set}, {where}: {said}]"
             except FaceGalleryError:
                 state = "not prepared"
             typer.echo(f"  {spec.family:8} {spec.name:22} {state}")

@@ -88,8 +88,8 @@ class ModelSettings(Section):
 
 class RuntimeSettings(Section):
     """How inference runs: ONNX Runtime (CPU, or CUDA where present), OpenCV DNN, OpenVINO
-    (fp32), TensorRT engines, or ``auto``: the fastest CPU backend measured on this machine
-    per model."""
+    (fp32; bf16 under ``auto`` where the model passed its precision gate), TensorRT engines,
+    or ``auto``: the fastest CPU backend measured on this machine per model."""
 
     backend: Literal["auto", "onnxruntime", "opencv", "openvino", "tensorrt"] = "auto"
     providers: list[str] = Field(
@@ -110,6 +110,13 @@ class RuntimeSettings(Section):
         "alternates models, so OpenCV's DNN runs right after ORT's detector).",
     )
     engine_dir: Path = Field(default_factory=lambda: _cache_home() / "engines")
+    shipped_gates: bool = Field(
+        default=True,
+        description="Let the precision-gate verdicts shipped with facegallery (measured on "
+        "celeba_150 for the OpenVINO version and CPU bf16 unit they name) admit a reduced "
+        "precision to backend auto where this machine measured none of its own. Off: only "
+        "`facegallery eval precision-gate` run here admits one.",
+    )
     tensorrt_fp16: bool = True
     max_batch: int = Field(default=32, ge=1, description="Largest batch a runtime is built for.")
 

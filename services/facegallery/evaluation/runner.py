@@ -16,7 +16,7 @@ from facegallery.decisions.rates import tar_at_far
 from facegallery.evaluation.metrics import FAR_TARGETS, auc, kfold_accuracy, roc_curve
 from facegallery.evaluation.pairs import Pair
 from facegallery.vision.embed import FaceEmbedder
-from facegallery.vision.pipeline import FacePipeline
+from facegallery.vision.pipeline import AlignedFace, FaceFinder, FacePipeline
 
 IMAGE_BATCH = 8
 
@@ -34,22 +34,27 @@ class PairScores:
     images: int
 
 
-def largest_face_crops(pipeline: FacePipeline, paths: list[Path]) -> list[np.ndarray | None]:
-    """Each image's largest face, aligned; None where the image is unreadable or faceless
-    (scored as failed pairs, not skipped)."""
+def largest_faces(finder: FaceFinder, paths: list[Path]) -> list[AlignedFace | None]:
+    """Each image's largest face, detected and aligned; None where the image is unreadable
+    or faceless (scored as failed pairs, not skipped)."""
     decoded: list[np.ndarray | None] = []
     for path in paths:
         try:
-            decoded.append(pipeline.decode(path.read_bytes()))
+            decoded.append(finder.decode(path.read_bytes()))
         except (OSError, InvalidImage):
             decoded.append(None)
     present = [image for image in decoded if image is not None]
-    faces = iter(pipeline.detect_and_align(present, largest_only=True))
-    crops: list[np.ndarray | None] = []
+    faces = iter(finder.detect_and_align(present, largest_only=True))
+    largest: list[AlignedFace | None] = []
     for image in decoded:
         found = next(faces) if image is not None else []
-        crops.append(found[0].crop if found else None)
-    return crops
+        largest.append(found[0] if found else None)
+    return largest
+
+
+def largest_face_crops(finder: FaceFinder, paths: list[Path]) -> list[np.ndarray | None]:
+    """Each image's largest face's aligned crop (None as in `largest_faces`)."""
+    return [face.crop if face else None for face in largest_faces(finder, paths)]
 
 
 def embed_crops(embedder: FaceEmbedder, crops: list[np.ndarray | None]) -> list[np.ndarray | None]:

@@ -9,6 +9,7 @@ surrounding context detectors are trained with.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -63,6 +64,13 @@ class Detector(ABC):
         self.settings = settings
         self.max_batch = max_batch
         self.model_id = model_id
+
+    def on_runtime(self, runtime: InferenceRuntime) -> Detector:
+        """The same detector (settings, id) run by ``runtime``: the precision gate compares
+        one model on two runtimes."""
+        twin = copy.copy(self)
+        twin.runtime = runtime
+        return twin
 
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """Faces in each BGR uint8 image, best score first, at most ``max_faces`` each."""
