@@ -74,7 +74,11 @@ class OpenVinoRuntime:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._lock:
             try:
-                results = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+                # share_inputs: OpenVINO reads the batch where it lies instead of copying it
+                # first (a 6-photo detector batch is 22 MB: about 2 ms a call saved here)
+                results = self._request.infer(
+                    [np.ascontiguousarray(batch, dtype=np.float32)], share_inputs=True
+                )
             except RuntimeError as exc:  # a shape or an operator it cannot run
                 reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else "?"
                 raise FailedPrecondition(f"OpenVINO cannot run this input: {reason}") from None
