@@ -109,14 +109,14 @@ def test_auto_measures_once_then_reuses_the_cached_choice(
         assert _threads_of(reused) == 3
 
 
-def test_auto_with_bf16_admitted_is_never_slower_than_fp32_alone(
+def test_auto_tries_bf16_only_where_admitted_beside_every_fp32_backend(
     settings: Settings, tmp_path: Path
 ) -> None:
     """Both models, as auto runs them here: bf16 is a candidate only where a gate verdict
-    (shipped for this CPU's bf16 unit, or measured here) admits it, and the kept backend is
-    the fastest of the trial, so never slower than the fp32 backends it measured beside it.
-    With the OpenVINO plugin held to fp32 (no verdict counts, as on a CPU without bf16) the
-    trial is what it was before bf16: fp32 backends only, the fastest kept."""
+    (shipped for this CPU's bf16 unit, or measured here) admits it, always beside every fp32
+    backend, and the kept one is the fastest of that trial. With the OpenVINO plugin held to
+    fp32 (no verdict counts, as on a CPU without bf16) the trial is what it was before bf16:
+    fp32 backends only, the fastest kept, run at fp32."""
     for model in ModelStore(settings.models).load_configured():
         profile = CROP if model.family == "sface" else FRAME
         admitted = gated_precisions(model, RuntimeSettings(engine_dir=tmp_path))

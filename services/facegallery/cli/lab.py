@@ -159,7 +159,8 @@ def eval_precision_gate(
     detector, recognizer = ModelStore(settings.models).load_configured()
     if not isinstance(pipeline.embedder, Embedder):
         raise InvalidInput(
-            f"the precision gate judges one recognizer; pack {settings.models.pack!r} fuses two"
+            f"the precision gate runs on a pack with one recognizer; pack "
+            f"{settings.models.pack!r} fuses two (judge its models under the default pack)"
         )
     # The reference is fp32 on ONNX Runtime for both models, whatever auto picked here.
     embedder = pipeline.embedder.on_runtime(OnnxRuntime(recognizer.path, settings.runtime))

@@ -43,10 +43,6 @@ GATE_FAR = 1e-3
 # embeddings have cosine c: 0.045 at 0.999, half the standard deviation of impostor scores
 # (0.089 for SFace on celeba_150), so 99% of faces may move no further.
 MIN_COSINE_P01 = 0.999
-# A detector's landmarks place the 112x112 crop. Its own jitter is the bound: at the reduced
-# precision, the 99th percentile of each face's largest landmark move (as a share of the
-# distance between the eyes) may not exceed what fp32 does when the image moves by one pixel
-# (`MovedOnePixel`), a change no camera holds still enough to avoid.
 Faces = dict[str, AlignedFace | None]  # image name -> its largest face, None when faceless
 Vectors = dict[str, np.ndarray | None]  # image name -> its embedding, None when faceless
 
@@ -65,7 +61,11 @@ def pair_faces(finder: FaceFinder, root: Path, pairs: list[Pair]) -> Faces:
 
 def face_crops(finder: FaceFinder, root: Path, pairs: list[Pair]) -> dict[str, np.ndarray | None]:
     """Each image of the pairs: its largest face's aligned crop (None when faceless)."""
-    return {n: f.crop if f else None for n, f in pair_faces(finder, root, pairs).items()}
+    return _crops(pair_faces(finder, root, pairs))
+
+
+def _crops(faces: Faces) -> dict[str, np.ndarray | None]:
+    return {name: face.crop if face else None for name, face in faces.items()}
 
 
 class MovedOnePixel(FaceFinder):
@@ -116,12 +116,19 @@ def run_detector_gate(
     """Measure the detector ``model_id`` at ``precision`` against fp32: ``reference`` and
     ``reduced`` are each image's largest face as found at each, ``moved`` as found at fp32
     in the image moved by one pixel (`MovedOnePixel`); ``embedder`` (fp32) embeds the first
-    two; decide."""
+    two; decide.
+
+    A detector's landmarks place the 112x112 crop, and its own jitter is the bound of their
+    moves: at the reduced precision, the 99th percentile of each face's largest landmark
+    move (as a share of the distance between the eyes) may not exceed what fp32 does when
+    the image moves by one pixel, a change no camera holds still enough to avoid."""
     _enough_impostors(pairs, pairs_set)
-    full = _embedded(embedder, {n: f.crop if f else None for n, f in reference.items()})
-    low = _embedded(embedder, {n: f.crop if f else None for n, f in reduced.items()})
+    full = _embedded(embedder, _crops(reference))
+    low = _embedded(embedder, _crops(reduced))
     shifts = _landmark_shifts(reference, reduced)
     jitter = _landmark_shifts(reference, moved, offset=1.0)
+    if len(jitter) == 0:
+        raise InvalidInput(f"no face of {pairs_set} was found again in its images moved one pixel")
     agreement = {
         **_pixel_agreement(reference, reduced, shifts),
         "moved_one_pixel_shift_p99": round(float(np.percentile(jitter[:, 1], 99)), 4),

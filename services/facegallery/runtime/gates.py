@@ -18,6 +18,7 @@ unless ``runtime.shipped_gates`` is off. A verdict measured on this machine come
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -77,6 +78,7 @@ def read_gate(
     return found[0] if found else None
 
 
+@functools.cache
 def shipped_verdicts() -> dict[str, dict[str, Any]]:
     text = resources.files("facegallery.runtime").joinpath(SHIPPED_FILE).read_text()
     verdicts: dict[str, dict[str, Any]] = json.loads(text)

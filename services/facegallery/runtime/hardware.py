@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 
@@ -17,6 +18,7 @@ def cpu_name() -> str:
     return _cpuinfo("model name") or "unknown"
 
 
+@functools.cache
 def bf16_unit() -> str:
     """The unit that does OpenVINO's bf16 arithmetic here: ``amx`` (Xeon since Sapphire
     Rapids: tile matrix multiplies), ``avx512_bf16`` (Cooper Lake, AMD Zen 4 and later: dot

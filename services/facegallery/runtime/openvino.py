@@ -1,13 +1,13 @@
 """OpenVINO backend: Intel's CPU runtime over the same prepared ONNX files.
 
-On an AMD EPYC it runs the shipped SFace recognizer at fp32 1.7-1.9x OpenCV's DNN (the
-fastest backend there before it; docs/benchmarks.md), so ``runtime.backend: auto`` measures
-it beside ONNX Runtime and OpenCV. It runs at the
-precision it is built with, and that precision is part of the backend's identity
-(``openvino`` is fp32, the embeddings of the model id; ``openvino-bf16`` changes them and
-is only a candidate where the precision gate passed: ``runtime.gates``). Dynamic shapes
-come from the model (batch, and the detector's canvas). An infer request must not run two
-batches at once, so calls are serialised; compiled models are cached in
+On an AMD EPYC it runs the shipped SFace recognizer at fp32 1.6-1.9x OpenCV's DNN (the
+fastest backend there before it) and at bf16 2.6-3.2x (batches of 1 and 4;
+docs/benchmarks.md), so ``runtime.backend: auto`` measures it beside ONNX Runtime and
+OpenCV. It runs at the precision it is built with, and that precision is part of the
+backend's identity (``openvino`` is fp32, the outputs of the model id; ``openvino-bf16``
+changes them and is only a candidate where the precision gate passed: ``runtime.gates``).
+Dynamic shapes come from the model (batch, and the detector's canvas). An infer request must
+not run two batches at once, so calls are serialised; compiled models are cached in
 ``runtime.engine_dir``.
 """
 
