@@ -11,8 +11,9 @@ AVX-512 BF16 round differently). Only a passing verdict makes the precision one 
 ``runtime.backend: auto``'s candidates, under the model's own id.
 
 A production machine has no development set to run the gate on, so facegallery ships the
-verdicts measured on its own machines (``shipped_gates.json``, written by the same
-command): they count where OpenVINO's version and the bf16 unit are the ones measured,
+verdicts measured on its own machines (``shipped_gates.json``: entries that command wrote
+to ``precision-gate.json``, copied): they count where OpenVINO's version and the bf16 unit
+are the ones measured,
 unless ``runtime.shipped_gates`` is off. A verdict measured on this machine comes first.
 """
 
