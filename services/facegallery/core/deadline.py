@@ -66,14 +66,21 @@ def caller_left() -> bool:
     return left is not None and left.is_set()
 
 
+def left_reason(deadline: float | None) -> str:
+    """How a call whose caller left is counted when dropped: ``expired`` once its deadline
+    has passed (a gRPC caller leaves at its own deadline, which the service carries: the
+    deadline is why, whichever of the two the service notices first), else ``cancelled``."""
+    return "expired" if expired(deadline) else "cancelled"
+
+
 def check_deadline(stage: str, deadline: float | None = None) -> None:
     """Raise `CallCancelled` when the caller left, `DeadlineExceeded` when the deadline has
-    passed (each counted with the stage it was dropped at): called at every stage boundary,
-    before the stage's work."""
-    if caller_left():
-        SHED.labels("cancelled", stage).inc()
-        raise CallCancelled(f"the caller left before the {stage} stage; dropped")
+    passed (each counted with the stage it was dropped at, `left_reason`): called at every
+    stage boundary, before the stage's work."""
     deadline = current_deadline() if deadline is None else deadline
+    if caller_left():
+        SHED.labels(left_reason(deadline), stage).inc()
+        raise CallCancelled(f"the caller left before the {stage} stage; dropped")
     if expired(deadline):
         SHED.labels("expired", stage).inc()
         raise DeadlineExceeded(f"the call's deadline passed before the {stage} stage; dropped")

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from facegallery.core.deadline import Priority, check_deadline, expired
+from facegallery.core.deadline import Priority, check_deadline, expired, left_reason
 from facegallery.core.errors import DeadlineExceeded
 from facegallery.core.telemetry import BATCH_SIZE, SHED
 
@@ -83,7 +83,7 @@ class DeadlineBatcher(Generic[T, R]):
             if not call.future.done():
                 call.future.cancel()
                 if not call.taken:  # still queued: it leaves unserved, costing nothing
-                    SHED.labels("cancelled", self.stage).inc()
+                    SHED.labels(left_reason(call.deadline), self.stage).inc()
             raise
 
     async def _batches(self) -> None:
